@@ -1,0 +1,8 @@
+//! Hookline: a Kubernetes-native Extensible Webhooks destination.
+//!
+//! The data path lives in [`pipeline`], one module per stage in the order events flow; the
+//! `WebhookDestination` resource is in [`api`]; loading manifests and secrets with no cluster is
+//! [`config`]; the subcommands are in [`cli`].
+
+pub mod api;
+pub mod pipeline;

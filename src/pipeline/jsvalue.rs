@@ -1,0 +1,179 @@
+//! JavaScript value semantics that Segment's mapping-kit and trigger language rely on, so that
+//! Hookline gives byte-for-byte the hosted product's results on the same input.
+
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// Segment's `get(obj, path)`: splits on `.`, `[` and `]`, and walks with `acc && acc[key]`, so a
+/// falsy intermediate (null, 0, "", false) is returned as it is instead of `undefined`.
+pub fn get<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
+    if path.is_empty() || path == "." {
+        return root.map(Cow::Borrowed);
+    }
+    let mut current = Cow::Borrowed(root?);
+    for key in path.split(['.', '[', ']']).filter(|k| !k.is_empty()) {
+        if !is_truthy(&current) {
+            return Some(current);
+        }
+        current = match current {
+            Cow::Borrowed(v) => index(v, key)?,
+            Cow::Owned(v) => Cow::Owned(index(&v, key)?.into_owned()),
+        };
+    }
+    Some(current)
+}
+
+/// `value[key]` for JSON values, including what JS gives for strings and arrays (`length`, indices).
+fn index<'a>(value: &'a Value, key: &str) -> Option<Cow<'a, Value>> {
+    match value {
+        Value::Object(map) => map.get(key).map(Cow::Borrowed),
+        Value::Array(items) if key == "length" => Some(Cow::Owned(Value::from(items.len()))),
+        Value::Array(items) => array_index(key).and_then(|i| items.get(i)).map(Cow::Borrowed),
+        Value::String(s) if key == "length" => Some(Cow::Owned(Value::from(s.encode_utf16().count()))),
+        Value::String(s) => {
+            let i = array_index(key)?;
+            let unit = s.encode_utf16().nth(i)?;
+            Some(Cow::Owned(Value::String(String::from_utf16_lossy(&[unit]))))
+        }
+        _ => None,
+    }
+}
+
+fn array_index(key: &str) -> Option<usize> {
+    if key.len() > 1 && key.starts_with('0') {
+        return None;
+    }
+    key.parse().ok()
+}
+
+pub fn is_truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+/// JavaScript's `String(value)`.
+pub fn to_js_string(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => js_number(n),
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::Null => String::new(),
+                other => to_js_string(other),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Object(_) => "[object Object]".into(),
+    }
+}
+
+fn js_number(n: &serde_json::Number) -> String {
+    if let Some(i) = n.as_i64() {
+        return i.to_string();
+    }
+    if let Some(u) = n.as_u64() {
+        return u.to_string();
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.fract() == 0.0 && f.abs() < 1e21 {
+        format!("{f:.0}")
+    } else if f.abs() >= 1e21 || f.abs() < 1e-6 {
+        // JS switches to exponent form outside [1e-6, 1e21) and always signs the exponent.
+        let e = format!("{f:e}");
+        match e.split_once('e') {
+            Some((m, x)) if !x.starts_with('-') => format!("{m}e+{x}"),
+            _ => e,
+        }
+    } else {
+        format!("{f}")
+    }
+}
+
+/// `JSON.stringify(value)`: compact, with numbers written as JavaScript writes them (`1`, not `1.0`).
+pub fn stringify(value: &Value) -> String {
+    let mut out = String::new();
+    write_json(value, &mut out);
+    out
+}
+
+pub fn write_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&js_number(n)),
+        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("strings always serialize")),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).expect("strings always serialize"));
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// The name JS code in mapping-kit uses for a value's type in its messages (`realTypeOf`).
+pub fn type_name(value: Option<&Value>) -> &'static str {
+    match value {
+        None => "undefined",
+        Some(Value::Null) => "null",
+        Some(Value::Bool(_)) => "boolean",
+        Some(Value::Number(_)) => "number",
+        Some(Value::String(_)) => "string",
+        Some(Value::Array(_)) => "array",
+        Some(Value::Object(_)) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn get_walks_dots_and_brackets() {
+        let v = json!({"a": {"b": [{"c": 1}, {"c": 2}]}});
+        assert_eq!(get(Some(&v), "a.b[1].c").unwrap().into_owned(), json!(2));
+        assert_eq!(get(Some(&v), "a.b.length").unwrap().into_owned(), json!(2));
+        assert!(get(Some(&v), "a.x.y").is_none());
+    }
+
+    #[test]
+    fn get_returns_falsy_intermediate() {
+        let v = json!({"z": 0, "s": "", "n": null});
+        assert_eq!(get(Some(&v), "z.b").unwrap().into_owned(), json!(0));
+        assert_eq!(get(Some(&v), "s.b").unwrap().into_owned(), json!(""));
+        assert_eq!(get(Some(&v), "n.b").unwrap().into_owned(), json!(null));
+    }
+
+    #[test]
+    fn js_strings() {
+        assert_eq!(to_js_string(&json!(1.0)), "1");
+        assert_eq!(to_js_string(&json!(1.5)), "1.5");
+        assert_eq!(to_js_string(&json!([1, null, "a"])), "1,,a");
+        assert_eq!(to_js_string(&json!({"a": 1})), "[object Object]");
+    }
+}

@@ -1,0 +1,45 @@
+//! `spec.mapping`: Segment's mapping-kit. A mapping is validated once when the destination is
+//! loaded (every error listed with its path) and then resolved against each event.
+
+mod resolve;
+mod template;
+mod validate;
+
+use serde_json::{Value, json};
+
+pub use template::LiquidTemplates;
+
+/// Every problem found in a mapping, each message starting with its JSON-pointer-like path.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{}", .0.join("; "))]
+pub struct MappingInvalid(pub Vec<String>);
+
+/// A failure while resolving a valid mapping against one event (e.g. `@json` decoding bad JSON).
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("mapping: {0}")]
+pub struct MappingError(pub String);
+
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    spec: Value,
+    liquid: LiquidTemplates,
+}
+
+impl Mapping {
+    /// Validates `spec` the way mapping-kit does; `None` is the whole event (`{"@path": "$."}`).
+    pub fn compile(spec: Option<&Value>) -> Result<Self, MappingInvalid> {
+        let spec = spec.cloned().unwrap_or_else(|| json!({"@path": "$."}));
+        let mut errors = validate::validate(&spec);
+        let liquid = LiquidTemplates::compile(&spec, &mut errors);
+        if errors.is_empty() { Ok(Mapping { spec, liquid }) } else { Err(MappingInvalid(errors)) }
+    }
+
+    /// The payload for one event; keys that resolve to nothing are left out.
+    pub fn apply(&self, event: &Value) -> Result<Value, MappingError> {
+        if !event.is_object() {
+            return Err(MappingError(format!("data must be an object, got {}", super::jsvalue::type_name(Some(event)))));
+        }
+        let resolver = resolve::Resolver { liquid: &self.liquid };
+        Ok(resolver.resolve(&self.spec, event)?.unwrap_or(Value::Null))
+    }
+}

@@ -1,0 +1,197 @@
+//! Text directives: `@template` placeholders, `@replace`'s literal patterns and `@liquid`.
+
+use super::MappingError;
+use super::validate::MAX_LIQUID_LENGTH;
+use crate::pipeline::jsvalue::{self, to_js_string};
+use regex::{Captures, Regex};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+static TRIPLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{\{([^}]+)\}\}\}").expect("valid regex"));
+static DOUBLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{([^}]+)\}\}").expect("valid regex"));
+
+/// `@template`: `{{{path}}}` is inserted as is, then `{{path}}` HTML-escaped (strings only);
+/// missing and null values render as ''. The two passes run in this order, as in mapping-kit.
+pub fn render_placeholders(template: &str, data: &Value) -> String {
+    let lookup = |caps: &Captures| jsvalue::get(Some(data), caps[1].trim()).map(|v| v.into_owned());
+    let unescaped = TRIPLE.replace_all(template, |caps: &Captures| match lookup(caps) {
+        None | Some(Value::Null) => String::new(),
+        Some(v) => to_js_string(&v),
+    });
+    DOUBLE
+        .replace_all(&unescaped, |caps: &Captures| match lookup(caps) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => escape_html(&s),
+            Some(v) => to_js_string(&v),
+        })
+        .into_owned()
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '/' => out.push_str("&#x2F;"),
+            '`' => out.push_str("&#x60;"),
+            '=' => out.push_str("&#x3D;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `@replace`: the pattern is a literal (never a regex); the replacement keeps JS's `$&`, `$$`,
+/// `` $` `` and `$'` substitutions.
+pub fn replace_literal(subject: &str, pattern: &str, replacement: &str, ignore_case: bool, global: bool) -> Result<String, MappingError> {
+    let re = regex::RegexBuilder::new(&regex::escape(pattern))
+        .case_insensitive(ignore_case)
+        .build()
+        .map_err(|e| MappingError(format!("@replace: {e}")))?;
+    let substitute = |caps: &Captures| {
+        let m = caps.get(0).expect("group 0 always exists");
+        let mut out = String::new();
+        let mut chars = replacement.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '$' {
+                out.push(c);
+                continue;
+            }
+            match chars.peek() {
+                Some('$') => out.push('$'),
+                Some('&') => out.push_str(m.as_str()),
+                Some('`') => out.push_str(&subject[..m.start()]),
+                Some('\'') => out.push_str(&subject[m.end()..]),
+                _ => {
+                    out.push('$');
+                    continue;
+                }
+            }
+            chars.next();
+        }
+        out
+    };
+    Ok(if global { re.replace_all(subject, substitute) } else { re.replace(subject, substitute) }.into_owned())
+}
+
+const DISABLED_TAGS: &[&str] = &["case", "for", "include", "layout", "render", "tablerow"];
+const DISABLED_FILTERS: &[&str] = &[
+    "array_to_sentence_string", "concat", "find", "find_exp", "find_index", "find_index_exp", "group_by",
+    "group_by_exp", "has", "has_exp", "map", "newline_to_br", "reject", "reject_exp", "reverse", "sort",
+    "sort_natural", "uniq", "where_exp", "type",
+];
+
+static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{%-?\s*([a-z_]+)").expect("valid regex"));
+static FILTER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\|\s*([a-z_]+)").expect("valid regex"));
+static PARSER: LazyLock<liquid::Parser> =
+    LazyLock::new(|| liquid::ParserBuilder::with_stdlib().build().expect("the standard Liquid library builds"));
+
+/// `@liquid` templates, parsed once when the mapping is compiled. Loops and includes are disabled
+/// as in Segment, so rendering time is bounded by the template's (≤ 1000 character) length.
+#[derive(Clone, Default)]
+pub struct LiquidTemplates {
+    parsed: HashMap<String, Arc<liquid::Template>>,
+}
+
+impl std::fmt::Debug for LiquidTemplates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiquidTemplates").field("count", &self.parsed.len()).finish()
+    }
+}
+
+impl LiquidTemplates {
+    pub fn compile(mapping: &Value, errors: &mut Vec<String>) -> Self {
+        let mut templates = LiquidTemplates::default();
+        templates.collect(mapping, &mut Vec::new(), errors);
+        templates
+    }
+
+    fn collect(&mut self, value: &Value, path: &mut Vec<String>, errors: &mut Vec<String>) {
+        match value {
+            Value::Object(obj) => {
+                for (key, child) in obj {
+                    path.push(key.clone());
+                    match (key.as_str(), child) {
+                        ("@liquid", Value::String(text)) => match parse(text) {
+                            Ok(t) => {
+                                self.parsed.insert(text.clone(), Arc::new(t));
+                            }
+                            Err(e) => errors.push(format!("/{} {}.", path.join("/"), e.0)),
+                        },
+                        _ => self.collect(child, path, errors),
+                    }
+                    path.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    path.push(i.to_string());
+                    self.collect(child, path, errors);
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn render(&self, text: &str, payload: &Value) -> Result<String, MappingError> {
+        if text.is_empty() {
+            return Ok(String::new());
+        }
+        let dynamic;
+        let template = match self.parsed.get(text) {
+            Some(t) => t.as_ref(),
+            None => {
+                dynamic = parse(text)?;
+                &dynamic
+            }
+        };
+        let globals = match payload {
+            Value::Object(_) => liquid::model::to_object(payload).map_err(|e| MappingError(format!("@liquid: {e}")))?,
+            _ => liquid::Object::new(),
+        };
+        template.render(&globals).map_err(|e| MappingError(format!("@liquid: {e}")))
+    }
+}
+
+fn parse(text: &str) -> Result<liquid::Template, MappingError> {
+    if text.chars().count() > MAX_LIQUID_LENGTH {
+        return Err(MappingError(format!("liquid template values are limited to {MAX_LIQUID_LENGTH} characters")));
+    }
+    if let Some(tag) = TAG.captures_iter(text).map(|c| c[1].to_string()).find(|t| DISABLED_TAGS.contains(&t.as_str())) {
+        return Err(MappingError(format!("tag \"{tag}\" is disabled")));
+    }
+    if let Some(f) = FILTER.captures_iter(text).map(|c| c[1].to_string()).find(|f| DISABLED_FILTERS.contains(&f.as_str())) {
+        return Err(MappingError(format!("filter \"{f}\" is disabled")));
+    }
+    PARSER.parse(text).map_err(|e| MappingError(format!("@liquid: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_escape_html_unless_tripled() {
+        let data = json!({"a": "<b>", "n": 2});
+        assert_eq!(render_placeholders("{{a}}|{{{a}}}|{{ n }}|{{x}}", &data), "&lt;b&gt;|<b>|2|");
+    }
+
+    #[test]
+    fn replace_is_literal_and_keeps_js_substitutions() {
+        assert_eq!(replace_literal("a.b.c", ".", "[$&]", false, true).unwrap(), "a[.]b[.]c");
+        assert_eq!(replace_literal("AaA", "a", "x", true, false).unwrap(), "xaA");
+    }
+
+    #[test]
+    fn disabled_liquid_tags_are_rejected() {
+        assert!(parse("{% for x in y %}{% endfor %}").err().unwrap().0.contains("\"for\" is disabled"));
+        assert!(parse("{{ a | sort }}").err().unwrap().0.contains("\"sort\" is disabled"));
+    }
+}

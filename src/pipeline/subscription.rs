@@ -1,0 +1,490 @@
+//! `spec.subscription`: Segment's destination trigger language (FQL), with real precedence
+//! (`not` > `and` > `or`), nested parentheses, and errors that point at the offending text.
+
+use super::jsvalue;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("subscription {source_text:?}: {message} at column {column}")]
+pub struct SubscriptionError {
+    source_text: String,
+    message: String,
+    column: usize,
+}
+
+/// A parsed subscription; matching an event is a pure function of the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    root: Expr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expr {
+    All,
+    Or(Box<Expr>, Box<Expr>),
+    And(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    Compare(Field, CompareOp, Literal),
+    /// `contains` / `match`; `negated` comes from a `!`/`not` written directly before the call and,
+    /// as in Segment, still requires the field to be a string.
+    Text { field: Field, op: TextOp, needle: String, negated: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum TextOp {
+    Contains,
+    StartsWith,
+    EndsWith,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Literal {
+    String(String),
+    Number(f64),
+    Bool(bool),
+    Null,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Field {
+    TopLevel(&'static str),
+    /// `properties.x` and `traits.x`: Segment reads both from `traits` on identify/group events
+    /// and from `properties` on every other type.
+    PropertyOrTrait(String),
+    Context(String),
+}
+
+impl Subscription {
+    pub fn all() -> Self {
+        Subscription { root: Expr::All }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, SubscriptionError> {
+        let tokens = lex(text)?;
+        let mut parser = Parser { text, tokens, pos: 0 };
+        let root = parser.or_expr()?;
+        if let Some(tok) = parser.peek() {
+            let err = match tok.kind {
+                TokenKind::RParen => "unbalanced ')'".to_string(),
+                _ => format!("unexpected {} after a complete expression", tok.describe(text)),
+            };
+            return Err(parser.error_at(tok.start, err));
+        }
+        Ok(Subscription { root })
+    }
+
+    pub fn matches(&self, event: &Value) -> bool {
+        self.root.eval(event)
+    }
+}
+
+impl Expr {
+    fn eval(&self, event: &Value) -> bool {
+        match self {
+            Expr::All => true,
+            Expr::Or(a, b) => a.eval(event) || b.eval(event),
+            Expr::And(a, b) => a.eval(event) && b.eval(event),
+            Expr::Not(e) => !e.eval(event),
+            Expr::Compare(field, op, lit) => compare(field.lookup(event).as_deref(), *op, lit),
+            Expr::Text { field, op, needle, negated } => match field.lookup(event).as_deref() {
+                Some(Value::String(s)) => {
+                    let hit = match op {
+                        TextOp::Contains => s.contains(needle.as_str()),
+                        TextOp::StartsWith => s.starts_with(needle.as_str()),
+                        TextOp::EndsWith => s.ends_with(needle.as_str()),
+                    };
+                    hit != *negated
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+fn compare(actual: Option<&Value>, op: CompareOp, expected: &Literal) -> bool {
+    let exists = !matches!(actual, None | Some(Value::Null));
+    let equal = match expected {
+        Literal::Null => !exists,
+        Literal::String(s) => matches!(actual, Some(Value::String(a)) if a == s),
+        Literal::Bool(b) => matches!(actual, Some(Value::Bool(a)) if a == b),
+        Literal::Number(n) => actual.and_then(Value::as_f64).is_some_and(|a| a == *n),
+    };
+    let number = || actual.and_then(Value::as_f64);
+    let Literal::Number(n) = expected else {
+        return match op {
+            CompareOp::Eq => equal,
+            _ => !equal,
+        };
+    };
+    match op {
+        CompareOp::Eq => equal,
+        CompareOp::Ne => !equal,
+        CompareOp::Lt => number().is_some_and(|a| a < *n),
+        CompareOp::Le => number().is_some_and(|a| a <= *n),
+        CompareOp::Gt => number().is_some_and(|a| a > *n),
+        CompareOp::Ge => number().is_some_and(|a| a >= *n),
+    }
+}
+
+impl Field {
+    fn lookup<'a>(&self, event: &'a Value) -> Option<std::borrow::Cow<'a, Value>> {
+        match self {
+            Field::TopLevel(name) => event.get(*name).map(std::borrow::Cow::Borrowed),
+            Field::PropertyOrTrait(path) => {
+                let ty = event.get("type").and_then(Value::as_str);
+                let base = if matches!(ty, Some("identify" | "group")) { "traits" } else { "properties" };
+                jsvalue::get(event.get(base), path)
+            }
+            Field::Context(path) => jsvalue::get(event.get("context"), path),
+        }
+    }
+
+    fn parse(path: &str) -> Option<Field> {
+        const TOP: [&str; 4] = ["type", "event", "name", "userId"];
+        if let Some(top) = TOP.iter().find(|t| **t == path) {
+            return Some(Field::TopLevel(top));
+        }
+        let (head, rest) = path.split_once('.')?;
+        if rest.is_empty() {
+            return None;
+        }
+        match head {
+            "properties" | "traits" => Some(Field::PropertyOrTrait(rest.to_string())),
+            "context" => Some(Field::Context(rest.to_string())),
+            _ => None,
+        }
+    }
+}
+
+// ---- lexer ----
+
+#[derive(Debug, Clone, PartialEq)]
+enum TokenKind {
+    Ident(String),
+    Str(String),
+    Number(f64),
+    Op(CompareOp),
+    LParen,
+    RParen,
+    Comma,
+    Bang,
+    AndAnd,
+    OrOr,
+}
+
+#[derive(Debug, Clone)]
+struct Token {
+    kind: TokenKind,
+    start: usize,
+    end: usize,
+}
+
+impl Token {
+    fn describe(&self, text: &str) -> String {
+        format!("'{}'", &text[self.start..self.end])
+    }
+}
+
+fn lex(text: &str) -> Result<Vec<Token>, SubscriptionError> {
+    let bytes = text.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    let err = |at: usize, message: String| SubscriptionError {
+        source_text: text.to_string(),
+        message,
+        column: text[..at].chars().count() + 1,
+    };
+    while i < bytes.len() {
+        let c = bytes[i];
+        let start = i;
+        let two = |s: &str| text[i..].starts_with(s);
+        let kind = match c {
+            b' ' | b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            b'(' => TokenKind::LParen,
+            b')' => TokenKind::RParen,
+            b',' => TokenKind::Comma,
+            _ if two("!=") => TokenKind::Op(CompareOp::Ne),
+            _ if two("<=") => TokenKind::Op(CompareOp::Le),
+            _ if two(">=") => TokenKind::Op(CompareOp::Ge),
+            _ if two("&&") => TokenKind::AndAnd,
+            _ if two("||") => TokenKind::OrOr,
+            _ if two("==") => TokenKind::Op(CompareOp::Eq),
+            b'!' => TokenKind::Bang,
+            b'=' => TokenKind::Op(CompareOp::Eq),
+            b'<' => TokenKind::Op(CompareOp::Lt),
+            b'>' => TokenKind::Op(CompareOp::Gt),
+            b'"' | b'\'' => {
+                let (s, next) = lex_string(text, i).ok_or_else(|| err(i, "unterminated string".into()))?;
+                tokens.push(Token { kind: TokenKind::Str(s), start, end: next });
+                i = next;
+                continue;
+            }
+            b'-' | b'0'..=b'9' => {
+                let mut j = i + 1;
+                while j < bytes.len() && (bytes[j].is_ascii_digit() || matches!(bytes[j], b'.' | b'e' | b'E')) {
+                    j += 1;
+                }
+                let n: f64 = text[i..j].parse().map_err(|_| err(i, format!("invalid number '{}'", &text[i..j])))?;
+                tokens.push(Token { kind: TokenKind::Number(n), start, end: j });
+                i = j;
+                continue;
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' => {
+                let mut j = i + 1;
+                while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || matches!(bytes[j], b'_' | b'.' | b'$' | b'-')) {
+                    j += 1;
+                }
+                tokens.push(Token { kind: TokenKind::Ident(text[i..j].to_string()), start, end: j });
+                i = j;
+                continue;
+            }
+            _ => {
+                let ch = text[i..].chars().next().unwrap_or('?');
+                return Err(err(i, format!("unexpected character '{ch}'")));
+            }
+        };
+        let len = match kind {
+            TokenKind::Op(CompareOp::Ne | CompareOp::Le | CompareOp::Ge) | TokenKind::AndAnd | TokenKind::OrOr => 2,
+            TokenKind::Op(CompareOp::Eq) if two("==") => 2,
+            _ => 1,
+        };
+        i += len;
+        tokens.push(Token { kind, start, end: i });
+    }
+    Ok(tokens)
+}
+
+fn lex_string(text: &str, start: usize) -> Option<(String, usize)> {
+    let quote = text.as_bytes()[start] as char;
+    let mut out = String::new();
+    let mut chars = text[start + 1..].char_indices();
+    while let Some((off, c)) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?.1),
+            c if c == quote => return Some((out, start + 1 + off + 1)),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+// ---- parser ----
+
+struct Parser<'a> {
+    text: &'a str,
+    tokens: Vec<Token>,
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+
+    fn next(&mut self) -> Option<Token> {
+        let t = self.tokens.get(self.pos).cloned();
+        self.pos += 1;
+        t
+    }
+
+    fn error_at(&self, at: usize, message: String) -> SubscriptionError {
+        SubscriptionError {
+            source_text: self.text.to_string(),
+            message,
+            column: self.text[..at].chars().count() + 1,
+        }
+    }
+
+    fn end_error(&self, expected: &str) -> SubscriptionError {
+        self.error_at(self.text.len(), format!("expected {expected} but the subscription ends"))
+    }
+
+    fn is_keyword(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Token { kind: TokenKind::Ident(w), .. }) if w.eq_ignore_ascii_case(word))
+    }
+
+    fn or_expr(&mut self) -> Result<Expr, SubscriptionError> {
+        let mut left = self.and_expr()?;
+        while self.is_keyword("or") || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::OrOr)) {
+            self.pos += 1;
+            left = Expr::Or(Box::new(left), Box::new(self.and_expr()?));
+        }
+        Ok(left)
+    }
+
+    fn and_expr(&mut self) -> Result<Expr, SubscriptionError> {
+        let mut left = self.unary()?;
+        while self.is_keyword("and") || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::AndAnd)) {
+            self.pos += 1;
+            left = Expr::And(Box::new(left), Box::new(self.unary()?));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Expr, SubscriptionError> {
+        if self.is_keyword("not") || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::Bang)) {
+            self.pos += 1;
+            return Ok(match self.unary()? {
+                Expr::Text { field, op, needle, negated } => Expr::Text { field, op, needle, negated: !negated },
+                other => Expr::Not(Box::new(other)),
+            });
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, SubscriptionError> {
+        let Some(tok) = self.next() else {
+            return Err(self.end_error("a condition such as `type = \"track\"`"));
+        };
+        match tok.kind.clone() {
+            TokenKind::LParen => {
+                let inner = self.or_expr()?;
+                match self.next() {
+                    Some(Token { kind: TokenKind::RParen, .. }) => Ok(inner),
+                    Some(other) => Err(self.error_at(
+                        other.start,
+                        format!("expected ')' to close the '(' at column {} but found {}", tok.start + 1, other.describe(self.text)),
+                    )),
+                    None => Err(self.error_at(tok.start, "unclosed '(': add the matching ')'".into())),
+                }
+            }
+            TokenKind::Ident(word) if matches!(self.peek().map(|t| &t.kind), Some(TokenKind::LParen)) => {
+                self.function(&word, &tok)
+            }
+            TokenKind::Ident(word) => {
+                let field = Field::parse(&word).ok_or_else(|| {
+                    self.error_at(
+                        tok.start,
+                        format!(
+                            "unknown field '{word}' (use type, event, name, userId, properties.<path>, traits.<path> or context.<path>)"
+                        ),
+                    )
+                })?;
+                let op = match self.next() {
+                    Some(Token { kind: TokenKind::Op(op), .. }) => op,
+                    Some(other) => {
+                        return Err(self.error_at(
+                            other.start,
+                            format!("expected an operator (=, !=, <, <=, >, >=) after '{word}' but found {}", other.describe(self.text)),
+                        ));
+                    }
+                    None => return Err(self.end_error(&format!("an operator (=, !=, <, <=, >, >=) after '{word}'"))),
+                };
+                let literal = self.literal()?;
+                if matches!(op, CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge)
+                    && !matches!(literal, Literal::Number(_))
+                {
+                    return Err(self.error_at(tok.start, format!("'{word}' is compared with <, <=, > or >= to something that is not a number")));
+                }
+                Ok(Expr::Compare(field, op, literal))
+            }
+            _ => Err(self.error_at(tok.start, format!("expected a condition but found {}", tok.describe(self.text)))),
+        }
+    }
+
+    fn literal(&mut self) -> Result<Literal, SubscriptionError> {
+        let Some(tok) = self.next() else {
+            return Err(self.end_error("a value (a \"string\", a number, true, false or null)"));
+        };
+        Ok(match tok.kind {
+            TokenKind::Str(s) => Literal::String(s),
+            TokenKind::Number(n) => Literal::Number(n),
+            TokenKind::Ident(w) if w == "true" => Literal::Bool(true),
+            TokenKind::Ident(w) if w == "false" => Literal::Bool(false),
+            TokenKind::Ident(w) if w == "null" => Literal::Null,
+            _ => {
+                return Err(self.error_at(
+                    tok.start,
+                    format!("expected a value (a \"string\", a number, true, false or null) but found {}", tok.describe(self.text)),
+                ));
+            }
+        })
+    }
+
+    fn function(&mut self, name: &str, name_tok: &Token) -> Result<Expr, SubscriptionError> {
+        let is_match = match name {
+            "contains" => false,
+            "match" => true,
+            _ => return Err(self.error_at(name_tok.start, format!("unknown function '{name}' (use contains or match)"))),
+        };
+        self.pos += 1; // '('
+        let field_tok = self.next().ok_or_else(|| self.end_error("a field name"))?;
+        let TokenKind::Ident(path) = &field_tok.kind else {
+            return Err(self.error_at(field_tok.start, format!("expected a field name but found {}", field_tok.describe(self.text))));
+        };
+        let field = Field::parse(path)
+            .ok_or_else(|| self.error_at(field_tok.start, format!("unknown field '{path}' in {name}()")))?;
+        self.expect(TokenKind::Comma, "','")?;
+        let needle = match self.next() {
+            Some(Token { kind: TokenKind::Str(s), .. }) => s,
+            Some(other) => {
+                return Err(self.error_at(other.start, format!("{name}() needs a quoted string but found {}", other.describe(self.text))));
+            }
+            None => return Err(self.end_error("a quoted string")),
+        };
+        self.expect(TokenKind::RParen, "')'")?;
+        let (op, needle) = if !is_match {
+            (TextOp::Contains, needle)
+        } else if let Some(prefix) = needle.strip_suffix('*') {
+            (TextOp::StartsWith, prefix.to_string())
+        } else {
+            // Segment treats every other pattern as "*suffix" and drops its first character.
+            (TextOp::EndsWith, needle.chars().skip(1).collect())
+        };
+        Ok(Expr::Text { field, op, needle, negated: false })
+    }
+
+    fn expect(&mut self, kind: TokenKind, what: &str) -> Result<(), SubscriptionError> {
+        match self.next() {
+            Some(tok) if tok.kind == kind => Ok(()),
+            Some(tok) => Err(self.error_at(tok.start, format!("expected {what} but found {}", tok.describe(self.text)))),
+            None => Err(self.end_error(what)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn m(sub: &str, event: Value) -> bool {
+        Subscription::parse(sub).unwrap().matches(&event)
+    }
+
+    #[test]
+    fn precedence_and_negation() {
+        assert!(m(r#"not type = "a" and type = "b""#, json!({"type": "b"})));
+        assert!(!m(r#"!(type = "b" or type = "c")"#, json!({"type": "c"})));
+        assert!(m(r#"type = "x" || type = "track" && event = "A""#, json!({"type": "track", "event": "A"})));
+    }
+
+    #[test]
+    fn traits_are_read_from_traits_on_identify() {
+        assert!(m(r#"traits.plan = "pro""#, json!({"type": "identify", "traits": {"plan": "pro"}})));
+        assert!(m(r#"properties.plan = "pro""#, json!({"type": "group", "traits": {"plan": "pro"}})));
+    }
+
+    #[test]
+    fn errors_point_at_the_text() {
+        let e = Subscription::parse(r#"type = "track" and"#).unwrap_err().to_string();
+        assert!(e.contains("ends"), "{e}");
+        let e = Subscription::parse(r#"type = "track")"#).unwrap_err().to_string();
+        assert!(e.contains("')'") && e.contains("column 15"), "{e}");
+        let e = Subscription::parse(r#"properties.x > "a""#).unwrap_err().to_string();
+        assert!(e.contains("not a number"), "{e}");
+    }
+}
