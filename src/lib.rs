@@ -6,3 +6,5 @@
 
 pub mod api;
 pub mod pipeline;
+pub mod config;
+pub mod metrics;

@@ -1,6 +1,13 @@
 //! The data path, one module per stage, in the order events flow:
-//! ingest → queue → subscription → mapping → batch → deliver (with signing and the dead-letter store).
+//! ingest → queue → subscription → mapping → batch → deliver (signing, retries, dead letters).
+//! [`worker`] wires the stages for one destination.
 
+pub mod ingest;
+pub mod queue;
+pub mod envelope;
+pub mod subscription;
 pub mod jsvalue;
 pub mod mapping;
-pub mod subscription;
+pub mod batch;
+pub mod deliver;
+pub mod worker;

@@ -1,0 +1,297 @@
+//! Ingestion: the Segment HTTP Tracking API, answered only once events are durably queued.
+
+use super::envelope::Envelope;
+use super::queue::Queue;
+use crate::metrics::METRICS;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
+const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
+
+/// A destination as ingestion sees it: a name, and the write key it requires, if any.
+#[derive(Clone)]
+pub struct Route {
+    pub name: String,
+    pub write_key: Option<String>,
+}
+
+pub struct IngestState {
+    pub queue: Queue,
+    pub routes: Vec<Route>,
+    pub ready: AtomicBool,
+    /// Extra read-only endpoints (e.g. `/status`) that the runtime serves beside ingestion.
+    pub status: Box<dyn Fn() -> Value + Send + Sync>,
+}
+
+pub fn router(state: Arc<IngestState>) -> Router {
+    Router::new()
+        .route("/v1/{kind}", post(ingest))
+        .route("/{kind}", post(ingest))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render()) }))
+        .route("/status", get(|State(s): State<Arc<IngestState>>| async move { axum::Json((s.status)()) }))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    }
+}
+
+#[derive(Debug)]
+struct Rejection(StatusCode, String);
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({"success": false, "error": self.1}))).into_response()
+    }
+}
+
+fn bad(message: impl Into<String>) -> Rejection {
+    Rejection(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// The endpoint's message type, with Segment's short aliases (`/v1/t`, `/v1/b`, `/v1/import`).
+fn endpoint_kind(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "track" | "t" => "track",
+        "identify" | "i" => "identify",
+        "page" | "p" => "page",
+        "screen" | "s" => "screen",
+        "group" | "g" => "group",
+        "alias" | "a" => "alias",
+        "batch" | "b" | "import" => "batch",
+        _ => return None,
+    })
+}
+
+async fn ingest(State(state): State<Arc<IngestState>>, Path(kind): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    match accept(&state, &kind, &headers, body).await {
+        Ok(count) => {
+            METRICS.events_received.with_label_values(&[endpoint_kind(&kind).unwrap_or("unknown")]).inc_by(count as u64);
+            axum::Json(json!({"success": true})).into_response()
+        }
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn accept(state: &IngestState, kind: &str, headers: &HeaderMap, body: Body) -> Result<usize, Rejection> {
+    let kind = endpoint_kind(kind).ok_or_else(|| Rejection(StatusCode::NOT_FOUND, format!("no such endpoint: /v1/{kind}")))?;
+    let limit = if kind == "batch" { MAX_BATCH_BYTES } else { MAX_MESSAGE_BYTES };
+    let too_large = || Rejection(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {} KB", limit / 1024));
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    let bytes = decode_body(headers, raw, limit).map_err(|e| e.unwrap_or_else(too_large))?;
+    let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(bad("the request body must be a JSON object")),
+        Err(e) => return Err(bad(format!("the request body is not valid JSON: {e}"))),
+    };
+
+    let write_key = basic_username(headers).or_else(|| body.get("writeKey").and_then(Value::as_str).map(str::to_string));
+    let to = route(&state.routes, write_key.as_deref())?;
+
+    let received_at = Utc::now();
+    let messages = if kind == "batch" {
+        let Some(Value::Array(items)) = body.remove("batch") else {
+            return Err(bad("a batch request needs a `batch` array"));
+        };
+        let shared_context = body.remove("context");
+        let shared_integrations = body.remove("integrations");
+        let sent_at = body.remove("sentAt");
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let Value::Object(mut msg) = item else {
+                return Err(bad(format!("batch[{i}] must be a JSON object")));
+            };
+            merge_under(&mut msg, "context", shared_context.as_ref());
+            merge_under(&mut msg, "integrations", shared_integrations.as_ref());
+            if let (Some(sent), false) = (&sent_at, msg.contains_key("sentAt")) {
+                msg.insert("sentAt".into(), sent.clone());
+            }
+            let ty = msg.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+            if !TYPES.contains(&ty.as_str()) {
+                return Err(bad(format!("batch[{i}].type must be one of {} (got {:?})", TYPES.join(", "), ty)));
+            }
+            out.push(finish(msg, received_at).map_err(|e| bad(format!("batch[{i}]: {e}")))?);
+        }
+        out
+    } else {
+        body.insert("type".into(), Value::String(kind.to_string()));
+        vec![finish(body, received_at).map_err(bad)?]
+    };
+
+    let count = messages.len();
+    let records = messages.into_iter().map(|event| Envelope { to: to.clone(), event: Value::Object(event) }.encode()).collect();
+    state.queue.append(records).await.map_err(|e| {
+        tracing::error!(error = %e, "could not queue events");
+        Rejection(StatusCode::SERVICE_UNAVAILABLE, "could not store the events; try again".into())
+    })?;
+    Ok(count)
+}
+
+/// Undoes `Content-Encoding: gzip`, refusing to inflate past `limit`. `Err(None)` means too large.
+fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Option<Rejection>> {
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    match encoding.as_str() {
+        "identity" | "" => Ok(raw),
+        "gzip" | "x-gzip" => {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| Some(bad(format!("the body is not valid gzip: {e}"))))?;
+            if out.len() > limit { Err(None) } else { Ok(out.into()) }
+        }
+        other => Err(Some(Rejection(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {other:?} is not supported (use gzip)")))),
+    }
+}
+
+fn basic_username(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':').map_or(text.as_str(), |(user, _)| user).to_string())
+}
+
+/// Which destinations a request may reach: those that need no write key, and those whose key it
+/// carries. `None` means all of them.
+fn route(routes: &[Route], key: Option<&str>) -> Result<Option<Vec<String>>, Rejection> {
+    let allowed: Vec<&Route> = routes.iter().filter(|r| r.write_key.is_none() || r.write_key.as_deref() == key).collect();
+    if allowed.is_empty() {
+        let message = if key.is_some() { "invalid write key" } else { "a write key is required (HTTP Basic username, or writeKey in the body)" };
+        return Err(Rejection(StatusCode::UNAUTHORIZED, message.into()));
+    }
+    if allowed.len() == routes.len() {
+        return Ok(None);
+    }
+    Ok(Some(allowed.into_iter().map(|r| r.name.clone()).collect()))
+}
+
+/// Batch-level `context`/`integrations` under each message's own (the message's keys win).
+fn merge_under(msg: &mut Map<String, Value>, key: &str, shared: Option<&Value>) {
+    let Some(Value::Object(shared)) = shared else { return };
+    match msg.get_mut(key) {
+        Some(Value::Object(own)) => {
+            for (k, v) in shared {
+                if !own.contains_key(k) {
+                    own.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        _ => {
+            msg.insert(key.into(), Value::Object(shared.clone()));
+        }
+    }
+}
+
+fn has_id(msg: &Map<String, Value>, key: &str) -> bool {
+    match msg.get(key) {
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Number(_)) => true,
+        _ => false,
+    }
+}
+
+fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(v?.as_str()?).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Validates a message and fills what Segment's servers fill: `messageId`, `receivedAt`, and
+/// `timestamp` (corrected for the client's clock skew when `sentAt` is known, keeping the
+/// client's value as `originalTimestamp`). The write key never travels further.
+fn finish(mut msg: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Map<String, Value>, String> {
+    msg.remove("writeKey");
+    let ty = msg.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    if !has_id(&msg, "userId") && !has_id(&msg, "anonymousId") {
+        return Err(format!("a {ty} message needs a userId or an anonymousId"));
+    }
+    if ty == "alias" && !has_id(&msg, "previousId") {
+        return Err("an alias message needs a previousId".into());
+    }
+    if !has_id(&msg, "messageId") {
+        msg.insert("messageId".into(), Value::String(format!("api-{}", uuid::Uuid::new_v4())));
+    }
+    msg.insert("receivedAt".into(), Value::String(format_time(received_at)));
+    let client_time = parse_time(msg.get("timestamp"));
+    let sent_at = parse_time(msg.get("sentAt"));
+    let timestamp = match (client_time, sent_at) {
+        (Some(ts), Some(sent)) => {
+            msg.insert("originalTimestamp".into(), msg["timestamp"].clone());
+            format_time(received_at - (sent - ts))
+        }
+        (Some(_), None) => msg["timestamp"].as_str().unwrap_or_default().to_string(),
+        (None, _) => format_time(received_at),
+    };
+    msg.insert("timestamp".into(), Value::String(timestamp));
+    let size = serde_json::to_vec(&msg).map(|v| v.len()).unwrap_or(0);
+    if size > MAX_MESSAGE_BYTES {
+        return Err(format!("the message is {} KB; the limit is 32 KB", size.div_ceil(1024)));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn fills_ids_and_corrects_clock_skew() {
+        let now = DateTime::parse_from_rfc3339("2026-11-28T10:00:10Z").unwrap().with_timezone(&Utc);
+        let m = finish(
+            msg(json!({"type": "track", "userId": "u", "writeKey": "k", "timestamp": "2026-11-28T09:00:00Z", "sentAt": "2026-11-28T09:00:05Z"})),
+            now,
+        )
+        .unwrap();
+        assert!(m["messageId"].as_str().unwrap().starts_with("api-"));
+        assert_eq!(m["timestamp"], "2026-11-28T10:00:05.000Z");
+        assert_eq!(m["originalTimestamp"], "2026-11-28T09:00:00Z");
+        assert_eq!(m["receivedAt"], "2026-11-28T10:00:10.000Z");
+        assert!(!m.contains_key("writeKey"));
+        assert!(finish(msg(json!({"type": "track"})), now).unwrap_err().contains("userId"));
+        assert!(finish(msg(json!({"type": "alias", "userId": "u"})), now).unwrap_err().contains("previousId"));
+    }
+
+    #[test]
+    fn routes_by_write_key() {
+        let routes = vec![Route { name: "a".into(), write_key: Some("ka".into()) }, Route { name: "b".into(), write_key: None }];
+        assert_eq!(route(&routes, Some("ka")).unwrap(), None);
+        assert_eq!(route(&routes, None).unwrap(), Some(vec!["b".to_string()]));
+        let only_keyed = &routes[..1];
+        assert_eq!(route(only_keyed, Some("nope")).unwrap_err().0, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn batch_context_is_merged_under_the_message() {
+        let mut m = msg(json!({"context": {"ip": "1"}}));
+        merge_under(&mut m, "context", Some(&json!({"ip": "2", "library": {"name": "x"}})));
+        assert_eq!(Value::Object(m), json!({"context": {"ip": "1", "library": {"name": "x"}}}));
+    }
+}

@@ -1,0 +1,250 @@
+//! One destination's delivery loop, reading the durable queue from its cursor:
+//! route → subscription → mapping → batch → send (with `concurrency` requests in flight) →
+//! retry or dead-letter → move the cursor. Batches pass through a channel bounded by the
+//! concurrency, so a slow endpoint holds events on disk, not in memory.
+
+use super::batch::{Batch, Batcher, Item};
+use super::deliver::dlq::{DeadLetter, DeadLetterStore};
+use super::deliver::request::request_id;
+use super::deliver::{Attempt, HttpSender, Verdict};
+use super::envelope::Envelope;
+use super::jsvalue;
+use super::queue::{Cursor, Queue};
+use crate::config::destination::Destination;
+use crate::metrics::METRICS;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+/// Everything the delivery tasks of one destination share.
+struct Shared {
+    dest: Arc<Destination>,
+    cursor: Arc<Cursor>,
+    dlq: DeadLetterStore,
+    sender: HttpSender,
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    queue: Queue,
+}
+
+/// What becomes of one queue record before batching.
+enum Prepared {
+    NotForUs,
+    Filtered,
+    Ready(Item),
+    Failed(DeadLetter),
+}
+
+impl Worker {
+    pub fn new(dest: Arc<Destination>, queue: Queue, cursor: Arc<Cursor>, dlq: DeadLetterStore) -> Result<Worker, reqwest::Error> {
+        let sender = HttpSender::new(dest.concurrency, dest.request.timeout)?;
+        Ok(Worker { shared: Arc::new(Shared { dest, cursor, dlq, sender }), queue })
+    }
+
+    /// Runs until `shutdown` turns true; in-flight requests finish, waiting retries are abandoned
+    /// (their events stay behind the cursor and are delivered after a restart).
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        let concurrency = self.shared.dest.concurrency;
+        let (batches, rx) = mpsc::channel::<Batch>(concurrency);
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let dispatcher = tokio::spawn(dispatch(self.shared.clone(), rx, slots.clone(), shutdown.clone()));
+        let persister = tokio::spawn(persist_cursor(self.shared.clone(), self.queue.clone(), shutdown.clone()));
+        self.read(batches, shutdown).await;
+        let _ = dispatcher.await;
+        let _ = slots.acquire_many(concurrency as u32).await;
+        let _ = persister.await;
+        if let Err(e) = self.shared.cursor.persist() {
+            tracing::error!(destination = %self.shared.dest.name, error = %e, "could not save the queue position");
+        }
+    }
+
+    async fn read(&self, batches: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
+        let dest = &self.shared.dest;
+        let mut reader = self.queue.reader(self.shared.cursor.committed());
+        let mut batcher = Batcher::new(dest.batching.clone());
+        loop {
+            let deadline = batcher.deadline();
+            let record = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = sleep_until_opt(deadline) => {
+                    if let Some(batch) = batcher.take() {
+                        if batches.send(batch).await.is_err() { return; }
+                    }
+                    continue;
+                }
+                record = reader.next() => record,
+            };
+            let (seq, bytes) = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(destination = %dest.name, error = %e, "queue read failed; stopping this destination");
+                    return;
+                }
+            };
+            match self.prepare(seq, &bytes) {
+                Prepared::NotForUs => self.shared.cursor.complete([seq]),
+                Prepared::Filtered => {
+                    METRICS.events_filtered.with_label_values(&[&dest.name, "subscription"]).inc();
+                    self.shared.cursor.complete([seq]);
+                }
+                Prepared::Failed(letter) => {
+                    if self.shared.dead_letter(vec![letter], &mut shutdown).await {
+                        self.shared.cursor.complete([seq]);
+                    }
+                }
+                Prepared::Ready(item) => {
+                    for batch in batcher.push(item, Instant::now()) {
+                        if batches.send(batch).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn prepare(&self, seq: u64, bytes: &[u8]) -> Prepared {
+        let dest = &self.shared.dest;
+        let envelope: Envelope = match serde_json::from_slice(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                let raw = serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
+                return Prepared::Failed(dead_letter(dest, raw, 0, None, format!("queue record {seq} is not valid JSON: {e}")));
+            }
+        };
+        if !envelope.is_for(&dest.name) {
+            return Prepared::NotForUs;
+        }
+        if !dest.subscription.matches(&envelope.event) {
+            return Prepared::Filtered;
+        }
+        match dest.mapping.apply(&envelope.event) {
+            Ok(payload) => Prepared::Ready(Item {
+                seq,
+                message_id: envelope.event.get("messageId").map(jsvalue::to_js_string).unwrap_or_default(),
+                payload: jsvalue::stringify(&payload).into_bytes(),
+                event: envelope.event,
+            }),
+            Err(e) => Prepared::Failed(dead_letter(dest, envelope.event, 0, None, e.to_string())),
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>, slots: Arc<Semaphore>, shutdown: watch::Receiver<bool>) {
+    while let Some(batch) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shared.deliver(batch, shutdown).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn persist_cursor(shared: Arc<Shared>, queue: Queue, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = shared.cursor.persist() {
+            tracing::error!(destination = %shared.dest.name, error = %e, "could not save the queue position");
+        }
+        let depth = queue.head().saturating_sub(shared.cursor.committed());
+        METRICS.queue_depth.with_label_values(&[&shared.dest.name]).set(depth as i64);
+    }
+}
+
+fn dead_letter(dest: &Destination, event: serde_json::Value, attempts: u32, status: Option<u16>, error: String) -> DeadLetter {
+    DeadLetter {
+        destination: dest.name.clone(),
+        event,
+        attempts,
+        last_status: status,
+        last_error: error,
+        failed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    }
+}
+
+impl Shared {
+    async fn deliver(&self, batch: Batch, mut shutdown: watch::Receiver<bool>) {
+        let dest = &self.dest;
+        let id = request_id(&batch.message_ids());
+        let body = batch.body();
+        let first = Instant::now();
+        METRICS.batch_size.with_label_values(&[&dest.name]).observe(batch.items.len() as f64);
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            let request = dest.request.build(&id, body.clone(), chrono::Utc::now().timestamp());
+            let attempt = self.sender.send(&request).await;
+            METRICS.request_duration.with_label_values(&[&dest.name]).observe(attempt.latency.as_secs_f64());
+            let give_up = match attempt.verdict() {
+                Verdict::Delivered => {
+                    METRICS.events_delivered.with_label_values(&[&dest.name]).inc_by(batch.items.len() as u64);
+                    self.cursor.complete(batch.seqs());
+                    return;
+                }
+                Verdict::GiveUp => true,
+                Verdict::Retry => match dest.retry.next_delay(attempts, first.elapsed(), attempt.retry_after, rand::random()) {
+                    None => true,
+                    Some(delay) => {
+                        let cause = attempt.status.map_or_else(|| "connection".to_string(), |s| s.to_string());
+                        METRICS.retries.with_label_values(&[&dest.name, &cause]).inc();
+                        tracing::debug!(destination = %dest.name, attempt = attempts, ?delay, error = %attempt.describe(), "retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => false,
+                            _ = shutdown.wait_for(|stop| *stop) => return,
+                        }
+                    }
+                },
+            };
+            if give_up {
+                self.give_up(batch, attempts, &attempt, &mut shutdown).await;
+                return;
+            }
+        }
+    }
+
+    async fn give_up(&self, batch: Batch, attempts: u32, attempt: &Attempt, shutdown: &mut watch::Receiver<bool>) {
+        let error = attempt.describe();
+        tracing::warn!(destination = %self.dest.name, attempts, error = %error, events = batch.items.len(), "giving up; events dead-lettered");
+        let seqs: Vec<u64> = batch.seqs().collect();
+        let letters = batch.items.into_iter().map(|i| dead_letter(&self.dest, i.event, attempts, attempt.status, error.clone())).collect();
+        if self.dead_letter(letters, shutdown).await {
+            self.cursor.complete(seqs);
+        }
+    }
+
+    /// Writes dead letters, retrying a failing disk until it works or the worker stops; `true`
+    /// once they are stored (only then may the cursor move past them).
+    async fn dead_letter(&self, letters: Vec<DeadLetter>, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let n = letters.len() as u64;
+        loop {
+            match self.dlq.append(&letters) {
+                Ok(()) => {
+                    METRICS.events_dead_lettered.with_label_values(&[&self.dest.name]).inc_by(n);
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(destination = %self.dest.name, error = %e, "cannot write dead letters; will try again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => return false,
+                    }
+                }
+            }
+        }
+    }
+}
