@@ -8,3 +8,5 @@ pub mod api;
 pub mod pipeline;
 pub mod config;
 pub mod metrics;
+pub mod engine;
+pub mod cli;

@@ -67,7 +67,7 @@ impl Worker {
         loop {
             let deadline = batcher.deadline();
             let record = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => return,
+                _ = stopped(&mut shutdown) => return,
                 _ = sleep_until_opt(deadline) => {
                     if let Some(batch) = batcher.take() {
                         if batches.send(batch).await.is_err() { return; }
@@ -132,6 +132,11 @@ impl Worker {
     }
 }
 
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -155,7 +160,7 @@ async fn persist_cursor(shared: Arc<Shared>, queue: Queue, mut shutdown: watch::
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
         if let Err(e) = shared.cursor.persist() {
@@ -205,7 +210,7 @@ impl Shared {
                         tracing::debug!(destination = %dest.name, attempt = attempts, ?delay, error = %attempt.describe(), "retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => false,
-                            _ = shutdown.wait_for(|stop| *stop) => return,
+                            _ = stopped(&mut shutdown) => return,
                         }
                     }
                 },
@@ -241,7 +246,7 @@ impl Shared {
                     tracing::error!(destination = %self.dest.name, error = %e, "cannot write dead letters; will try again");
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = shutdown.wait_for(|stop| *stop) => return false,
+                        _ = stopped(shutdown) => return false,
                     }
                 }
             }

@@ -1,0 +1,72 @@
+//! The `hookline` command line: one file per subcommand.
+
+mod dlq;
+mod render;
+mod run;
+mod samples;
+mod test;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "hookline", version, about = "Kubernetes-native Extensible Webhooks destination: Segment events in, mapped HTTP requests out")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run WebhookDestination manifests on this machine, with no Kubernetes, until stopped
+    Run(run::Args),
+    /// Print the HTTP request(s) an event would become; sends nothing
+    Render(render::Args),
+    /// Send one test event to each destination and print the request, answer and latency
+    Test(test::Args),
+    /// List or replay dead-lettered events
+    Dlq(dlq::Args),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `-f FILE...` as every subcommand that reads manifests takes it.
+#[derive(clap::Args, Debug)]
+pub struct ManifestFiles {
+    /// WebhookDestination and Secret manifests (YAML or JSON; several documents per file allowed)
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+}
+
+impl ManifestFiles {
+    pub fn destinations(&self) -> anyhow::Result<Vec<crate::config::destination::Destination>> {
+        let manifests = crate::config::manifests::Manifests::load(&self.files)?;
+        if manifests.destinations.is_empty() {
+            let names: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+            anyhow::bail!("{}: no WebhookDestination found (kind: WebhookDestination, apiVersion: hookline.dev/v1alpha1)", names.join(", "));
+        }
+        manifests
+            .destinations
+            .iter()
+            .map(|d| crate::config::destination::Destination::resolve(d, &manifests.secrets).map_err(Into::into))
+            .collect()
+    }
+}
+
+/// Runs the parsed command; the exit status is the returned code.
+pub fn main(cli: Cli) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Render(args) => render::render(args),
+            Command::Test(args) => test::test(args).await,
+            Command::Dlq(args) => dlq::dlq(args),
+        }
+    })
+}

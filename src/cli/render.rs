@@ -1,0 +1,66 @@
+//! `hookline render -f FILE --event EVENT.json`: what an event would become, sending nothing.
+
+use super::{ManifestFiles, Output};
+use crate::config::destination::Destination;
+use crate::pipeline::batch::{Batch, Item};
+use crate::pipeline::deliver::request::{OutgoingRequest, request_id};
+use crate::pipeline::jsvalue;
+use anyhow::Context;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    manifests: ManifestFiles,
+    /// The event, a JSON object, used as it is (no validation or enrichment)
+    #[arg(long, value_name = "EVENT.json")]
+    event: PathBuf,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    output: Output,
+}
+
+pub fn render(args: Args) -> anyhow::Result<i32> {
+    let destinations = args.manifests.destinations()?;
+    let event = read_event(&args.event)?;
+    let mut requests = Vec::new();
+    for dest in &destinations {
+        if dest.subscription.matches(&event) {
+            requests.push(build_request(dest, &event).with_context(|| format!("destination {}", dest.name))?);
+        }
+    }
+    match args.output {
+        Output::Json => {
+            let list: Vec<Value> = requests.iter().map(OutgoingRequest::to_redacted_json).collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        Output::Text if requests.is_empty() => eprintln!("no request: the event does not match any destination's subscription"),
+        Output::Text => {
+            for r in &requests {
+                println!("{}", r.to_redacted_text());
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub fn read_event(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let event: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    anyhow::ensure!(event.is_object(), "{}: the event must be a JSON object", path.display());
+    Ok(event)
+}
+
+/// The single request one event becomes at `dest` (mapped, batched as one, signed).
+pub fn build_request(dest: &Destination, event: &Value) -> anyhow::Result<OutgoingRequest> {
+    let payload = jsvalue::stringify(&dest.mapping.apply(event)?).into_bytes();
+    let message_id = match event.get("messageId") {
+        Some(id) => jsvalue::to_js_string(id),
+        None => request_id(&[]),
+    };
+    let batch = Batch {
+        items: vec![Item { seq: 0, message_id, event: event.clone(), payload }],
+        as_array: dest.batching.size > 1,
+    };
+    Ok(dest.request.build(&request_id(&batch.message_ids()), batch.body(), chrono::Utc::now().timestamp()))
+}

@@ -1,0 +1,44 @@
+//! `hookline run -f FILE...`: the whole engine on this machine.
+
+use super::ManifestFiles;
+use crate::engine::{self, EngineOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    manifests: ManifestFiles,
+    /// Address of the ingestion API (Segment HTTP Tracking API), /metrics, /healthz and /status
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the durable queue, cursors and dead-letter store live
+    #[arg(long, default_value = "./.hookline")]
+    data_dir: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<i32> {
+    let destinations = args.manifests.destinations()?;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: finishing requests in flight");
+        let _ = stop.send(true);
+    });
+    engine::run(destinations, EngineOptions { listen: args.listen, data_dir: args.data_dir }, shutdown).await?;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

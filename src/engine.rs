@@ -1,0 +1,148 @@
+//! Running destinations on this machine: the data dir (lock, durable queue, cursors, dead
+//! letters), one worker per enabled destination, and the ingestion server. This is what
+//! `hookline run` (and a cluster worker) is.
+
+use crate::config::destination::Destination;
+use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
+use crate::pipeline::envelope::Envelope;
+use crate::pipeline::ingest::{self, IngestState, Route};
+use crate::pipeline::queue::{Cursor, Queue};
+use crate::pipeline::worker::{Worker, stopped};
+use anyhow::{Context, bail};
+use serde_json::json;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct EngineOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+/// Holds the data dir's lock for as long as it lives: two processes never share a queue.
+pub struct DataDirLock(#[allow(dead_code)] File);
+
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let file = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DataDirLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("the data dir {} is in use by another `hookline run`; stop it or pass a different --data-dir", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+pub async fn run(destinations: Vec<Destination>, opts: EngineOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let _lock = lock_data_dir(&opts.data_dir)?;
+    let queue = Queue::open(&opts.data_dir.join("queue"))?;
+    let dlq = DeadLetterStore::new(&opts.data_dir);
+    let cursor_dir = opts.data_dir.join("cursors");
+    std::fs::create_dir_all(&cursor_dir).with_context(|| format!("cannot create {}", cursor_dir.display()))?;
+
+    let mut workers = Vec::new();
+    let mut cursors = Vec::new();
+    for dest in destinations.iter().filter(|d| d.enabled) {
+        let cursor = Cursor::open(&cursor_dir.join(&dest.name), queue.head())?;
+        cursors.push(cursor.clone());
+        let worker = Worker::new(Arc::new(dest.clone()), queue.clone(), cursor, dlq.clone())
+            .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;
+        workers.push(tokio::spawn(worker.run(shutdown.clone())));
+    }
+    for dest in destinations.iter().filter(|d| !d.enabled) {
+        tracing::info!(destination = %dest.name, "spec.enabled is false: nothing will be delivered to it");
+    }
+    requeue_spooled(&queue, &opts.data_dir).await;
+
+    let routes: Vec<Route> = destinations.iter().filter(|d| d.enabled).map(|d| Route { name: d.name.clone(), write_key: d.write_key.clone() }).collect();
+    let status_view: Vec<(String, bool)> = destinations.iter().map(|d| (d.name.clone(), d.enabled)).collect();
+    let state = Arc::new(IngestState {
+        queue: queue.clone(),
+        routes,
+        ready: false.into(),
+        status: Box::new(move || status_json(&status_view)),
+    });
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %opts.data_dir.display(), destinations = destinations.len(), "hookline is running");
+    state.ready.store(true, Ordering::Release);
+
+    let housekeeping = tokio::spawn(housekeeping(queue.clone(), cursors, opts.data_dir.clone(), shutdown.clone()));
+    let mut server_shutdown = shutdown.clone();
+    axum::serve(listener, ingest::router(state))
+        .with_graceful_shutdown(async move {
+            stopped(&mut server_shutdown).await;
+        })
+        .await
+        .context("the ingestion server failed")?;
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = housekeeping.await;
+    Ok(())
+}
+
+fn status_json(destinations: &[(String, bool)]) -> serde_json::Value {
+    let list: Vec<_> = destinations
+        .iter()
+        .map(|(name, enabled)| {
+            let (status, reason) = if *enabled { ("True", "Delivering") } else { ("False", "Disabled") };
+            json!({
+                "name": name,
+                "conditions": [
+                    {"type": "Accepted", "status": "True", "reason": "Valid"},
+                    {"type": "Ready", "status": status, "reason": reason},
+                ],
+            })
+        })
+        .collect();
+    json!({"destinations": list})
+}
+
+/// Moves replayed dead letters from the spool into the queue, each addressed to its destination.
+async fn requeue_spooled(queue: &Queue, data_dir: &Path) {
+    for path in dlq::spooled_files(data_dir) {
+        let letters = match dlq::read_spooled(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read replayed dead letters");
+                continue;
+            }
+        };
+        let records = letters.into_iter().map(|l| Envelope { to: Some(vec![l.destination]), event: l.event }.encode()).collect::<Vec<_>>();
+        let n = records.len();
+        match queue.append(records).await {
+            Ok(()) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::error!(file = %path.display(), error = %e, "replayed events are queued but the spool file could not be removed; they may be delivered twice");
+                }
+                tracing::info!(events = n, "re-queued replayed dead letters");
+            }
+            Err(e) => tracing::error!(error = %e, "cannot queue replayed dead letters; will try again"),
+        }
+    }
+}
+
+async fn housekeeping(queue: Queue, cursors: Vec<Arc<Cursor>>, data_dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut rounds = 0u64;
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        requeue_spooled(&queue, &data_dir).await;
+        rounds += 1;
+        if rounds % 20 == 0 {
+            let min = cursors.iter().map(|c| c.committed()).min().unwrap_or_else(|| queue.head());
+            if let Err(e) = queue.remove_consumed(min) {
+                tracing::warn!(error = %e, "cannot remove delivered queue segments");
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Test helpers: a recording HTTP endpoint on 127.0.0.1 and the real `hookline` binary.
+#![allow(dead_code)]
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+    pub raw: Vec<u8>,
+}
+
+type Responder = dyn Fn(usize) -> (u16, Vec<(String, String)>) + Send + Sync;
+
+/// An endpoint that records every request and answers as its responder says (by request number).
+#[derive(Clone)]
+pub struct Endpoint {
+    pub url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    responder: Arc<Mutex<Arc<Responder>>>,
+}
+
+impl Endpoint {
+    pub async fn start() -> Endpoint {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let responder: Arc<Mutex<Arc<Responder>>> = Arc::new(Mutex::new(Arc::new(|_| (200, vec![]))));
+        let (rec, resp) = (received.clone(), responder.clone());
+        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let (rec, resp) = (rec.clone(), resp.clone());
+            async move {
+                let n = {
+                    let mut r = rec.lock().unwrap();
+                    r.push(Received {
+                        method: method.to_string(),
+                        path: uri.path().to_string(),
+                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                        raw: body.to_vec(),
+                        headers,
+                    });
+                    r.len() - 1
+                };
+                let f = resp.lock().unwrap().clone();
+                let (status, headers) = f(n);
+                let mut builder = axum::http::Response::builder().status(StatusCode::from_u16(status).unwrap());
+                for (k, v) in headers {
+                    builder = builder.header(k, v);
+                }
+                builder.body(axum::body::Body::from("{\"ok\":true}")).unwrap()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Endpoint { url, received, responder }
+    }
+
+    pub fn respond(&self, f: impl Fn(usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static) {
+        *self.responder.lock().unwrap() = Arc::new(f);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits (polling, with a deadline) until `pred` holds for what was received.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.received();
+            if pred(&got) {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; received {} request(s): {:#?}", got.len(), got.iter().map(|r| &r.body).collect::<Vec<_>>());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hookline"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A running `hookline run` process, killed when dropped.
+pub struct Hookline {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    files: Vec<PathBuf>,
+    port: u16,
+}
+
+impl Hookline {
+    pub async fn start(files: &[PathBuf], data_dir: &Path) -> Hookline {
+        let port = free_port();
+        let mut h = Hookline { child: spawn(files, data_dir, port), base: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), files: files.to_vec(), port };
+        h.wait_ready().await;
+        h
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("hookline run exited early with {status}");
+            }
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "hookline run did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub async fn restart(&mut self) {
+        self.child = spawn(&self.files, &self.data_dir, self.port);
+        self.wait_ready().await;
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap()
+    }
+}
+
+fn spawn(files: &[PathBuf], data_dir: &Path, port: u16) -> Child {
+    let mut cmd = Command::new(bin());
+    cmd.arg("run").arg("--listen").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(data_dir);
+    for f in files {
+        cmd.arg("-f").arg(f);
+    }
+    cmd.env("HOOKLINE_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap()
+}
+
+impl Drop for Hookline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a manifest into `dir` and returns its path.
+pub fn manifest(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// A WebhookDestination manifest sending to `url`, with extra spec lines (indented two spaces).
+pub fn destination(name: &str, url: &str, extra_spec: &str) -> String {
+    format!("apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata:\n  name: {name}\nspec:\n  endpoint:\n    url: {url}\n{extra_spec}")
+}
+
+pub fn track(user: &str, event: &str, props: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"userId": user, "event": event, "properties": props})
+}
+
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    Command::new(bin()).args(args).env("HOOKLINE_LOG", "warn").output().unwrap()
+}
