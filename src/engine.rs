@@ -27,24 +27,40 @@ pub struct EngineOptions {
 pub struct DataDirLock(#[allow(dead_code)] File);
 
 pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
     let path = dir.join("LOCK");
-    let file = File::options().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(DataDirLock(file)),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("the data dir {} is in use by another `hookline run`; stop it or pass a different --data-dir", dir.display())
+            bail!(
+                "the data dir {} is in use by another `hookline run`; stop it or pass a different --data-dir",
+                dir.display()
+            )
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
     }
 }
 
-pub async fn run(destinations: Vec<Destination>, opts: EngineOptions, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+pub async fn run(
+    destinations: Vec<Destination>,
+    opts: EngineOptions,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&opts.data_dir)?;
     let queue = Queue::open(&opts.data_dir.join("queue"))?;
     let dlq = DeadLetterStore::new(&opts.data_dir);
     let cursor_dir = opts.data_dir.join("cursors");
-    std::fs::create_dir_all(&cursor_dir).with_context(|| format!("cannot create {}", cursor_dir.display()))?;
+    std::fs::create_dir_all(&cursor_dir)
+        .with_context(|| format!("cannot create {}", cursor_dir.display()))?;
 
     let mut workers = Vec::new();
     let mut cursors = Vec::new();
@@ -60,19 +76,36 @@ pub async fn run(destinations: Vec<Destination>, opts: EngineOptions, shutdown: 
     }
     requeue_spooled(&queue, &opts.data_dir).await;
 
-    let routes: Vec<Route> = destinations.iter().filter(|d| d.enabled).map(|d| Route { name: d.name.clone(), write_key: d.write_key.clone() }).collect();
-    let status_view: Vec<(String, bool)> = destinations.iter().map(|d| (d.name.clone(), d.enabled)).collect();
+    let routes: Vec<Route> = destinations
+        .iter()
+        .filter(|d| d.enabled)
+        .map(|d| Route {
+            name: d.name.clone(),
+            write_key: d.write_key.clone(),
+        })
+        .collect();
+    let status_view: Vec<(String, bool)> = destinations
+        .iter()
+        .map(|d| (d.name.clone(), d.enabled))
+        .collect();
     let state = Arc::new(IngestState {
         queue: queue.clone(),
         routes,
         ready: false.into(),
         status: Box::new(move || status_json(&status_view)),
     });
-    let listener = tokio::net::TcpListener::bind(opts.listen).await.with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %opts.data_dir.display(), destinations = destinations.len(), "hookline is running");
     state.ready.store(true, Ordering::Release);
 
-    let housekeeping = tokio::spawn(housekeeping(queue.clone(), cursors, opts.data_dir.clone(), shutdown.clone()));
+    let housekeeping = tokio::spawn(housekeeping(
+        queue.clone(),
+        cursors,
+        opts.data_dir.clone(),
+        shutdown.clone(),
+    ));
     let mut server_shutdown = shutdown.clone();
     axum::serve(listener, ingest::router(state))
         .with_graceful_shutdown(async move {
@@ -91,7 +124,11 @@ fn status_json(destinations: &[(String, bool)]) -> serde_json::Value {
     let list: Vec<_> = destinations
         .iter()
         .map(|(name, enabled)| {
-            let (status, reason) = if *enabled { ("True", "Delivering") } else { ("False", "Disabled") };
+            let (status, reason) = if *enabled {
+                ("True", "Delivering")
+            } else {
+                ("False", "Disabled")
+            };
             json!({
                 "name": name,
                 "conditions": [
@@ -114,7 +151,16 @@ async fn requeue_spooled(queue: &Queue, data_dir: &Path) {
                 continue;
             }
         };
-        let records = letters.into_iter().map(|l| Envelope { to: Some(vec![l.destination]), event: l.event }.encode()).collect::<Vec<_>>();
+        let records = letters
+            .into_iter()
+            .map(|l| {
+                Envelope {
+                    to: Some(vec![l.destination]),
+                    event: l.event,
+                }
+                .encode()
+            })
+            .collect::<Vec<_>>();
         let n = records.len();
         match queue.append(records).await {
             Ok(()) => {
@@ -123,12 +169,19 @@ async fn requeue_spooled(queue: &Queue, data_dir: &Path) {
                 }
                 tracing::info!(events = n, "re-queued replayed dead letters");
             }
-            Err(e) => tracing::error!(error = %e, "cannot queue replayed dead letters; will try again"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot queue replayed dead letters; will try again")
+            }
         }
     }
 }
 
-async fn housekeeping(queue: Queue, cursors: Vec<Arc<Cursor>>, data_dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
+async fn housekeeping(
+    queue: Queue,
+    cursors: Vec<Arc<Cursor>>,
+    data_dir: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut rounds = 0u64;
     loop {
@@ -138,8 +191,12 @@ async fn housekeeping(queue: Queue, cursors: Vec<Arc<Cursor>>, data_dir: PathBuf
         }
         requeue_spooled(&queue, &data_dir).await;
         rounds += 1;
-        if rounds % 20 == 0 {
-            let min = cursors.iter().map(|c| c.committed()).min().unwrap_or_else(|| queue.head());
+        if rounds.is_multiple_of(20) {
+            let min = cursors
+                .iter()
+                .map(|c| c.committed())
+                .min()
+                .unwrap_or_else(|| queue.head());
             if let Err(e) = queue.remove_consumed(min) {
                 tracing::warn!(error = %e, "cannot remove delivered queue segments");
             }

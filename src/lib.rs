@@ -5,8 +5,8 @@
 //! [`config`]; the subcommands are in [`cli`].
 
 pub mod api;
-pub mod pipeline;
-pub mod config;
-pub mod metrics;
-pub mod engine;
 pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod pipeline;

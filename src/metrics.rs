@@ -1,7 +1,9 @@
 //! Prometheus metrics for the data path. Labels carry destination names and reasons, never
 //! secrets or event data.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use std::sync::LazyLock;
 
 pub struct Metrics {
@@ -20,13 +22,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("metric registered once");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["destination"]).expect("valid metric");
-    registry.register(Box::new(h.clone())).expect("metric registered once");
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets),
+        &["destination"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
@@ -34,17 +44,47 @@ impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
         let queue_depth = IntGaugeVec::new(
-            Opts::new("hookline_queue_depth", "Events accepted but not yet delivered, filtered or dead-lettered"),
+            Opts::new(
+                "hookline_queue_depth",
+                "Events accepted but not yet delivered, filtered or dead-lettered",
+            ),
             &["destination"],
         )
         .expect("valid metric");
-        registry.register(Box::new(queue_depth.clone())).expect("metric registered once");
+        registry
+            .register(Box::new(queue_depth.clone()))
+            .expect("metric registered once");
         Metrics {
-            events_received: counter(&registry, "hookline_events_received_total", "Events accepted by ingestion (durably queued)", &["endpoint"]),
-            events_filtered: counter(&registry, "hookline_events_filtered_total", "Events not delivered on purpose, by reason", &["destination", "reason"]),
-            events_delivered: counter(&registry, "hookline_events_delivered_total", "Events delivered with a 2xx answer", &["destination"]),
-            retries: counter(&registry, "hookline_delivery_retries_total", "Requests retried, by cause", &["destination", "cause"]),
-            events_dead_lettered: counter(&registry, "hookline_events_dead_lettered_total", "Events given up on and kept in the dead-letter store", &["destination"]),
+            events_received: counter(
+                &registry,
+                "hookline_events_received_total",
+                "Events accepted by ingestion (durably queued)",
+                &["endpoint"],
+            ),
+            events_filtered: counter(
+                &registry,
+                "hookline_events_filtered_total",
+                "Events not delivered on purpose, by reason",
+                &["destination", "reason"],
+            ),
+            events_delivered: counter(
+                &registry,
+                "hookline_events_delivered_total",
+                "Events delivered with a 2xx answer",
+                &["destination"],
+            ),
+            retries: counter(
+                &registry,
+                "hookline_delivery_retries_total",
+                "Requests retried, by cause",
+                &["destination", "cause"],
+            ),
+            events_dead_lettered: counter(
+                &registry,
+                "hookline_events_dead_lettered_total",
+                "Events given up on and kept in the dead-letter store",
+                &["destination"],
+            ),
             request_duration: histogram(
                 &registry,
                 "hookline_request_duration_seconds",
@@ -52,14 +92,21 @@ impl Metrics {
                 prometheus::exponential_buckets(0.001, 2.0, 15).expect("valid buckets"),
             ),
             queue_depth,
-            batch_size: histogram(&registry, "hookline_batch_size", "Events per delivery request", vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
+            batch_size: histogram(
+                &registry,
+                "hookline_batch_size",
+                "Events per delivery request",
+                vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+            ),
             registry,
         }
     }
 
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }

@@ -15,23 +15,59 @@ fn event_file(dir: &std::path::Path, event: Value) -> String {
 fn render_prints_requests_as_json_and_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
-    let ev = event_file(dir.path(), json!({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m-1", "properties": {"order_id": "o1", "total": 10}, "context": {"traits": {"email": "e@x.io"}}}));
-    let out = run_cli(&["render", "-f", &format!("{root}/examples/orders-to-crm.yaml"), "-f", &format!("{root}/examples/orders-secrets.yaml"), "--event", &ev, "-o", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ev = event_file(
+        dir.path(),
+        json!({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m-1", "properties": {"order_id": "o1", "total": 10}, "context": {"traits": {"email": "e@x.io"}}}),
+    );
+    let out = run_cli(&[
+        "render",
+        "-f",
+        &format!("{root}/examples/orders-to-crm.yaml"),
+        "-f",
+        &format!("{root}/examples/orders-secrets.yaml"),
+        "--event",
+        &ev,
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let requests: Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &requests[0];
     assert_eq!(r["method"], "POST");
     assert_eq!(r["url"], "http://127.0.0.1:9000/api/events");
-    assert_eq!(r["body"], json!({"order_id": "o1", "email": "e@x.io", "total": 10, "customer": "u1"}));
+    assert_eq!(
+        r["body"],
+        json!({"order_id": "o1", "email": "e@x.io", "total": 10, "customer": "u1"})
+    );
     assert_eq!(r["headers"]["Authorization"], "[redacted]");
     assert_eq!(r["headers"]["X-Api-Key"], "[redacted]");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("example-bearer-token") && !text.contains("example-api-key"), "secrets leaked: {text}");
+    assert!(
+        !text.contains("example-bearer-token") && !text.contains("example-api-key"),
+        "secrets leaked: {text}"
+    );
 
     let filtered = event_file(dir.path(), json!({"type": "identify", "userId": "u1"}));
-    let out = run_cli(&["render", "-f", &format!("{root}/examples/orders-to-crm.yaml"), "-f", &format!("{root}/examples/orders-secrets.yaml"), "--event", &filtered, "-o", "json"]);
+    let out = run_cli(&[
+        "render",
+        "-f",
+        &format!("{root}/examples/orders-to-crm.yaml"),
+        "-f",
+        &format!("{root}/examples/orders-secrets.yaml"),
+        "--event",
+        &filtered,
+        "-o",
+        "json",
+    ]);
     assert!(out.status.success());
-    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!([]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!([])
+    );
 }
 
 #[test]
@@ -39,28 +75,79 @@ fn bad_manifests_fail_with_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let ev = event_file(dir.path(), json!({"type": "track"}));
     let cases = [
-        ("url.yaml", destination("d", "not a url", ""), "spec.endpoint.url"),
-        ("method.yaml", destination("d", "http://x", "    method: GET\n"), "spec.endpoint.method"),
-        ("field.yaml", destination("d", "http://x", "    timeoutSecs: 3\n"), "timeoutSecs"),
-        ("mapping.yaml", destination("d", "http://x", "  mapping:\n    hash: { \"@template\": 1 }\n"), "/hash/@template should be a string"),
-        ("sub.yaml", destination("d", "http://x", "  subscription: 'type = '\n"), "spec.subscription"),
-        ("secret.yaml", destination("d", "http://x", "  auth: { type: Bearer, bearer: { tokenSecretRef: { name: nope, key: t } } }\n"), "Secret default/nope not found"),
+        (
+            "url.yaml",
+            destination("d", "not a url", ""),
+            "spec.endpoint.url",
+        ),
+        (
+            "method.yaml",
+            destination("d", "http://x", "    method: GET\n"),
+            "spec.endpoint.method",
+        ),
+        (
+            "field.yaml",
+            destination("d", "http://x", "    timeoutSecs: 3\n"),
+            "timeoutSecs",
+        ),
+        (
+            "mapping.yaml",
+            destination(
+                "d",
+                "http://x",
+                "  mapping:\n    hash: { \"@template\": 1 }\n",
+            ),
+            "/hash/@template should be a string",
+        ),
+        (
+            "sub.yaml",
+            destination("d", "http://x", "  subscription: 'type = '\n"),
+            "spec.subscription",
+        ),
+        (
+            "secret.yaml",
+            destination(
+                "d",
+                "http://x",
+                "  auth: { type: Bearer, bearer: { tokenSecretRef: { name: nope, key: t } } }\n",
+            ),
+            "Secret default/nope not found",
+        ),
     ];
     for (file, yaml, needle) in cases {
         let path = manifest(dir.path(), file, &yaml);
         let out = run_cli(&["render", "-f", path.to_str().unwrap(), "--event", &ev]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{file} should fail");
-        assert!(stderr.contains(file) && stderr.contains(needle), "{file}: expected {needle:?} in: {stderr}");
+        assert!(
+            stderr.contains(file) && stderr.contains(needle),
+            "{file}: expected {needle:?} in: {stderr}"
+        );
     }
 }
 
 #[test]
 fn mapping_errors_at_render_time_exit_non_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let path = manifest(dir.path(), "d.yaml", &destination("d", "http://x", "  mapping:\n    v: { \"@json\": { mode: decode, value: { \"@path\": \"$.s\" } } }\n"));
+    let path = manifest(
+        dir.path(),
+        "d.yaml",
+        &destination(
+            "d",
+            "http://x",
+            "  mapping:\n    v: { \"@json\": { mode: decode, value: { \"@path\": \"$.s\" } } }\n",
+        ),
+    );
     let ev = event_file(dir.path(), json!({"s": "{not json"}));
-    let out = run_cli(&["render", "-f", path.to_str().unwrap(), "--event", &ev, "-o", "json"]);
+    let out = run_cli(&[
+        "render",
+        "-f",
+        path.to_str().unwrap(),
+        "--event",
+        &ev,
+        "-o",
+        "json",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("@json"));
 }
@@ -70,15 +157,27 @@ async fn test_command_reports_the_answer_and_exit_status() {
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
     let ok = manifest(dir.path(), "ok.yaml", &destination("ok", &endpoint.url, ""));
-    let out = tokio::task::spawn_blocking(move || run_cli(&["test", "-f", ok.to_str().unwrap()])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || run_cli(&["test", "-f", ok.to_str().unwrap()]))
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("response: 200"), "{stdout}");
-    assert_eq!(endpoint.received()[0].body["event"], "Order Completed", "the built-in sample");
+    assert_eq!(
+        endpoint.received()[0].body["event"],
+        "Order Completed",
+        "the built-in sample"
+    );
 
     endpoint.respond(|_| (422, vec![]));
-    let bad = manifest(dir.path(), "bad.yaml", &destination("bad", &endpoint.url, ""));
-    let out = tokio::task::spawn_blocking(move || run_cli(&["test", "-f", bad.to_str().unwrap()])).await.unwrap();
+    let bad = manifest(
+        dir.path(),
+        "bad.yaml",
+        &destination("bad", &endpoint.url, ""),
+    );
+    let out = tokio::task::spawn_blocking(move || run_cli(&["test", "-f", bad.to_str().unwrap()]))
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("response: 422"));
 }

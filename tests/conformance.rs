@@ -6,9 +6,13 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 fn vectors(file: &str) -> Vec<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance").join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let vectors: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/conformance")
+        .join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let vectors: Vec<Value> =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(!vectors.is_empty(), "{} holds no vectors", path.display());
     vectors
 }
@@ -24,13 +28,25 @@ fn mapping_vectors() {
         let outcome = Mapping::compile(Some(&v["mapping"]))
             .map_err(|e| e.0)
             .and_then(|m| m.apply(&v["event"]).map_err(|e| vec![e.to_string()]));
-        let ok = match (&outcome, v.get("expected"), v.get("expected_error"), v.get("expected_errors")) {
+        let ok = match (
+            &outcome,
+            v.get("expected"),
+            v.get("expected_error"),
+            v.get("expected_errors"),
+        ) {
             (Ok(got), Some(expected), _, _) => got == expected,
-            (Err(errors), _, Some(Value::String(text)), _) => errors.iter().any(|e| e.contains(text.as_str())),
+            (Err(errors), _, Some(Value::String(text)), _) => {
+                errors.iter().any(|e| e.contains(text.as_str()))
+            }
             (Err(errors), _, _, Some(Value::Array(expected))) => {
                 errors.len() == expected.len()
                     && expected.iter().all(|x| {
-                        let path = x.as_str().unwrap_or_default().split(' ').next().unwrap_or_default();
+                        let path = x
+                            .as_str()
+                            .unwrap_or_default()
+                            .split(' ')
+                            .next()
+                            .unwrap_or_default();
                         errors.iter().any(|e| e.starts_with(path))
                     })
             }
@@ -40,14 +56,20 @@ fn mapping_vectors() {
             failures.push(format!("{}: got {outcome:?}", name(&v)));
         }
     }
-    assert!(failures.is_empty(), "mapping vectors failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "mapping vectors failed:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
 fn subscription_vectors() {
     let mut failures = Vec::new();
     for v in vectors("subscription.json") {
-        let text = v["subscription"].as_str().expect("subscription is a string");
+        let text = v["subscription"]
+            .as_str()
+            .expect("subscription is a string");
         let outcome = Subscription::parse(text).map(|s| s.matches(&v["event"]));
         let ok = match (&outcome, v.get("expected"), v.get("expected_error")) {
             (Ok(got), Some(Value::Bool(expected)), _) => got == expected,
@@ -58,5 +80,9 @@ fn subscription_vectors() {
             failures.push(format!("{}: got {outcome:?}", name(&v)));
         }
     }
-    assert!(failures.is_empty(), "subscription vectors failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "subscription vectors failed:\n{}",
+        failures.join("\n")
+    );
 }

@@ -47,13 +47,19 @@ async fn mapped_events_arrive_with_headers_auth_and_signature() {
     writeKeySecretRef: { name: creds, key: writeKey }
 "#;
     let files = [
-        manifest(dir.path(), "d.yaml", &destination("crm", &format!("{}/hook", endpoint.url), spec)),
+        manifest(
+            dir.path(),
+            "d.yaml",
+            &destination("crm", &format!("{}/hook", endpoint.url), spec),
+        ),
         manifest(dir.path(), "s.yaml", SECRETS),
     ];
     let h = Hookline::start(&files, &dir.path().join("data")).await;
     let client = reqwest::Client::new();
 
-    let unauthorized = h.post("/v1/track", track("u1", "Order Completed", json!({}))).await;
+    let unauthorized = h
+        .post("/v1/track", track("u1", "Order Completed", json!({})))
+        .await;
     assert_eq!(unauthorized.status(), 401);
     let body: Value = unauthorized.json().await.unwrap();
     assert_eq!(body["success"], false);
@@ -68,15 +74,28 @@ async fn mapped_events_arrive_with_headers_auth_and_signature() {
     assert_eq!(ok.status(), 200);
     assert_eq!(ok.json::<Value>().await.unwrap(), json!({"success": true}));
     // Filtered out by the subscription, and authenticated with writeKey in the body.
-    let filtered = h.post("/track", json!({"userId": "u1", "event": "Product Viewed", "writeKey": "wk-789"})).await;
+    let filtered = h
+        .post(
+            "/track",
+            json!({"userId": "u1", "event": "Product Viewed", "writeKey": "wk-789"}),
+        )
+        .await;
     assert_eq!(filtered.status(), 200);
 
     let got = endpoint.wait_for("the order", |r| !r.is_empty()).await;
     let r = &got[0];
     assert_eq!(r.method, "PUT");
     assert_eq!(r.path, "/hook");
-    assert_eq!(r.body, json!({"order_id": "o-1", "email": "a@example.com", "who": "u1"}));
-    let header = |name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    assert_eq!(
+        r.body,
+        json!({"order_id": "o-1", "email": "a@example.com", "who": "u1"})
+    );
+    let header = |name: &str| {
+        r.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
     assert_eq!(header("authorization"), "Bearer tok-123");
     assert_eq!(header("x-api-key"), "key-456");
     assert_eq!(header("x-team"), "growth");
@@ -84,25 +103,53 @@ async fn mapped_events_arrive_with_headers_auth_and_signature() {
     assert_eq!(header("idempotency-key"), "msg-1");
     assert_eq!(header("webhook-id"), "msg-1");
     // Verify as a Standard Webhooks receiver does.
-    let key = base64::engine::general_purpose::STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .unwrap();
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("msg-1.{}.", header("webhook-timestamp")).as_bytes());
     mac.update(&r.raw);
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     assert_eq!(header("webhook-signature"), format!("v1,{expected}"));
 
-    let metrics = client.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("hookline_events_received_total"), "{metrics}");
+    let metrics = client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookline_events_received_total"),
+        "{metrics}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let m = client.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap();
-        if m.contains("hookline_events_filtered_total{destination=\"crm\",reason=\"subscription\"} 1") {
+        let m = client
+            .get(format!("{}/metrics", h.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if m.contains(
+            "hookline_events_filtered_total{destination=\"crm\",reason=\"subscription\"} 1",
+        ) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the filtered event was not counted: {m}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the filtered event was not counted: {m}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(endpoint.received().len(), 1, "the filtered event must not be delivered");
+    assert_eq!(
+        endpoint.received().len(),
+        1,
+        "the filtered event must not be delivered"
+    );
 }
 
 #[tokio::test]
@@ -110,12 +157,20 @@ async fn batches_gzip_and_segment_hmac() {
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
     let spec = "  mapping:\n    id: { \"@path\": \"$.properties.n\" }\n  batching: { size: 3, maxWaitMillis: 200 }\n  signing: { scheme: SegmentHmacSha1, secretRef: { name: creds, key: sha1 } }\n";
-    let files = [manifest(dir.path(), "d.yaml", &destination("b", &endpoint.url, spec)), manifest(dir.path(), "s.yaml", SECRETS)];
+    let files = [
+        manifest(dir.path(), "d.yaml", &destination("b", &endpoint.url, spec)),
+        manifest(dir.path(), "s.yaml", SECRETS),
+    ];
     let h = Hookline::start(&files, &dir.path().join("data")).await;
 
     let batch: Vec<Value> = (0..7).map(|n| json!({"type": "track", "userId": "u", "event": "E", "properties": {"n": n.to_string()}})).collect();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(json!({"batch": batch, "context": {"library": {"name": "test"}}}).to_string().as_bytes()).unwrap();
+    gz.write_all(
+        json!({"batch": batch, "context": {"library": {"name": "test"}}})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/batch", h.base))
         .header("content-encoding", "gzip")
@@ -127,32 +182,70 @@ async fn batches_gzip_and_segment_hmac() {
     assert_eq!(resp.status(), 200);
 
     let got = endpoint.wait_for("7 events", |r| ids(r).len() == 7).await;
-    let sizes: Vec<usize> = got.iter().map(|r| r.body.as_array().expect("a batch body is an array").len()).collect();
-    assert_eq!(sizes, vec![3, 3, 1], "ordered batches of at most 3, the last flushed by maxWaitMillis");
-    let order: Vec<String> = got.iter().flat_map(|r| r.body.as_array().unwrap().clone()).map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    let sizes: Vec<usize> = got
+        .iter()
+        .map(|r| r.body.as_array().expect("a batch body is an array").len())
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![3, 3, 1],
+        "ordered batches of at most 3, the last flushed by maxWaitMillis"
+    );
+    let order: Vec<String> = got
+        .iter()
+        .flat_map(|r| r.body.as_array().unwrap().clone())
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(order, (0..7).map(|n| n.to_string()).collect::<Vec<_>>());
     for r in &got {
         let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(b"plain-secret").unwrap();
         mac.update(&r.raw);
-        assert_eq!(r.headers["x-signature"].to_str().unwrap(), hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(
+            r.headers["x-signature"].to_str().unwrap(),
+            hex::encode(mac.finalize().into_bytes())
+        );
     }
 }
 
 #[tokio::test]
 async fn flaky_endpoint_gets_everything_after_retry_after() {
     let endpoint = Endpoint::start().await;
-    endpoint.respond(|n| if n < 2 { (503, vec![("Retry-After".into(), "1".into())]) } else { (200, vec![]) });
+    endpoint.respond(|n| {
+        if n < 2 {
+            (503, vec![("Retry-After".into(), "1".into())])
+        } else {
+            (200, vec![])
+        }
+    });
     let dir = tempfile::tempdir().unwrap();
     let spec = "  mapping:\n    id: { \"@path\": \"$.messageId\" }\n";
-    let files = [manifest(dir.path(), "d.yaml", &destination("flaky", &endpoint.url, spec))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("flaky", &endpoint.url, spec),
+    )];
     let h = Hookline::start(&files, &dir.path().join("data")).await;
     for i in 0..5 {
-        let r = h.post("/v1/track", json!({"userId": "u", "event": "E", "messageId": format!("m{i}")})).await;
+        let r = h
+            .post(
+                "/v1/track",
+                json!({"userId": "u", "event": "E", "messageId": format!("m{i}")}),
+            )
+            .await;
         assert_eq!(r.status(), 200);
     }
-    let got = endpoint.wait_for("all 5 delivered", |r| ids(&r[r.len().min(2)..]).len() == 5).await;
-    let delivered: Vec<&str> = got[2..].iter().map(|r| r.body["id"].as_str().unwrap()).collect();
-    assert_eq!(&delivered[..5], &["m0", "m1", "m2", "m3", "m4"], "in order, after the retries");
+    let got = endpoint
+        .wait_for("all 5 delivered", |r| ids(&r[r.len().min(2)..]).len() == 5)
+        .await;
+    let delivered: Vec<&str> = got[2..]
+        .iter()
+        .map(|r| r.body["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &delivered[..5],
+        &["m0", "m1", "m2", "m3", "m4"],
+        "in order, after the retries"
+    );
 }
 
 #[tokio::test]
@@ -161,22 +254,40 @@ async fn rejected_events_are_dead_lettered_listed_and_replayed() {
     endpoint.respond(|_| (400, vec![]));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let files = [manifest(dir.path(), "d.yaml", &destination("strict", &endpoint.url, ""))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("strict", &endpoint.url, ""),
+    )];
     let h = Hookline::start(&files, &data).await;
-    let r = h.post("/v1/identify", json!({"userId": "u9", "traits": {"plan": "pro"}})).await;
+    let r = h
+        .post(
+            "/v1/identify",
+            json!({"userId": "u9", "traits": {"plan": "pro"}}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
-    endpoint.wait_for("the rejected attempt", |r| !r.is_empty()).await;
+    endpoint
+        .wait_for("the rejected attempt", |r| !r.is_empty())
+        .await;
 
     let data_arg = data.to_str().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let listed = loop {
         let out = run_cli(&["dlq", "list", "--data-dir", data_arg, "-o", "json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
         if listed.as_array().is_some_and(|a| !a.is_empty()) {
             break listed;
         }
-        assert!(std::time::Instant::now() < deadline, "nothing dead-lettered");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing dead-lettered"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let entry = &listed[0];
@@ -190,11 +301,20 @@ async fn rejected_events_are_dead_lettered_listed_and_replayed() {
 
     endpoint.respond(|_| (200, vec![]));
     let out = run_cli(&["dlq", "replay", "--data-dir", data_arg]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let got = endpoint.wait_for("the replayed event", |r| r.len() >= 2).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = endpoint
+        .wait_for("the replayed event", |r| r.len() >= 2)
+        .await;
     assert_eq!(got[1].body["userId"], "u9");
     let out = run_cli(&["dlq", "list", "--data-dir", data_arg, "-o", "json"]);
-    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!([]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!([])
+    );
     drop(h);
 }
 
@@ -203,36 +323,93 @@ async fn kill_9_during_delivery_loses_nothing() {
     let endpoint = Endpoint::start().await;
     endpoint.respond(|_| (500, vec![]));
     let dir = tempfile::tempdir().unwrap();
-    let spec = "  mapping:\n    id: { \"@path\": \"$.messageId\" }\n  delivery: { concurrency: 4 }\n";
-    let files = [manifest(dir.path(), "d.yaml", &destination("durable", &endpoint.url, spec))];
+    let spec =
+        "  mapping:\n    id: { \"@path\": \"$.messageId\" }\n  delivery: { concurrency: 4 }\n";
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("durable", &endpoint.url, spec),
+    )];
     let mut h = Hookline::start(&files, &dir.path().join("data")).await;
-    let batch: Vec<Value> = (0..200).map(|i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("k{i}")})).collect();
-    assert_eq!(h.post("/v1/batch", json!({"batch": batch})).await.status(), 200);
-    endpoint.wait_for("delivery attempts under way", |r| !r.is_empty()).await;
+    let batch: Vec<Value> = (0..200)
+        .map(
+            |i| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("k{i}")}),
+        )
+        .collect();
+    assert_eq!(
+        h.post("/v1/batch", json!({"batch": batch})).await.status(),
+        200
+    );
+    endpoint
+        .wait_for("delivery attempts under way", |r| !r.is_empty())
+        .await;
     h.kill9();
 
     endpoint.respond(|_| (200, vec![]));
     h.restart().await;
-    endpoint.wait_for("all 200 accepted events after the restart", |r| ids(r).len() == 200).await;
+    endpoint
+        .wait_for("all 200 accepted events after the restart", |r| {
+            ids(r).len() == 200
+        })
+        .await;
 }
 
 #[tokio::test]
 async fn bad_requests_get_clear_json_errors() {
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let files = [manifest(dir.path(), "d.yaml", &destination("x", &endpoint.url, ""))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("x", &endpoint.url, ""),
+    )];
     let h = Hookline::start(&files, &dir.path().join("data")).await;
     let client = reqwest::Client::new();
     let no_id = h.post("/v1/track", json!({"event": "E"})).await;
     assert_eq!(no_id.status(), 400);
-    assert!(no_id.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("userId"));
-    let not_json = client.post(format!("{}/v1/track", h.base)).body("{oops").send().await.unwrap();
+    assert!(
+        no_id.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("userId")
+    );
+    let not_json = client
+        .post(format!("{}/v1/track", h.base))
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(not_json.status(), 400);
-    let big = h.post("/v1/track", json!({"userId": "u", "event": "E", "properties": {"blob": "x".repeat(40 * 1024)}})).await;
+    let big = h
+        .post(
+            "/v1/track",
+            json!({"userId": "u", "event": "E", "properties": {"blob": "x".repeat(40 * 1024)}}),
+        )
+        .await;
     assert_eq!(big.status(), 413);
-    let bad_item = h.post("/v1/batch", json!({"batch": [{"type": "track", "userId": "u"}, {"type": "nope", "userId": "u"}]})).await;
+    let bad_item = h
+        .post(
+            "/v1/batch",
+            json!({"batch": [{"type": "track", "userId": "u"}, {"type": "nope", "userId": "u"}]}),
+        )
+        .await;
     assert_eq!(bad_item.status(), 400);
-    assert!(bad_item.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("batch[1].type"));
-    let metrics = client.get(format!("{}/metrics", h.base)).send().await.unwrap().text().await.unwrap();
-    assert!(!metrics.contains("hookline_events_received_total{"), "rejected requests queue nothing: {metrics}");
+    assert!(
+        bad_item.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("batch[1].type")
+    );
+    let metrics = client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("hookline_events_received_total{"),
+        "rejected requests queue nothing: {metrics}"
+    );
 }

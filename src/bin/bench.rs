@@ -1,1 +1,272 @@
-fn main(){}
+//! `hookline-bench`: throughput, end-to-end latency and memory of `hookline run`, measured
+//! against a local endpoint, beside the request rate a bare load generator gets from that same
+//! endpoint. Build with `cargo build --release`, then run `target/release/hookline-bench`.
+
+use axum::body::Bytes;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const EVENTS_PER_REQUEST: usize = 100;
+const INGEST_CONNECTIONS: usize = 4;
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_micros() as u64
+}
+
+/// Counts delivered payloads and their end-to-end latency (each carries the time it was sent).
+#[derive(Default)]
+struct Sink {
+    delivered: AtomicU64,
+    requests: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+impl Sink {
+    fn record(&self, body: &[u8]) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = now_micros();
+        let payloads = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Array(items)) => items,
+            Ok(one) => vec![one],
+            Err(_) => return,
+        };
+        let mut lat = self.latencies_us.lock().expect("sink lock");
+        for p in &payloads {
+            if let Some(sent) = p["sent"].as_u64() {
+                lat.push(now.saturating_sub(sent));
+            }
+        }
+        self.delivered
+            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        self.delivered.store(0, Ordering::Relaxed);
+        self.requests.store(0, Ordering::Relaxed);
+        self.latencies_us.lock().expect("sink lock").clear();
+    }
+}
+
+async fn start_endpoint(sink: Arc<Sink>) -> String {
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let sink = sink.clone();
+        async move {
+            sink.record(&body);
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind endpoint");
+    let url = format!(
+        "http://{}/events",
+        listener.local_addr().expect("local addr")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("endpoint serves") });
+    url
+}
+
+/// The request rate the endpoint sustains from a plain keep-alive client with `concurrency`
+/// requests in flight, each a one-event body like hookline's unbatched requests.
+async fn bare_rate(url: &str, concurrency: usize, duration: Duration) -> f64 {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let body = json!({"user": "u", "event": "Order Completed", "order_id": "o-1", "total": 10.5, "sent": 0}).to_string();
+    let count = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, url, body, count) =
+                (client.clone(), url.to_string(), body.clone(), count.clone());
+            tokio::spawn(async move {
+                while started.elapsed() < duration {
+                    if client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .is_ok()
+                    {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn hookline_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe.with_file_name("hookline");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build --release`",
+        bin.display()
+    );
+    bin
+}
+
+fn peak_rss_mb(child: &Child) -> f64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+struct Run {
+    ingested_per_s: f64,
+    delivered_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    rss_mb: f64,
+}
+
+async fn run_scenario(
+    endpoint: &str,
+    sink: &Arc<Sink>,
+    batch_size: usize,
+    concurrency: usize,
+    total: usize,
+) -> Run {
+    sink.reset();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("bench.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata: {{name: bench}}\nspec:\n  endpoint: {{url: '{endpoint}'}}\n  subscription: 'type = \"track\"'\n  mapping:\n    user: {{\"@path\": \"$.userId\"}}\n    event: {{\"@path\": \"$.event\"}}\n    order_id: {{\"@path\": \"$.properties.order_id\"}}\n    total: {{\"@path\": \"$.properties.total\"}}\n    sent: {{\"@path\": \"$.properties.sent\"}}\n  batching: {{size: {batch_size}, maxWaitMillis: 50}}\n  delivery: {{concurrency: {concurrency}}}\n"
+        ),
+    )
+    .expect("write manifest");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(hookline_binary())
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("-f")
+        .arg(&manifest)
+        .env("HOOKLINE_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start hookline run");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(INGEST_CONNECTIONS)
+        .build()
+        .expect("client");
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < ready_by, "hookline run did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let requests = total / EVENTS_PER_REQUEST;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let senders: Vec<_> = (0..INGEST_CONNECTIONS)
+        .map(|_| {
+            let (client, base, next) = (client.clone(), base.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if n >= requests {
+                        return;
+                    }
+                    let sent = now_micros();
+                    let batch: Vec<Value> = (0..EVENTS_PER_REQUEST)
+                        .map(|i| json!({"type": "track", "userId": format!("user-{i}"), "event": "Order Completed", "properties": {"order_id": format!("o-{n}-{i}"), "total": 10.5, "sent": sent}}))
+                        .collect();
+                    let resp = client.post(format!("{base}/v1/batch")).json(&json!({"batch": batch})).send().await.expect("ingest request");
+                    assert!(resp.status().is_success(), "ingest answered {}", resp.status());
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.expect("sender task");
+    }
+    let ingest_time = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while sink.delivered.load(Ordering::Relaxed) < total as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} delivered",
+            sink.delivered.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let deliver_time = started.elapsed();
+    let rss_mb = peak_rss_mb(&child);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let mut lat = sink.latencies_us.lock().expect("sink lock").clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
+    };
+    Run {
+        ingested_per_s: total as f64 / ingest_time.as_secs_f64(),
+        delivered_per_s: total as f64 / deliver_time.as_secs_f64(),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        rss_mb,
+    }
+}
+
+fn main() {
+    let total: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let sink = Arc::new(Sink::default());
+        let endpoint = start_endpoint(sink.clone()).await;
+        let unbatched_concurrency = 8;
+        let bare = bare_rate(&endpoint, unbatched_concurrency, Duration::from_secs(3)).await;
+        println!("hookline-bench: {total} events per scenario, ingested through /v1/batch ({EVENTS_PER_REQUEST} events a request, {INGEST_CONNECTIONS} connections), {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!("bare load generator -> endpoint: {bare:.0} requests/s ({unbatched_concurrency} in flight)");
+        println!("{:<26} {:>12} {:>12} {:>9} {:>9} {:>9}", "scenario", "ingested/s", "delivered/s", "p50 ms", "p99 ms", "peak RSS");
+        for (name, batch, concurrency) in [("batch size 1, concurrency 8", 1, unbatched_concurrency), ("batch size 1, concurrency 32", 1, 32), ("batch size 100, concurrency 4", 100, 4)] {
+            let r = run_scenario(&endpoint, &sink, batch, concurrency, total).await;
+            println!("{name:<26} {:>12.0} {:>12.0} {:>9.1} {:>9.1} {:>7.1}MB", r.ingested_per_s, r.delivered_per_s, r.p50_ms, r.p99_ms, r.rss_mb);
+            if batch == 1 {
+                println!("  unbatched delivery / bare request rate: {:.0}%", 100.0 * r.delivered_per_s / bare);
+            }
+        }
+    });
+}

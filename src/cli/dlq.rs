@@ -41,16 +41,32 @@ pub fn dlq(args: Args) -> anyhow::Result<i32> {
     match args.action {
         Action::List { common, output } => {
             let store = DeadLetterStore::new(&common.data_dir);
-            let entries: Vec<_> =
-                store.list()?.into_iter().filter(|e| common.destination.as_ref().is_none_or(|d| *d == e.destination)).collect();
+            let entries: Vec<_> = store
+                .list()?
+                .into_iter()
+                .filter(|e| {
+                    common
+                        .destination
+                        .as_ref()
+                        .is_none_or(|d| *d == e.destination)
+                })
+                .collect();
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-                Output::Text if entries.is_empty() => println!("no dead-lettered events in {}", common.data_dir.display()),
+                Output::Text if entries.is_empty() => {
+                    println!("no dead-lettered events in {}", common.data_dir.display())
+                }
                 Output::Text => {
-                    println!("{:<24} {:<26} {:>8} {:>6}  LAST ERROR", "DESTINATION", "FAILED AT", "ATTEMPTS", "STATUS");
+                    println!(
+                        "{:<24} {:<26} {:>8} {:>6}  LAST ERROR",
+                        "DESTINATION", "FAILED AT", "ATTEMPTS", "STATUS"
+                    );
                     for e in &entries {
                         let status = e.last_status.map_or("-".to_string(), |s| s.to_string());
-                        println!("{:<24} {:<26} {:>8} {:>6}  {}", e.destination, e.failed_at, e.attempts, status, e.last_error);
+                        println!(
+                            "{:<24} {:<26} {:>8} {:>6}  {}",
+                            e.destination, e.failed_at, e.attempts, status, e.last_error
+                        );
                     }
                 }
             }
@@ -58,7 +74,10 @@ pub fn dlq(args: Args) -> anyhow::Result<i32> {
         Action::Replay { common } => {
             let store = DeadLetterStore::new(&common.data_dir);
             let n = store.replay(&common.data_dir, common.destination.as_deref())?;
-            println!("re-queued {n} event(s); `hookline run --data-dir {}` delivers them", common.data_dir.display());
+            println!(
+                "re-queued {n} event(s); `hookline run --data-dir {}` delivers them",
+                common.data_dir.display()
+            );
         }
     }
     Ok(0)

@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "hookline", version, about = "Kubernetes-native Extensible Webhooks destination: Segment events in, mapped HTTP requests out")]
+#[command(
+    name = "hookline",
+    version,
+    about = "Kubernetes-native Extensible Webhooks destination: Segment events in, mapped HTTP requests out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,19 +52,27 @@ impl ManifestFiles {
         let manifests = crate::config::manifests::Manifests::load(&self.files)?;
         if manifests.destinations.is_empty() {
             let names: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
-            anyhow::bail!("{}: no WebhookDestination found (kind: WebhookDestination, apiVersion: hookline.dev/v1alpha1)", names.join(", "));
+            anyhow::bail!(
+                "{}: no WebhookDestination found (kind: WebhookDestination, apiVersion: hookline.dev/v1alpha1)",
+                names.join(", ")
+            );
         }
         manifests
             .destinations
             .iter()
-            .map(|d| crate::config::destination::Destination::resolve(d, &manifests.secrets).map_err(Into::into))
+            .map(|d| {
+                crate::config::destination::Destination::resolve(d, &manifests.secrets)
+                    .map_err(Into::into)
+            })
             .collect()
     }
 }
 
 /// Runs the parsed command; the exit status is the returned code.
 pub fn main(cli: Cli) -> anyhow::Result<i32> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(args).await,

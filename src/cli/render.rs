@@ -26,15 +26,23 @@ pub fn render(args: Args) -> anyhow::Result<i32> {
     let mut requests = Vec::new();
     for dest in &destinations {
         if dest.subscription.matches(&event) {
-            requests.push(build_request(dest, &event).with_context(|| format!("destination {}", dest.name))?);
+            requests.push(
+                build_request(dest, &event)
+                    .with_context(|| format!("destination {}", dest.name))?,
+            );
         }
     }
     match args.output {
         Output::Json => {
-            let list: Vec<Value> = requests.iter().map(OutgoingRequest::to_redacted_json).collect();
+            let list: Vec<Value> = requests
+                .iter()
+                .map(OutgoingRequest::to_redacted_json)
+                .collect();
             println!("{}", serde_json::to_string_pretty(&list)?);
         }
-        Output::Text if requests.is_empty() => eprintln!("no request: the event does not match any destination's subscription"),
+        Output::Text if requests.is_empty() => {
+            eprintln!("no request: the event does not match any destination's subscription")
+        }
         Output::Text => {
             for r in &requests {
                 println!("{}", r.to_redacted_text());
@@ -45,9 +53,15 @@ pub fn render(args: Args) -> anyhow::Result<i32> {
 }
 
 pub fn read_event(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let event: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    anyhow::ensure!(event.is_object(), "{}: the event must be a JSON object", path.display());
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let event: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    anyhow::ensure!(
+        event.is_object(),
+        "{}: the event must be a JSON object",
+        path.display()
+    );
     Ok(event)
 }
 
@@ -59,8 +73,17 @@ pub fn build_request(dest: &Destination, event: &Value) -> anyhow::Result<Outgoi
         None => request_id(&[]),
     };
     let batch = Batch {
-        items: vec![Item { seq: 0, message_id, event: event.clone(), payload }],
+        items: vec![Item {
+            seq: 0,
+            message_id,
+            event: event.clone(),
+            payload,
+        }],
         as_array: dest.batching.size > 1,
     };
-    Ok(dest.request.build(&request_id(&batch.message_ids()), batch.body(), chrono::Utc::now().timestamp()))
+    Ok(dest.request.build(
+        &request_id(&batch.message_ids()),
+        batch.body(),
+        chrono::Utc::now().timestamp(),
+    ))
 }

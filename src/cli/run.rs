@@ -25,7 +25,15 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         tracing::info!("stopping: finishing requests in flight");
         let _ = stop.send(true);
     });
-    engine::run(destinations, EngineOptions { listen: args.listen, data_dir: args.data_dir }, shutdown).await?;
+    engine::run(
+        destinations,
+        EngineOptions {
+            listen: args.listen,
+            data_dir: args.data_dir,
+        },
+        shutdown,
+    )
+    .await?;
     Ok(0)
 }
 
@@ -33,7 +41,8 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -19,11 +19,19 @@ pub fn sample(kind: &str) -> Value {
         }
     });
     let extra = match kind {
-        "track" => json!({"event": "Order Completed", "properties": {"order_id": "test-order-1", "total": 42.5, "currency": "USD"}}),
-        "identify" => json!({"traits": {"email": "test.user@example.com", "name": "Test User", "plan": "pro"}}),
-        "page" => json!({"name": "Home", "properties": {"path": "/", "url": "https://example.com/", "title": "Home"}}),
+        "track" => {
+            json!({"event": "Order Completed", "properties": {"order_id": "test-order-1", "total": 42.5, "currency": "USD"}})
+        }
+        "identify" => {
+            json!({"traits": {"email": "test.user@example.com", "name": "Test User", "plan": "pro"}})
+        }
+        "page" => {
+            json!({"name": "Home", "properties": {"path": "/", "url": "https://example.com/", "title": "Home"}})
+        }
         "screen" => json!({"name": "Home", "properties": {"variation": "test"}}),
-        "group" => json!({"groupId": "test-group-1", "traits": {"name": "Test Company", "plan": "enterprise"}}),
+        "group" => {
+            json!({"groupId": "test-group-1", "traits": {"name": "Test Company", "plan": "enterprise"}})
+        }
         _ => json!({"previousId": "test-anonymous-1"}),
     };
     if let (Some(target), Value::Object(extra)) = (event.as_object_mut(), extra) {

@@ -43,7 +43,10 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
                 all_ok &= (200..300).contains(&status);
             }
             (None, error) => {
-                println!("no response after {latency} ms: {}", error.as_deref().unwrap_or("unknown error"));
+                println!(
+                    "no response after {latency} ms: {}",
+                    error.as_deref().unwrap_or("unknown error")
+                );
                 all_ok = false;
             }
         }

@@ -28,7 +28,10 @@ pub struct Destination {
 }
 
 impl Destination {
-    pub fn resolve(loaded: &LoadedDestination, secrets: &SecretStore) -> Result<Destination, ConfigError> {
+    pub fn resolve(
+        loaded: &LoadedDestination,
+        secrets: &SecretStore,
+    ) -> Result<Destination, ConfigError> {
         let origin = loaded.origin.as_str();
         let namespace = loaded.namespace();
         let spec = &loaded.resource.spec;
@@ -39,34 +42,72 @@ impl Destination {
             })
         };
 
-        let url = reqwest::Url::parse(&spec.endpoint.url).map_err(|e| bad("spec.endpoint.url", format!("{:?} is not a valid URL: {e}", spec.endpoint.url)))?;
+        let url = reqwest::Url::parse(&spec.endpoint.url).map_err(|e| {
+            bad(
+                "spec.endpoint.url",
+                format!("{:?} is not a valid URL: {e}", spec.endpoint.url),
+            )
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(bad("spec.endpoint.url", format!("{:?} must be an http:// or https:// URL with a host", spec.endpoint.url)));
+            return Err(bad(
+                "spec.endpoint.url",
+                format!(
+                    "{:?} must be an http:// or https:// URL with a host",
+                    spec.endpoint.url
+                ),
+            ));
         }
 
         let mut headers = Vec::new();
         for (i, h) in spec.endpoint.headers.iter().enumerate() {
             let field = format!("spec.endpoint.headers[{i}]");
-            reqwest::header::HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| bad(&format!("{field}.name"), format!("{:?} is not a valid HTTP header name", h.name)))?;
+            reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                bad(
+                    &format!("{field}.name"),
+                    format!("{:?} is not a valid HTTP header name", h.name),
+                )
+            })?;
             let (value, is_secret) = match (&h.value, &h.value_from) {
                 (Some(v), None) => (v.clone(), false),
-                (None, Some(from)) => (secret(&format!("{field}.valueFrom.secretKeyRef"), &from.secret_key_ref)?, true),
+                (None, Some(from)) => (
+                    secret(
+                        &format!("{field}.valueFrom.secretKeyRef"),
+                        &from.secret_key_ref,
+                    )?,
+                    true,
+                ),
                 _ => return Err(bad(&field, "set exactly one of value and valueFrom".into())),
             };
-            reqwest::header::HeaderValue::from_str(&value).map_err(|_| bad(&field, "the value is not a valid HTTP header value".into()))?;
-            headers.push(HeaderEntry { name: h.name.clone(), value, secret: is_secret });
+            reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| bad(&field, "the value is not a valid HTTP header value".into()))?;
+            headers.push(HeaderEntry {
+                name: h.name.clone(),
+                value,
+                secret: is_secret,
+            });
         }
 
         let auth = spec.auth.clone().unwrap_or_default();
         let bearer_token = match auth.kind {
             AuthType::None => None,
             AuthType::Bearer => {
-                let b = auth.bearer.as_ref().ok_or_else(|| bad("spec.auth.bearer", "required when spec.auth.type is Bearer".into()))?;
-                Some(secret("spec.auth.bearer.tokenSecretRef", &b.token_secret_ref)?)
+                let b = auth.bearer.as_ref().ok_or_else(|| {
+                    bad(
+                        "spec.auth.bearer",
+                        "required when spec.auth.type is Bearer".into(),
+                    )
+                })?;
+                Some(secret(
+                    "spec.auth.bearer.tokenSecretRef",
+                    &b.token_secret_ref,
+                )?)
             }
             AuthType::OAuth2 => {
-                return Err(bad("spec.auth.type", "OAuth2 is not supported by this build yet; use Bearer with a token Secret".into()));
+                return Err(bad(
+                    "spec.auth.type",
+                    "OAuth2 is not supported by this build yet; use Bearer with a token Secret"
+                        .into(),
+                ));
             }
         };
 
@@ -75,39 +116,68 @@ impl Destination {
             Some(s) => {
                 let key = secret("spec.signing.secretRef", &s.secret_ref)?;
                 Some(match s.scheme {
-                    SigningScheme::StandardWebhooks => Signer::standard_webhooks(&key).map_err(|e| bad("spec.signing.secretRef", e))?,
-                    SigningScheme::SegmentHmacSha1 => Signer::SegmentHmacSha1 { key: key.into_bytes() },
+                    SigningScheme::StandardWebhooks => Signer::standard_webhooks(&key)
+                        .map_err(|e| bad("spec.signing.secretRef", e))?,
+                    SigningScheme::SegmentHmacSha1 => Signer::SegmentHmacSha1 {
+                        key: key.into_bytes(),
+                    },
                 })
             }
         };
 
         let subscription = match spec.subscription.as_deref().map(str::trim) {
             None | Some("") => Subscription::all(),
-            Some(text) => Subscription::parse(text).map_err(|e| bad("spec.subscription", e.to_string()))?,
+            Some(text) => {
+                Subscription::parse(text).map_err(|e| bad("spec.subscription", e.to_string()))?
+            }
         };
-        let mapping = Mapping::compile(spec.mapping.as_ref()).map_err(|e| bad("spec.mapping", e.to_string()))?;
+        let mapping = Mapping::compile(spec.mapping.as_ref())
+            .map_err(|e| bad("spec.mapping", e.to_string()))?;
         if spec.transform.is_some() {
-            return Err(bad("spec.transform", "insert functions are not supported by this build yet; remove spec.transform".into()));
+            return Err(bad(
+                "spec.transform",
+                "insert functions are not supported by this build yet; remove spec.transform"
+                    .into(),
+            ));
         }
 
         let b = spec.batching.clone().unwrap_or_default();
         let defaults = BatchPolicy::default();
         let batching = BatchPolicy {
-            size: positive(b.size.map(u64::from), "spec.batching.size", origin)?.map_or(defaults.size, |v| v as usize),
-            max_bytes: positive(b.max_bytes, "spec.batching.maxBytes", origin)?.map_or(defaults.max_bytes, |v| v as usize),
-            max_wait: b.max_wait_millis.map_or(defaults.max_wait, Duration::from_millis),
+            size: positive(b.size.map(u64::from), "spec.batching.size", origin)?
+                .map_or(defaults.size, |v| v as usize),
+            max_bytes: positive(b.max_bytes, "spec.batching.maxBytes", origin)?
+                .map_or(defaults.max_bytes, |v| v as usize),
+            max_wait: b
+                .max_wait_millis
+                .map_or(defaults.max_wait, Duration::from_millis),
         };
         let d = spec.delivery.clone().unwrap_or_default();
         let retry_defaults = RetryPolicy::default();
         let retry = RetryPolicy {
-            max_attempts: positive(d.max_attempts.map(u64::from), "spec.delivery.maxAttempts", origin)?
-                .map_or(retry_defaults.max_attempts, |v| v as u32),
-            max_duration: d.max_retry_duration_seconds.map_or(retry_defaults.max_duration, Duration::from_secs),
+            max_attempts: positive(
+                d.max_attempts.map(u64::from),
+                "spec.delivery.maxAttempts",
+                origin,
+            )?
+            .map_or(retry_defaults.max_attempts, |v| v as u32),
+            max_duration: d
+                .max_retry_duration_seconds
+                .map_or(retry_defaults.max_duration, Duration::from_secs),
             ..retry_defaults
         };
-        let concurrency = positive(d.concurrency.map(u64::from), "spec.delivery.concurrency", origin)?.map_or(1, |v| v as usize);
+        let concurrency = positive(
+            d.concurrency.map(u64::from),
+            "spec.delivery.concurrency",
+            origin,
+        )?
+        .map_or(1, |v| v as usize);
 
-        let write_key = match spec.source.as_ref().and_then(|s| s.write_key_secret_ref.as_ref()) {
+        let write_key = match spec
+            .source
+            .as_ref()
+            .and_then(|s| s.write_key_secret_ref.as_ref())
+        {
             Some(r) => Some(secret("spec.source.writeKeySecretRef", r)?),
             None => None,
         };
@@ -118,7 +188,14 @@ impl Destination {
             enabled: spec.is_enabled(),
             subscription,
             mapping,
-            request: RequestTemplate { method: spec.endpoint.method(), url, headers, bearer_token, signer, timeout: spec.endpoint.timeout() },
+            request: RequestTemplate {
+                method: spec.endpoint.method(),
+                url,
+                headers,
+                bearer_token,
+                signer,
+                timeout: spec.endpoint.timeout(),
+            },
             batching,
             retry,
             concurrency,

@@ -23,7 +23,11 @@ impl LoadedDestination {
     }
 
     pub fn namespace(&self) -> &str {
-        self.resource.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+        self.resource
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE)
     }
 }
 
@@ -53,40 +57,93 @@ impl Manifests {
     }
 
     fn load_file(&mut self, file: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_path_buf(), source })?;
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-            .map_err(|e| ConfigError::Yaml { file: file.to_path_buf(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let docs: Vec<Value> =
+            serde_saphyr::from_multiple(&text).map_err(|e| ConfigError::Yaml {
+                file: file.to_path_buf(),
+                message: e.to_string(),
+            })?;
         for (i, doc) in docs.into_iter().enumerate().filter(|(_, d)| !d.is_null()) {
             let index = i + 1;
-            let doc_err = |what: String, message: String| ConfigError::Document { file: file.to_path_buf(), index, what, message };
-            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-            let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let doc_err = |what: String, message: String| ConfigError::Document {
+                file: file.to_path_buf(),
+                index,
+                what,
+                message,
+            };
+            let kind = doc
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let name = doc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let what = format!(" ({kind} {name:?})");
             match kind.as_str() {
                 "WebhookDestination" => {
-                    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+                    let api_version = doc
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
                     if api_version != "hookline.dev/v1alpha1" {
-                        return Err(doc_err(what, format!("apiVersion must be hookline.dev/v1alpha1, not {api_version:?}")));
+                        return Err(doc_err(
+                            what,
+                            format!(
+                                "apiVersion must be hookline.dev/v1alpha1, not {api_version:?}"
+                            ),
+                        ));
                     }
                     if name.is_empty() {
                         return Err(doc_err(what, "metadata.name is required".into()));
                     }
-                    let resource: WebhookDestination =
-                        serde_path_to_error::deserialize(doc).map_err(|e| doc_err(what.clone(), describe(&e)))?;
+                    let resource: WebhookDestination = serde_path_to_error::deserialize(doc)
+                        .map_err(|e| doc_err(what.clone(), describe(&e)))?;
                     let origin = format!("{}: WebhookDestination {name:?}", file.display());
-                    self.destinations.push(LoadedDestination { resource, origin });
+                    self.destinations
+                        .push(LoadedDestination { resource, origin });
                 }
                 "Secret" => {
-                    let secret: Secret = serde_path_to_error::deserialize(doc).map_err(|e| doc_err(what.clone(), describe(&e)))?;
-                    let namespace = secret.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
-                    let mut data: HashMap<String, Vec<u8>> =
-                        secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                    data.extend(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                    let secret: Secret = serde_path_to_error::deserialize(doc)
+                        .map_err(|e| doc_err(what.clone(), describe(&e)))?;
+                    let namespace = secret
+                        .metadata
+                        .namespace
+                        .as_deref()
+                        .unwrap_or(DEFAULT_NAMESPACE);
+                    let mut data: HashMap<String, Vec<u8>> = secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    data.extend(
+                        secret
+                            .string_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes())),
+                    );
                     self.secrets.insert(namespace, &name, data);
                 }
-                "" => return Err(doc_err(String::new(), "has no `kind` (expected WebhookDestination or Secret)".into())),
+                "" => {
+                    return Err(doc_err(
+                        String::new(),
+                        "has no `kind` (expected WebhookDestination or Secret)".into(),
+                    ));
+                }
                 other => {
-                    return Err(doc_err(what, format!("kind {other:?} is not supported here (expected WebhookDestination or Secret)")));
+                    return Err(doc_err(
+                        what,
+                        format!(
+                            "kind {other:?} is not supported here (expected WebhookDestination or Secret)"
+                        ),
+                    ));
                 }
             }
         }
@@ -96,7 +153,11 @@ impl Manifests {
 
 fn describe<E: std::fmt::Display>(e: &serde_path_to_error::Error<E>) -> String {
     let path = e.path().to_string();
-    if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) }
+    if path == "." {
+        e.inner().to_string()
+    } else {
+        format!("{path}: {}", e.inner())
+    }
 }
 
 #[cfg(test)]
@@ -117,14 +178,23 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("m.yaml: document 1 (WebhookDestination \"a\")"), "{err}");
-        assert!(err.contains("spec.endpoint") && err.contains("methd"), "{err}");
+        assert!(
+            err.contains("m.yaml: document 1 (WebhookDestination \"a\")"),
+            "{err}"
+        );
+        assert!(
+            err.contains("spec.endpoint") && err.contains("methd"),
+            "{err}"
+        );
     }
 
     #[test]
     fn secrets_from_data_and_string_data() {
         let m = load("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: aGVsbG8=}\nstringData: {b: world}\n---\n").unwrap();
-        let r = |key: &str| crate::api::SecretKeyRef { name: "s".into(), key: key.into() };
+        let r = |key: &str| crate::api::SecretKeyRef {
+            name: "s".into(),
+            key: key.into(),
+        };
         assert_eq!(m.secrets.get_text("default", &r("a")).unwrap(), "hello");
         assert_eq!(m.secrets.get_text("default", &r("b")).unwrap(), "world");
         assert!(m.secrets.get_text("other", &r("a")).is_err());

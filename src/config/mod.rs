@@ -12,19 +12,35 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read: {source}", file.display())]
-    Read { file: PathBuf, source: std::io::Error },
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: not valid YAML: {message}", file.display())]
     Yaml { file: PathBuf, message: String },
     #[error("{}: document {index}{what}: {message}", file.display())]
-    Document { file: PathBuf, index: usize, what: String, message: String },
+    Document {
+        file: PathBuf,
+        index: usize,
+        what: String,
+        message: String,
+    },
     #[error("{origin}: {field}: {message}")]
-    Field { origin: String, field: String, message: String },
+    Field {
+        origin: String,
+        field: String,
+        message: String,
+    },
     #[error("{0}")]
     Other(String),
 }
 
 impl ConfigError {
     pub fn field(origin: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Field { origin: origin.to_string(), field: field.into(), message: message.into() }
+        ConfigError::Field {
+            origin: origin.to_string(),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }

@@ -13,7 +13,11 @@ pub struct BatchPolicy {
 
 impl Default for BatchPolicy {
     fn default() -> Self {
-        BatchPolicy { size: 1, max_bytes: 1024 * 1024, max_wait: Duration::from_millis(1000) }
+        BatchPolicy {
+            size: 1,
+            max_bytes: 1024 * 1024,
+            max_wait: Duration::from_millis(1000),
+        }
     }
 }
 
@@ -37,9 +41,19 @@ pub struct Batch {
 impl Batch {
     pub fn body(&self) -> Vec<u8> {
         if !self.as_array {
-            return self.items.first().map(|i| i.payload.clone()).unwrap_or_default();
+            return self
+                .items
+                .first()
+                .map(|i| i.payload.clone())
+                .unwrap_or_default();
         }
-        let mut body = Vec::with_capacity(2 + self.items.iter().map(|i| i.payload.len() + 1).sum::<usize>());
+        let mut body = Vec::with_capacity(
+            2 + self
+                .items
+                .iter()
+                .map(|i| i.payload.len() + 1)
+                .sum::<usize>(),
+        );
         body.push(b'[');
         for (i, item) in self.items.iter().enumerate() {
             if i > 0 {
@@ -69,7 +83,12 @@ pub struct Batcher {
 
 impl Batcher {
     pub fn new(policy: BatchPolicy) -> Self {
-        Batcher { policy, pending: Vec::new(), bytes: 2, opened: None }
+        Batcher {
+            policy,
+            pending: Vec::new(),
+            bytes: 2,
+            opened: None,
+        }
     }
 
     /// Adds an item; returns the batches it closed (the pending one if this item would overflow
@@ -102,7 +121,10 @@ impl Batcher {
         }
         self.opened = None;
         self.bytes = 2;
-        Some(Batch { items: std::mem::take(&mut self.pending), as_array: self.policy.size > 1 })
+        Some(Batch {
+            items: std::mem::take(&mut self.pending),
+            as_array: self.policy.size > 1,
+        })
     }
 }
 
@@ -111,13 +133,22 @@ mod tests {
     use super::*;
 
     fn item(seq: u64, payload: &str) -> Item {
-        Item { seq, message_id: format!("m{seq}"), event: Value::Null, payload: payload.as_bytes().to_vec() }
+        Item {
+            seq,
+            message_id: format!("m{seq}"),
+            event: Value::Null,
+            payload: payload.as_bytes().to_vec(),
+        }
     }
 
     #[test]
     fn closes_on_size_and_bytes() {
         let now = Instant::now();
-        let mut b = Batcher::new(BatchPolicy { size: 2, max_bytes: 100, max_wait: Duration::from_secs(1) });
+        let mut b = Batcher::new(BatchPolicy {
+            size: 2,
+            max_bytes: 100,
+            max_wait: Duration::from_secs(1),
+        });
         assert!(b.push(item(0, "1"), now).is_empty());
         assert_eq!(b.deadline(), Some(now + Duration::from_secs(1)));
         let closed = b.push(item(1, "2"), now);
@@ -125,10 +156,17 @@ mod tests {
         assert_eq!(closed[0].body(), b"[1,2]");
         assert_eq!(b.deadline(), None);
 
-        let mut b = Batcher::new(BatchPolicy { size: 10, max_bytes: 8, max_wait: Duration::from_secs(1) });
+        let mut b = Batcher::new(BatchPolicy {
+            size: 10,
+            max_bytes: 8,
+            max_wait: Duration::from_secs(1),
+        });
         assert!(b.push(item(0, "111"), now).is_empty());
         let closed = b.push(item(1, "2222"), now);
-        assert_eq!(closed.iter().map(|b| b.body()).collect::<Vec<_>>(), vec![b"[111]".to_vec()]);
+        assert_eq!(
+            closed.iter().map(|b| b.body()).collect::<Vec<_>>(),
+            vec![b"[111]".to_vec()]
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn is_for(&self, destination: &str) -> bool {
-        self.to.as_ref().is_none_or(|to| to.iter().any(|d| d == destination))
+        self.to
+            .as_ref()
+            .is_none_or(|to| to.iter().any(|d| d == destination))
     }
 
     pub fn encode(&self) -> Vec<u8> {

@@ -41,8 +41,19 @@ pub fn router(state: Arc<IngestState>) -> Router {
         .route("/{kind}", post(ingest))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|| async { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], METRICS.render()) }))
-        .route("/status", get(|State(s): State<Arc<IngestState>>| async move { axum::Json((s.status)()) }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    METRICS.render(),
+                )
+            }),
+        )
+        .route(
+            "/status",
+            get(|State(s): State<Arc<IngestState>>| async move { axum::Json((s.status)()) }),
+        )
         .with_state(state)
 }
 
@@ -59,7 +70,11 @@ struct Rejection(StatusCode, String);
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({"success": false, "error": self.1}))).into_response()
+        (
+            self.0,
+            axum::Json(json!({"success": false, "error": self.1})),
+        )
+            .into_response()
     }
 }
 
@@ -81,21 +96,50 @@ fn endpoint_kind(path: &str) -> Option<&'static str> {
     })
 }
 
-async fn ingest(State(state): State<Arc<IngestState>>, Path(kind): Path<String>, headers: HeaderMap, body: Body) -> Response {
+async fn ingest(
+    State(state): State<Arc<IngestState>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     match accept(&state, &kind, &headers, body).await {
         Ok(count) => {
-            METRICS.events_received.with_label_values(&[endpoint_kind(&kind).unwrap_or("unknown")]).inc_by(count as u64);
+            METRICS
+                .events_received
+                .with_label_values(&[endpoint_kind(&kind).unwrap_or("unknown")])
+                .inc_by(count as u64);
             axum::Json(json!({"success": true})).into_response()
         }
         Err(rejection) => rejection.into_response(),
     }
 }
 
-async fn accept(state: &IngestState, kind: &str, headers: &HeaderMap, body: Body) -> Result<usize, Rejection> {
-    let kind = endpoint_kind(kind).ok_or_else(|| Rejection(StatusCode::NOT_FOUND, format!("no such endpoint: /v1/{kind}")))?;
-    let limit = if kind == "batch" { MAX_BATCH_BYTES } else { MAX_MESSAGE_BYTES };
-    let too_large = || Rejection(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {} KB", limit / 1024));
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+async fn accept(
+    state: &IngestState,
+    kind: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<usize, Rejection> {
+    let kind = endpoint_kind(kind).ok_or_else(|| {
+        Rejection(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: /v1/{kind}"),
+        )
+    })?;
+    let limit = if kind == "batch" {
+        MAX_BATCH_BYTES
+    } else {
+        MAX_MESSAGE_BYTES
+    };
+    let too_large = || {
+        Rejection(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {} KB", limit / 1024),
+        )
+    };
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
     let bytes = decode_body(headers, raw, limit).map_err(|e| e.unwrap_or_else(too_large))?;
     let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
         Ok(Value::Object(map)) => map,
@@ -103,7 +147,11 @@ async fn accept(state: &IngestState, kind: &str, headers: &HeaderMap, body: Body
         Err(e) => return Err(bad(format!("the request body is not valid JSON: {e}"))),
     };
 
-    let write_key = basic_username(headers).or_else(|| body.get("writeKey").and_then(Value::as_str).map(str::to_string));
+    let write_key = basic_username(headers).or_else(|| {
+        body.get("writeKey")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
     let to = route(&state.routes, write_key.as_deref())?;
 
     let received_at = Utc::now();
@@ -124,9 +172,17 @@ async fn accept(state: &IngestState, kind: &str, headers: &HeaderMap, body: Body
             if let (Some(sent), false) = (&sent_at, msg.contains_key("sentAt")) {
                 msg.insert("sentAt".into(), sent.clone());
             }
-            let ty = msg.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+            let ty = msg
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             if !TYPES.contains(&ty.as_str()) {
-                return Err(bad(format!("batch[{i}].type must be one of {} (got {:?})", TYPES.join(", "), ty)));
+                return Err(bad(format!(
+                    "batch[{i}].type must be one of {} (got {:?})",
+                    TYPES.join(", "),
+                    ty
+                )));
             }
             out.push(finish(msg, received_at).map_err(|e| bad(format!("batch[{i}]: {e}")))?);
         }
@@ -137,17 +193,34 @@ async fn accept(state: &IngestState, kind: &str, headers: &HeaderMap, body: Body
     };
 
     let count = messages.len();
-    let records = messages.into_iter().map(|event| Envelope { to: to.clone(), event: Value::Object(event) }.encode()).collect();
+    let records = messages
+        .into_iter()
+        .map(|event| {
+            Envelope {
+                to: to.clone(),
+                event: Value::Object(event),
+            }
+            .encode()
+        })
+        .collect();
     state.queue.append(records).await.map_err(|e| {
         tracing::error!(error = %e, "could not queue events");
-        Rejection(StatusCode::SERVICE_UNAVAILABLE, "could not store the events; try again".into())
+        Rejection(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "could not store the events; try again".into(),
+        )
     })?;
     Ok(count)
 }
 
 /// Undoes `Content-Encoding: gzip`, refusing to inflate past `limit`. `Err(None)` means too large.
 fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Option<Rejection>> {
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
     match encoding.as_str() {
         "identity" | "" => Ok(raw),
         "gzip" | "x-gzip" => {
@@ -156,9 +229,16 @@ fn decode_body(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, O
                 .take(limit as u64 + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| Some(bad(format!("the body is not valid gzip: {e}"))))?;
-            if out.len() > limit { Err(None) } else { Ok(out.into()) }
+            if out.len() > limit {
+                Err(None)
+            } else {
+                Ok(out.into())
+            }
         }
-        other => Err(Some(Rejection(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("Content-Encoding {other:?} is not supported (use gzip)")))),
+        other => Err(Some(Rejection(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding {other:?} is not supported (use gzip)"),
+        ))),
     }
 }
 
@@ -168,17 +248,30 @@ fn basic_username(headers: &HeaderMap) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':').map_or(text.as_str(), |(user, _)| user).to_string())
+    Some(
+        text.split_once(':')
+            .map_or(text.as_str(), |(user, _)| user)
+            .to_string(),
+    )
 }
 
 /// Which destinations a request may reach: those that need no write key, and those whose key it
 /// carries. `None` means all of them.
 fn route(routes: &[Route], key: Option<&str>) -> Result<Option<Vec<String>>, Rejection> {
-    let allowed: Vec<&Route> = routes.iter().filter(|r| r.write_key.is_none() || r.write_key.as_deref() == key).collect();
+    let allowed: Vec<&Route> = routes
+        .iter()
+        .filter(|r| r.write_key.is_none() || r.write_key.as_deref() == key)
+        .collect();
     if allowed.is_empty() {
-        let message = if key.is_some() { "invalid write key" } else { "a write key is required (HTTP Basic username, or writeKey in the body)" };
+        let message = if key.is_some() {
+            "invalid write key"
+        } else {
+            "a write key is required (HTTP Basic username, or writeKey in the body)"
+        };
         return Err(Rejection(StatusCode::UNAUTHORIZED, message.into()));
     }
     if allowed.len() == routes.len() {
@@ -189,7 +282,9 @@ fn route(routes: &[Route], key: Option<&str>) -> Result<Option<Vec<String>>, Rej
 
 /// Batch-level `context`/`integrations` under each message's own (the message's keys win).
 fn merge_under(msg: &mut Map<String, Value>, key: &str, shared: Option<&Value>) {
-    let Some(Value::Object(shared)) = shared else { return };
+    let Some(Value::Object(shared)) = shared else {
+        return;
+    };
     match msg.get_mut(key) {
         Some(Value::Object(own)) => {
             for (k, v) in shared {
@@ -217,15 +312,24 @@ fn format_time(t: DateTime<Utc>) -> String {
 }
 
 fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(v?.as_str()?).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(v?.as_str()?)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Validates a message and fills what Segment's servers fill: `messageId`, `receivedAt`, and
 /// `timestamp` (corrected for the client's clock skew when `sentAt` is known, keeping the
 /// client's value as `originalTimestamp`). The write key never travels further.
-fn finish(mut msg: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Map<String, Value>, String> {
+fn finish(
+    mut msg: Map<String, Value>,
+    received_at: DateTime<Utc>,
+) -> Result<Map<String, Value>, String> {
     msg.remove("writeKey");
-    let ty = msg.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let ty = msg
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if !has_id(&msg, "userId") && !has_id(&msg, "anonymousId") {
         return Err(format!("a {ty} message needs a userId or an anonymousId"));
     }
@@ -233,7 +337,10 @@ fn finish(mut msg: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Map
         return Err("an alias message needs a previousId".into());
     }
     if !has_id(&msg, "messageId") {
-        msg.insert("messageId".into(), Value::String(format!("api-{}", uuid::Uuid::new_v4())));
+        msg.insert(
+            "messageId".into(),
+            Value::String(format!("api-{}", uuid::Uuid::new_v4())),
+        );
     }
     msg.insert("receivedAt".into(), Value::String(format_time(received_at)));
     let client_time = parse_time(msg.get("timestamp"));
@@ -249,7 +356,10 @@ fn finish(mut msg: Map<String, Value>, received_at: DateTime<Utc>) -> Result<Map
     msg.insert("timestamp".into(), Value::String(timestamp));
     let size = serde_json::to_vec(&msg).map(|v| v.len()).unwrap_or(0);
     if size > MAX_MESSAGE_BYTES {
-        return Err(format!("the message is {} KB; the limit is 32 KB", size.div_ceil(1024)));
+        return Err(format!(
+            "the message is {} KB; the limit is 32 KB",
+            size.div_ceil(1024)
+        ));
     }
     Ok(msg)
 }
@@ -264,7 +374,9 @@ mod tests {
 
     #[test]
     fn fills_ids_and_corrects_clock_skew() {
-        let now = DateTime::parse_from_rfc3339("2026-11-28T10:00:10Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2026-11-28T10:00:10Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let m = finish(
             msg(json!({"type": "track", "userId": "u", "writeKey": "k", "timestamp": "2026-11-28T09:00:00Z", "sentAt": "2026-11-28T09:00:05Z"})),
             now,
@@ -275,23 +387,50 @@ mod tests {
         assert_eq!(m["originalTimestamp"], "2026-11-28T09:00:00Z");
         assert_eq!(m["receivedAt"], "2026-11-28T10:00:10.000Z");
         assert!(!m.contains_key("writeKey"));
-        assert!(finish(msg(json!({"type": "track"})), now).unwrap_err().contains("userId"));
-        assert!(finish(msg(json!({"type": "alias", "userId": "u"})), now).unwrap_err().contains("previousId"));
+        assert!(
+            finish(msg(json!({"type": "track"})), now)
+                .unwrap_err()
+                .contains("userId")
+        );
+        assert!(
+            finish(msg(json!({"type": "alias", "userId": "u"})), now)
+                .unwrap_err()
+                .contains("previousId")
+        );
     }
 
     #[test]
     fn routes_by_write_key() {
-        let routes = vec![Route { name: "a".into(), write_key: Some("ka".into()) }, Route { name: "b".into(), write_key: None }];
+        let routes = vec![
+            Route {
+                name: "a".into(),
+                write_key: Some("ka".into()),
+            },
+            Route {
+                name: "b".into(),
+                write_key: None,
+            },
+        ];
         assert_eq!(route(&routes, Some("ka")).unwrap(), None);
         assert_eq!(route(&routes, None).unwrap(), Some(vec!["b".to_string()]));
         let only_keyed = &routes[..1];
-        assert_eq!(route(only_keyed, Some("nope")).unwrap_err().0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            route(only_keyed, Some("nope")).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]
     fn batch_context_is_merged_under_the_message() {
         let mut m = msg(json!({"context": {"ip": "1"}}));
-        merge_under(&mut m, "context", Some(&json!({"ip": "2", "library": {"name": "x"}})));
-        assert_eq!(Value::Object(m), json!({"context": {"ip": "1", "library": {"name": "x"}}}));
+        merge_under(
+            &mut m,
+            "context",
+            Some(&json!({"ip": "2", "library": {"name": "x"}})),
+        );
+        assert_eq!(
+            Value::Object(m),
+            json!({"context": {"ip": "1", "library": {"name": "x"}}})
+        );
     }
 }

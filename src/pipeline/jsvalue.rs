@@ -28,8 +28,12 @@ fn index<'a>(value: &'a Value, key: &str) -> Option<Cow<'a, Value>> {
     match value {
         Value::Object(map) => map.get(key).map(Cow::Borrowed),
         Value::Array(items) if key == "length" => Some(Cow::Owned(Value::from(items.len()))),
-        Value::Array(items) => array_index(key).and_then(|i| items.get(i)).map(Cow::Borrowed),
-        Value::String(s) if key == "length" => Some(Cow::Owned(Value::from(s.encode_utf16().count()))),
+        Value::Array(items) => array_index(key)
+            .and_then(|i| items.get(i))
+            .map(Cow::Borrowed),
+        Value::String(s) if key == "length" => {
+            Some(Cow::Owned(Value::from(s.encode_utf16().count())))
+        }
         Value::String(s) => {
             let i = array_index(key)?;
             let unit = s.encode_utf16().nth(i)?;
@@ -109,7 +113,9 @@ pub fn write_json(value: &Value, out: &mut String) {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => out.push_str(&js_number(n)),
-        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("strings always serialize")),
+        Value::String(s) => {
+            out.push_str(&serde_json::to_string(s).expect("strings always serialize"))
+        }
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {

@@ -2,12 +2,12 @@
 //! ingest → queue → subscription → mapping → batch → deliver (signing, retries, dead letters).
 //! [`worker`] wires the stages for one destination.
 
-pub mod ingest;
-pub mod queue;
-pub mod envelope;
-pub mod subscription;
-pub mod jsvalue;
-pub mod mapping;
 pub mod batch;
 pub mod deliver;
+pub mod envelope;
+pub mod ingest;
+pub mod jsvalue;
+pub mod mapping;
+pub mod queue;
+pub mod subscription;
 pub mod worker;

@@ -21,13 +21,19 @@ const MAX_RECORD: usize = 16 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the queue writer has stopped")]
     Closed,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
-    move |source| QueueError::Io { path: path.to_path_buf(), source }
+    move |source| QueueError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 struct Append {
@@ -52,7 +58,11 @@ impl Queue {
         let (file, path, next_seq, size) = match segments.last() {
             Some(&(first, ref path)) => {
                 let (next, valid_len) = scan_valid(path, first)?;
-                let file = OpenOptions::new().read(true).append(true).open(path).map_err(io(path))?;
+                let file = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(io(path))?;
                 let actual = file.metadata().map_err(io(path))?.len();
                 if actual != valid_len {
                     tracing::warn!(segment = %path.display(), cut_bytes = actual - valid_len, "queue: cutting off a torn record left by a crash");
@@ -69,19 +79,38 @@ impl Queue {
         };
         let (head_tx, head) = watch::channel(next_seq);
         let (appends, rx) = mpsc::channel(1024);
-        let writer = Writer { dir: dir.to_path_buf(), path, file: BufWriter::with_capacity(1 << 20, file), size, next_seq, head: head_tx };
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            path,
+            file: BufWriter::with_capacity(1 << 20, file),
+            size,
+            next_seq,
+            head: head_tx,
+        };
         std::thread::Builder::new()
             .name("hookline-queue-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(io(dir))?;
-        Ok(Queue { dir: dir.to_path_buf(), appends, head })
+        Ok(Queue {
+            dir: dir.to_path_buf(),
+            appends,
+            head,
+        })
     }
 
     /// Appends the payloads and returns once they are durably on disk.
     pub async fn append(&self, payloads: Vec<Vec<u8>>) -> Result<(), QueueError> {
         let (done, wait) = oneshot::channel();
-        self.appends.send(Append { payloads, done }).await.map_err(|_| QueueError::Closed)?;
-        wait.await.map_err(|_| QueueError::Closed)?.map_err(|e| QueueError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })
+        self.appends
+            .send(Append { payloads, done })
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        wait.await
+            .map_err(|_| QueueError::Closed)?
+            .map_err(|e| QueueError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other(e),
+            })
     }
 
     pub fn head(&self) -> u64 {
@@ -90,7 +119,12 @@ impl Queue {
 
     /// A reader positioned at `from` (the first sequence number it will return).
     pub fn reader(&self, from: u64) -> Reader {
-        Reader { dir: self.dir.clone(), head: self.head.clone(), next: from, file: None }
+        Reader {
+            dir: self.dir.clone(),
+            head: self.head.clone(),
+            next: from,
+            file: None,
+        }
     }
 
     /// Deletes segments every record of which is below `min_cursor` (all destinations are past it).
@@ -183,7 +217,9 @@ impl Writer {
         self.head.send_replace(self.next_seq);
         self.path = segment_path(&self.dir, self.next_seq);
         self.file = BufWriter::with_capacity(1 << 20, create_segment(&self.path)?);
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
         self.size = 0;
         Ok(())
     }
@@ -194,7 +230,12 @@ fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 }
 
 fn create_segment(path: &Path) -> Result<File, QueueError> {
-    OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io(path))
+    OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(io(path))
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, QueueError> {
@@ -266,10 +307,10 @@ impl Reader {
     /// The next record at or after the reader's position, waiting until one is durable.
     pub async fn next(&mut self) -> Result<(u64, Vec<u8>), QueueError> {
         loop {
-            if self.next < *self.head.borrow_and_update() {
-                if let Some(record) = self.read_available()? {
-                    return Ok(record);
-                }
+            if self.next < *self.head.borrow_and_update()
+                && let Some(record) = self.read_available()?
+            {
+                return Ok(record);
             }
             if self.next >= *self.head.borrow() && self.head.changed().await.is_err() {
                 return Err(QueueError::Closed);
@@ -283,7 +324,9 @@ impl Reader {
             if self.file.is_none() {
                 self.open_at(self.next)?;
             }
-            let Some((path, file)) = self.file.as_mut() else { return Ok(None) };
+            let Some((path, file)) = self.file.as_mut() else {
+                return Ok(None);
+            };
             match read_record(file).map_err(io(path))? {
                 Some((seq, payload)) if seq >= self.next => {
                     self.next = seq + 1;
@@ -295,10 +338,16 @@ impl Reader {
                     let path = path.clone();
                     self.file = None;
                     let segments = list_segments(&self.dir)?;
-                    let later = segments.iter().find(|(first, p)| *first >= self.next && *p != path);
+                    let later = segments
+                        .iter()
+                        .find(|(first, p)| *first >= self.next && *p != path);
                     match later {
                         Some(&(first, _)) if first > self.next => {
-                            tracing::error!(skipped_from = self.next, to = first, "queue: records missing or corrupt; skipping to the next segment");
+                            tracing::error!(
+                                skipped_from = self.next,
+                                to = first,
+                                "queue: records missing or corrupt; skipping to the next segment"
+                            );
                             self.next = first;
                         }
                         Some(_) => {}
@@ -312,7 +361,12 @@ impl Reader {
 
     fn open_at(&mut self, seq: u64) -> Result<(), QueueError> {
         let segments = list_segments(&self.dir)?;
-        let Some((first, path)) = segments.iter().rev().find(|(first, _)| *first <= seq).cloned().or_else(|| segments.first().cloned())
+        let Some((first, path)) = segments
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= seq)
+            .cloned()
+            .or_else(|| segments.first().cloned())
         else {
             return Ok(());
         };
@@ -370,7 +424,14 @@ impl Cursor {
             }
             Err(e) => return Err(QueueError::Io { path: path.to_path_buf(), source: e }),
         };
-        Ok(Arc::new(Cursor { path: path.to_path_buf(), state: Mutex::new(CursorState { committed, persisted: committed, done: BTreeSet::new() }) }))
+        Ok(Arc::new(Cursor {
+            path: path.to_path_buf(),
+            state: Mutex::new(CursorState {
+                committed,
+                persisted: committed,
+                done: BTreeSet::new(),
+            }),
+        }))
     }
 
     pub fn committed(&self) -> u64 {
@@ -411,7 +472,8 @@ impl Cursor {
 fn write_atomically(path: &Path, value: u64) -> Result<(), QueueError> {
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(value.to_string().as_bytes()).map_err(io(&tmp))?;
+    f.write_all(value.to_string().as_bytes())
+        .map_err(io(&tmp))?;
     f.sync_data().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))
 }
@@ -462,6 +524,9 @@ mod tests {
         c.complete([5]);
         assert_eq!(c.committed(), 8);
         c.persist().unwrap();
-        assert_eq!(Cursor::open(&dir.path().join("c"), 0).unwrap().committed(), 8);
+        assert_eq!(
+            Cursor::open(&dir.path().join("c"), 0).unwrap().committed(),
+            8
+        );
     }
 }

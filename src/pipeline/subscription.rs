@@ -27,7 +27,12 @@ enum Expr {
     Compare(Field, CompareOp, Literal),
     /// `contains` / `match`; `negated` comes from a `!`/`not` written directly before the call and,
     /// as in Segment, still requires the field to be a string.
-    Text { field: Field, op: TextOp, needle: String, negated: bool },
+    Text {
+        field: Field,
+        op: TextOp,
+        needle: String,
+        negated: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,12 +76,19 @@ impl Subscription {
 
     pub fn parse(text: &str) -> Result<Self, SubscriptionError> {
         let tokens = lex(text)?;
-        let mut parser = Parser { text, tokens, pos: 0 };
+        let mut parser = Parser {
+            text,
+            tokens,
+            pos: 0,
+        };
         let root = parser.or_expr()?;
         if let Some(tok) = parser.peek() {
             let err = match tok.kind {
                 TokenKind::RParen => "unbalanced ')'".to_string(),
-                _ => format!("unexpected {} after a complete expression", tok.describe(text)),
+                _ => format!(
+                    "unexpected {} after a complete expression",
+                    tok.describe(text)
+                ),
             };
             return Err(parser.error_at(tok.start, err));
         }
@@ -96,7 +108,12 @@ impl Expr {
             Expr::And(a, b) => a.eval(event) && b.eval(event),
             Expr::Not(e) => !e.eval(event),
             Expr::Compare(field, op, lit) => compare(field.lookup(event).as_deref(), *op, lit),
-            Expr::Text { field, op, needle, negated } => match field.lookup(event).as_deref() {
+            Expr::Text {
+                field,
+                op,
+                needle,
+                negated,
+            } => match field.lookup(event).as_deref() {
                 Some(Value::String(s)) => {
                     let hit = match op {
                         TextOp::Contains => s.contains(needle.as_str()),
@@ -142,7 +159,11 @@ impl Field {
             Field::TopLevel(name) => event.get(*name).map(std::borrow::Cow::Borrowed),
             Field::PropertyOrTrait(path) => {
                 let ty = event.get("type").and_then(Value::as_str);
-                let base = if matches!(ty, Some("identify" | "group")) { "traits" } else { "properties" };
+                let base = if matches!(ty, Some("identify" | "group")) {
+                    "traits"
+                } else {
+                    "properties"
+                };
                 jsvalue::get(event.get(base), path)
             }
             Field::Context(path) => jsvalue::get(event.get("context"), path),
@@ -227,27 +248,47 @@ fn lex(text: &str) -> Result<Vec<Token>, SubscriptionError> {
             b'<' => TokenKind::Op(CompareOp::Lt),
             b'>' => TokenKind::Op(CompareOp::Gt),
             b'"' | b'\'' => {
-                let (s, next) = lex_string(text, i).ok_or_else(|| err(i, "unterminated string".into()))?;
-                tokens.push(Token { kind: TokenKind::Str(s), start, end: next });
+                let (s, next) =
+                    lex_string(text, i).ok_or_else(|| err(i, "unterminated string".into()))?;
+                tokens.push(Token {
+                    kind: TokenKind::Str(s),
+                    start,
+                    end: next,
+                });
                 i = next;
                 continue;
             }
             b'-' | b'0'..=b'9' => {
                 let mut j = i + 1;
-                while j < bytes.len() && (bytes[j].is_ascii_digit() || matches!(bytes[j], b'.' | b'e' | b'E')) {
+                while j < bytes.len()
+                    && (bytes[j].is_ascii_digit() || matches!(bytes[j], b'.' | b'e' | b'E'))
+                {
                     j += 1;
                 }
-                let n: f64 = text[i..j].parse().map_err(|_| err(i, format!("invalid number '{}'", &text[i..j])))?;
-                tokens.push(Token { kind: TokenKind::Number(n), start, end: j });
+                let n: f64 = text[i..j]
+                    .parse()
+                    .map_err(|_| err(i, format!("invalid number '{}'", &text[i..j])))?;
+                tokens.push(Token {
+                    kind: TokenKind::Number(n),
+                    start,
+                    end: j,
+                });
                 i = j;
                 continue;
             }
             c if c.is_ascii_alphabetic() || c == b'_' || c == b'$' => {
                 let mut j = i + 1;
-                while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || matches!(bytes[j], b'_' | b'.' | b'$' | b'-')) {
+                while j < bytes.len()
+                    && (bytes[j].is_ascii_alphanumeric()
+                        || matches!(bytes[j], b'_' | b'.' | b'$' | b'-'))
+                {
                     j += 1;
                 }
-                tokens.push(Token { kind: TokenKind::Ident(text[i..j].to_string()), start, end: j });
+                tokens.push(Token {
+                    kind: TokenKind::Ident(text[i..j].to_string()),
+                    start,
+                    end: j,
+                });
                 i = j;
                 continue;
             }
@@ -257,12 +298,18 @@ fn lex(text: &str) -> Result<Vec<Token>, SubscriptionError> {
             }
         };
         let len = match kind {
-            TokenKind::Op(CompareOp::Ne | CompareOp::Le | CompareOp::Ge) | TokenKind::AndAnd | TokenKind::OrOr => 2,
+            TokenKind::Op(CompareOp::Ne | CompareOp::Le | CompareOp::Ge)
+            | TokenKind::AndAnd
+            | TokenKind::OrOr => 2,
             TokenKind::Op(CompareOp::Eq) if two("==") => 2,
             _ => 1,
         };
         i += len;
-        tokens.push(Token { kind, start, end: i });
+        tokens.push(Token {
+            kind,
+            start,
+            end: i,
+        });
     }
     Ok(tokens)
 }
@@ -309,7 +356,10 @@ impl Parser<'_> {
     }
 
     fn end_error(&self, expected: &str) -> SubscriptionError {
-        self.error_at(self.text.len(), format!("expected {expected} but the subscription ends"))
+        self.error_at(
+            self.text.len(),
+            format!("expected {expected} but the subscription ends"),
+        )
     }
 
     fn is_keyword(&self, word: &str) -> bool {
@@ -318,7 +368,8 @@ impl Parser<'_> {
 
     fn or_expr(&mut self) -> Result<Expr, SubscriptionError> {
         let mut left = self.and_expr()?;
-        while self.is_keyword("or") || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::OrOr)) {
+        while self.is_keyword("or") || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::OrOr))
+        {
             self.pos += 1;
             left = Expr::Or(Box::new(left), Box::new(self.and_expr()?));
         }
@@ -327,7 +378,9 @@ impl Parser<'_> {
 
     fn and_expr(&mut self) -> Result<Expr, SubscriptionError> {
         let mut left = self.unary()?;
-        while self.is_keyword("and") || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::AndAnd)) {
+        while self.is_keyword("and")
+            || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::AndAnd))
+        {
             self.pos += 1;
             left = Expr::And(Box::new(left), Box::new(self.unary()?));
         }
@@ -338,7 +391,17 @@ impl Parser<'_> {
         if self.is_keyword("not") || matches!(self.peek().map(|t| &t.kind), Some(TokenKind::Bang)) {
             self.pos += 1;
             return Ok(match self.unary()? {
-                Expr::Text { field, op, needle, negated } => Expr::Text { field, op, needle, negated: !negated },
+                Expr::Text {
+                    field,
+                    op,
+                    needle,
+                    negated,
+                } => Expr::Text {
+                    field,
+                    op,
+                    needle,
+                    negated: !negated,
+                },
                 other => Expr::Not(Box::new(other)),
             });
         }
@@ -353,15 +416,26 @@ impl Parser<'_> {
             TokenKind::LParen => {
                 let inner = self.or_expr()?;
                 match self.next() {
-                    Some(Token { kind: TokenKind::RParen, .. }) => Ok(inner),
+                    Some(Token {
+                        kind: TokenKind::RParen,
+                        ..
+                    }) => Ok(inner),
                     Some(other) => Err(self.error_at(
                         other.start,
-                        format!("expected ')' to close the '(' at column {} but found {}", tok.start + 1, other.describe(self.text)),
+                        format!(
+                            "expected ')' to close the '(' at column {} but found {}",
+                            tok.start + 1,
+                            other.describe(self.text)
+                        ),
                     )),
-                    None => Err(self.error_at(tok.start, "unclosed '(': add the matching ')'".into())),
+                    None => {
+                        Err(self.error_at(tok.start, "unclosed '(': add the matching ')'".into()))
+                    }
                 }
             }
-            TokenKind::Ident(word) if matches!(self.peek().map(|t| &t.kind), Some(TokenKind::LParen)) => {
+            TokenKind::Ident(word)
+                if matches!(self.peek().map(|t| &t.kind), Some(TokenKind::LParen)) =>
+            {
                 self.function(&word, &tok)
             }
             TokenKind::Ident(word) => {
@@ -374,24 +448,36 @@ impl Parser<'_> {
                     )
                 })?;
                 let op = match self.next() {
-                    Some(Token { kind: TokenKind::Op(op), .. }) => op,
+                    Some(Token {
+                        kind: TokenKind::Op(op),
+                        ..
+                    }) => op,
                     Some(other) => {
                         return Err(self.error_at(
                             other.start,
                             format!("expected an operator (=, !=, <, <=, >, >=) after '{word}' but found {}", other.describe(self.text)),
                         ));
                     }
-                    None => return Err(self.end_error(&format!("an operator (=, !=, <, <=, >, >=) after '{word}'"))),
+                    None => {
+                        return Err(self.end_error(&format!(
+                            "an operator (=, !=, <, <=, >, >=) after '{word}'"
+                        )));
+                    }
                 };
                 let literal = self.literal()?;
-                if matches!(op, CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge)
-                    && !matches!(literal, Literal::Number(_))
+                if matches!(
+                    op,
+                    CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
+                ) && !matches!(literal, Literal::Number(_))
                 {
                     return Err(self.error_at(tok.start, format!("'{word}' is compared with <, <=, > or >= to something that is not a number")));
                 }
                 Ok(Expr::Compare(field, op, literal))
             }
-            _ => Err(self.error_at(tok.start, format!("expected a condition but found {}", tok.describe(self.text)))),
+            _ => Err(self.error_at(
+                tok.start,
+                format!("expected a condition but found {}", tok.describe(self.text)),
+            )),
         }
     }
 
@@ -418,20 +504,44 @@ impl Parser<'_> {
         let is_match = match name {
             "contains" => false,
             "match" => true,
-            _ => return Err(self.error_at(name_tok.start, format!("unknown function '{name}' (use contains or match)"))),
+            _ => {
+                return Err(self.error_at(
+                    name_tok.start,
+                    format!("unknown function '{name}' (use contains or match)"),
+                ));
+            }
         };
         self.pos += 1; // '('
         let field_tok = self.next().ok_or_else(|| self.end_error("a field name"))?;
         let TokenKind::Ident(path) = &field_tok.kind else {
-            return Err(self.error_at(field_tok.start, format!("expected a field name but found {}", field_tok.describe(self.text))));
+            return Err(self.error_at(
+                field_tok.start,
+                format!(
+                    "expected a field name but found {}",
+                    field_tok.describe(self.text)
+                ),
+            ));
         };
-        let field = Field::parse(path)
-            .ok_or_else(|| self.error_at(field_tok.start, format!("unknown field '{path}' in {name}()")))?;
+        let field = Field::parse(path).ok_or_else(|| {
+            self.error_at(
+                field_tok.start,
+                format!("unknown field '{path}' in {name}()"),
+            )
+        })?;
         self.expect(TokenKind::Comma, "','")?;
         let needle = match self.next() {
-            Some(Token { kind: TokenKind::Str(s), .. }) => s,
+            Some(Token {
+                kind: TokenKind::Str(s),
+                ..
+            }) => s,
             Some(other) => {
-                return Err(self.error_at(other.start, format!("{name}() needs a quoted string but found {}", other.describe(self.text))));
+                return Err(self.error_at(
+                    other.start,
+                    format!(
+                        "{name}() needs a quoted string but found {}",
+                        other.describe(self.text)
+                    ),
+                ));
             }
             None => return Err(self.end_error("a quoted string")),
         };
@@ -444,13 +554,21 @@ impl Parser<'_> {
             // Segment treats every other pattern as "*suffix" and drops its first character.
             (TextOp::EndsWith, needle.chars().skip(1).collect())
         };
-        Ok(Expr::Text { field, op, needle, negated: false })
+        Ok(Expr::Text {
+            field,
+            op,
+            needle,
+            negated: false,
+        })
     }
 
     fn expect(&mut self, kind: TokenKind, what: &str) -> Result<(), SubscriptionError> {
         match self.next() {
             Some(tok) if tok.kind == kind => Ok(()),
-            Some(tok) => Err(self.error_at(tok.start, format!("expected {what} but found {}", tok.describe(self.text)))),
+            Some(tok) => Err(self.error_at(
+                tok.start,
+                format!("expected {what} but found {}", tok.describe(self.text)),
+            )),
             None => Err(self.end_error(what)),
         }
     }
@@ -469,22 +587,37 @@ mod tests {
     fn precedence_and_negation() {
         assert!(m(r#"not type = "a" and type = "b""#, json!({"type": "b"})));
         assert!(!m(r#"!(type = "b" or type = "c")"#, json!({"type": "c"})));
-        assert!(m(r#"type = "x" || type = "track" && event = "A""#, json!({"type": "track", "event": "A"})));
+        assert!(m(
+            r#"type = "x" || type = "track" && event = "A""#,
+            json!({"type": "track", "event": "A"})
+        ));
     }
 
     #[test]
     fn traits_are_read_from_traits_on_identify() {
-        assert!(m(r#"traits.plan = "pro""#, json!({"type": "identify", "traits": {"plan": "pro"}})));
-        assert!(m(r#"properties.plan = "pro""#, json!({"type": "group", "traits": {"plan": "pro"}})));
+        assert!(m(
+            r#"traits.plan = "pro""#,
+            json!({"type": "identify", "traits": {"plan": "pro"}})
+        ));
+        assert!(m(
+            r#"properties.plan = "pro""#,
+            json!({"type": "group", "traits": {"plan": "pro"}})
+        ));
     }
 
     #[test]
     fn errors_point_at_the_text() {
-        let e = Subscription::parse(r#"type = "track" and"#).unwrap_err().to_string();
+        let e = Subscription::parse(r#"type = "track" and"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ends"), "{e}");
-        let e = Subscription::parse(r#"type = "track")"#).unwrap_err().to_string();
+        let e = Subscription::parse(r#"type = "track")"#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("')'") && e.contains("column 15"), "{e}");
-        let e = Subscription::parse(r#"properties.x > "a""#).unwrap_err().to_string();
+        let e = Subscription::parse(r#"properties.x > "a""#)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a number"), "{e}");
     }
 }

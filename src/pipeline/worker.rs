@@ -22,6 +22,32 @@ struct Shared {
     cursor: Arc<Cursor>,
     dlq: DeadLetterStore,
     sender: HttpSender,
+    metrics: DestinationMetrics,
+}
+
+/// This destination's metric series, resolved once rather than per request.
+struct DestinationMetrics {
+    filtered: prometheus::IntCounter,
+    delivered: prometheus::IntCounter,
+    dead_lettered: prometheus::IntCounter,
+    request_duration: prometheus::Histogram,
+    batch_size: prometheus::Histogram,
+    queue_depth: prometheus::IntGauge,
+}
+
+impl DestinationMetrics {
+    fn new(name: &str) -> Self {
+        DestinationMetrics {
+            filtered: METRICS
+                .events_filtered
+                .with_label_values(&[name, "subscription"]),
+            delivered: METRICS.events_delivered.with_label_values(&[name]),
+            dead_lettered: METRICS.events_dead_lettered.with_label_values(&[name]),
+            request_duration: METRICS.request_duration.with_label_values(&[name]),
+            batch_size: METRICS.batch_size.with_label_values(&[name]),
+            queue_depth: METRICS.queue_depth.with_label_values(&[name]),
+        }
+    }
 }
 
 pub struct Worker {
@@ -38,9 +64,24 @@ enum Prepared {
 }
 
 impl Worker {
-    pub fn new(dest: Arc<Destination>, queue: Queue, cursor: Arc<Cursor>, dlq: DeadLetterStore) -> Result<Worker, reqwest::Error> {
+    pub fn new(
+        dest: Arc<Destination>,
+        queue: Queue,
+        cursor: Arc<Cursor>,
+        dlq: DeadLetterStore,
+    ) -> Result<Worker, reqwest::Error> {
         let sender = HttpSender::new(dest.concurrency, dest.request.timeout)?;
-        Ok(Worker { shared: Arc::new(Shared { dest, cursor, dlq, sender }), queue })
+        let metrics = DestinationMetrics::new(&dest.name);
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                dest,
+                cursor,
+                dlq,
+                sender,
+                metrics,
+            }),
+            queue,
+        })
     }
 
     /// Runs until `shutdown` turns true; in-flight requests finish, waiting retries are abandoned
@@ -49,8 +90,17 @@ impl Worker {
         let concurrency = self.shared.dest.concurrency;
         let (batches, rx) = mpsc::channel::<Batch>(concurrency);
         let slots = Arc::new(Semaphore::new(concurrency));
-        let dispatcher = tokio::spawn(dispatch(self.shared.clone(), rx, slots.clone(), shutdown.clone()));
-        let persister = tokio::spawn(persist_cursor(self.shared.clone(), self.queue.clone(), shutdown.clone()));
+        let dispatcher = tokio::spawn(dispatch(
+            self.shared.clone(),
+            rx,
+            slots.clone(),
+            shutdown.clone(),
+        ));
+        let persister = tokio::spawn(persist_cursor(
+            self.shared.clone(),
+            self.queue.clone(),
+            shutdown.clone(),
+        ));
         self.read(batches, shutdown).await;
         let _ = dispatcher.await;
         let _ = slots.acquire_many(concurrency as u32).await;
@@ -69,9 +119,8 @@ impl Worker {
             let record = tokio::select! {
                 _ = stopped(&mut shutdown) => return,
                 _ = sleep_until_opt(deadline) => {
-                    if let Some(batch) = batcher.take() {
-                        if batches.send(batch).await.is_err() { return; }
-                    }
+                    if let Some(batch) = batcher.take()
+                        && batches.send(batch).await.is_err() { return; }
                     continue;
                 }
                 record = reader.next() => record,
@@ -86,7 +135,7 @@ impl Worker {
             match self.prepare(seq, &bytes) {
                 Prepared::NotForUs => self.shared.cursor.complete([seq]),
                 Prepared::Filtered => {
-                    METRICS.events_filtered.with_label_values(&[&dest.name, "subscription"]).inc();
+                    self.shared.metrics.filtered.inc();
                     self.shared.cursor.complete([seq]);
                 }
                 Prepared::Failed(letter) => {
@@ -111,7 +160,13 @@ impl Worker {
             Ok(e) => e,
             Err(e) => {
                 let raw = serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
-                return Prepared::Failed(dead_letter(dest, raw, 0, None, format!("queue record {seq} is not valid JSON: {e}")));
+                return Prepared::Failed(dead_letter(
+                    dest,
+                    raw,
+                    0,
+                    None,
+                    format!("queue record {seq} is not valid JSON: {e}"),
+                ));
             }
         };
         if !envelope.is_for(&dest.name) {
@@ -123,7 +178,11 @@ impl Worker {
         match dest.mapping.apply(&envelope.event) {
             Ok(payload) => Prepared::Ready(Item {
                 seq,
-                message_id: envelope.event.get("messageId").map(jsvalue::to_js_string).unwrap_or_default(),
+                message_id: envelope
+                    .event
+                    .get("messageId")
+                    .map(jsvalue::to_js_string)
+                    .unwrap_or_default(),
                 payload: jsvalue::stringify(&payload).into_bytes(),
                 event: envelope.event,
             }),
@@ -144,9 +203,16 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-async fn dispatch(shared: Arc<Shared>, mut rx: mpsc::Receiver<Batch>, slots: Arc<Semaphore>, shutdown: watch::Receiver<bool>) {
+async fn dispatch(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Batch>,
+    slots: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) {
     while let Some(batch) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -167,11 +233,17 @@ async fn persist_cursor(shared: Arc<Shared>, queue: Queue, mut shutdown: watch::
             tracing::error!(destination = %shared.dest.name, error = %e, "could not save the queue position");
         }
         let depth = queue.head().saturating_sub(shared.cursor.committed());
-        METRICS.queue_depth.with_label_values(&[&shared.dest.name]).set(depth as i64);
+        shared.metrics.queue_depth.set(depth as i64);
     }
 }
 
-fn dead_letter(dest: &Destination, event: serde_json::Value, attempts: u32, status: Option<u16>, error: String) -> DeadLetter {
+fn dead_letter(
+    dest: &Destination,
+    event: serde_json::Value,
+    attempts: u32,
+    status: Option<u16>,
+    error: String,
+) -> DeadLetter {
     DeadLetter {
         destination: dest.name.clone(),
         event,
@@ -188,25 +260,39 @@ impl Shared {
         let id = request_id(&batch.message_ids());
         let body = batch.body();
         let first = Instant::now();
-        METRICS.batch_size.with_label_values(&[&dest.name]).observe(batch.items.len() as f64);
+        self.metrics.batch_size.observe(batch.items.len() as f64);
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let request = dest.request.build(&id, body.clone(), chrono::Utc::now().timestamp());
+            let request = dest
+                .request
+                .build(&id, body.clone(), chrono::Utc::now().timestamp());
             let attempt = self.sender.send(&request).await;
-            METRICS.request_duration.with_label_values(&[&dest.name]).observe(attempt.latency.as_secs_f64());
+            self.metrics
+                .request_duration
+                .observe(attempt.latency.as_secs_f64());
             let give_up = match attempt.verdict() {
                 Verdict::Delivered => {
-                    METRICS.events_delivered.with_label_values(&[&dest.name]).inc_by(batch.items.len() as u64);
+                    self.metrics.delivered.inc_by(batch.items.len() as u64);
                     self.cursor.complete(batch.seqs());
                     return;
                 }
                 Verdict::GiveUp => true,
-                Verdict::Retry => match dest.retry.next_delay(attempts, first.elapsed(), attempt.retry_after, rand::random()) {
+                Verdict::Retry => match dest.retry.next_delay(
+                    attempts,
+                    first.elapsed(),
+                    attempt.retry_after,
+                    rand::random(),
+                ) {
                     None => true,
                     Some(delay) => {
-                        let cause = attempt.status.map_or_else(|| "connection".to_string(), |s| s.to_string());
-                        METRICS.retries.with_label_values(&[&dest.name, &cause]).inc();
+                        let cause = attempt
+                            .status
+                            .map_or_else(|| "connection".to_string(), |s| s.to_string());
+                        METRICS
+                            .retries
+                            .with_label_values(&[&dest.name, &cause])
+                            .inc();
                         tracing::debug!(destination = %dest.name, attempt = attempts, ?delay, error = %attempt.describe(), "retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => false,
@@ -222,11 +308,21 @@ impl Shared {
         }
     }
 
-    async fn give_up(&self, batch: Batch, attempts: u32, attempt: &Attempt, shutdown: &mut watch::Receiver<bool>) {
+    async fn give_up(
+        &self,
+        batch: Batch,
+        attempts: u32,
+        attempt: &Attempt,
+        shutdown: &mut watch::Receiver<bool>,
+    ) {
         let error = attempt.describe();
         tracing::warn!(destination = %self.dest.name, attempts, error = %error, events = batch.items.len(), "giving up; events dead-lettered");
         let seqs: Vec<u64> = batch.seqs().collect();
-        let letters = batch.items.into_iter().map(|i| dead_letter(&self.dest, i.event, attempts, attempt.status, error.clone())).collect();
+        let letters = batch
+            .items
+            .into_iter()
+            .map(|i| dead_letter(&self.dest, i.event, attempts, attempt.status, error.clone()))
+            .collect();
         if self.dead_letter(letters, shutdown).await {
             self.cursor.complete(seqs);
         }
@@ -234,12 +330,16 @@ impl Shared {
 
     /// Writes dead letters, retrying a failing disk until it works or the worker stops; `true`
     /// once they are stored (only then may the cursor move past them).
-    async fn dead_letter(&self, letters: Vec<DeadLetter>, shutdown: &mut watch::Receiver<bool>) -> bool {
+    async fn dead_letter(
+        &self,
+        letters: Vec<DeadLetter>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
         let n = letters.len() as u64;
         loop {
             match self.dlq.append(&letters) {
                 Ok(()) => {
-                    METRICS.events_dead_lettered.with_label_values(&[&self.dest.name]).inc_by(n);
+                    self.metrics.dead_lettered.inc_by(n);
                     return true;
                 }
                 Err(e) => {

@@ -30,38 +30,51 @@ pub struct Endpoint {
 impl Endpoint {
     pub async fn start() -> Endpoint {
         let received = Arc::new(Mutex::new(Vec::new()));
-        let responder: Arc<Mutex<Arc<Responder>>> = Arc::new(Mutex::new(Arc::new(|_| (200, vec![]))));
+        let responder: Arc<Mutex<Arc<Responder>>> =
+            Arc::new(Mutex::new(Arc::new(|_| (200, vec![]))));
         let (rec, resp) = (received.clone(), responder.clone());
-        let app = axum::Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-            let (rec, resp) = (rec.clone(), resp.clone());
-            async move {
-                let n = {
-                    let mut r = rec.lock().unwrap();
-                    r.push(Received {
-                        method: method.to_string(),
-                        path: uri.path().to_string(),
-                        body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-                        raw: body.to_vec(),
-                        headers,
-                    });
-                    r.len() - 1
-                };
-                let f = resp.lock().unwrap().clone();
-                let (status, headers) = f(n);
-                let mut builder = axum::http::Response::builder().status(StatusCode::from_u16(status).unwrap());
-                for (k, v) in headers {
-                    builder = builder.header(k, v);
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let (rec, resp) = (rec.clone(), resp.clone());
+                async move {
+                    let n = {
+                        let mut r = rec.lock().unwrap();
+                        r.push(Received {
+                            method: method.to_string(),
+                            path: uri.path().to_string(),
+                            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                            raw: body.to_vec(),
+                            headers,
+                        });
+                        r.len() - 1
+                    };
+                    let f = resp.lock().unwrap().clone();
+                    let (status, headers) = f(n);
+                    let mut builder = axum::http::Response::builder()
+                        .status(StatusCode::from_u16(status).unwrap());
+                    for (k, v) in headers {
+                        builder = builder.header(k, v);
+                    }
+                    builder
+                        .body(axum::body::Body::from("{\"ok\":true}"))
+                        .unwrap()
                 }
-                builder.body(axum::body::Body::from("{\"ok\":true}")).unwrap()
-            }
-        });
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Endpoint { url, received, responder }
+        Endpoint {
+            url,
+            received,
+            responder,
+        }
     }
 
-    pub fn respond(&self, f: impl Fn(usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static) {
+    pub fn respond(
+        &self,
+        f: impl Fn(usize) -> (u16, Vec<(String, String)>) + Send + Sync + 'static,
+    ) {
         *self.responder.lock().unwrap() = Arc::new(f);
     }
 
@@ -77,7 +90,12 @@ impl Endpoint {
             if pred(&got) {
                 return got;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; received {} request(s): {:#?}", got.len(), got.iter().map(|r| &r.body).collect::<Vec<_>>());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; received {} request(s): {:#?}",
+                got.len(),
+                got.iter().map(|r| &r.body).collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -88,7 +106,11 @@ pub fn bin() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `hookline run` process, killed when dropped.
@@ -103,7 +125,13 @@ pub struct Hookline {
 impl Hookline {
     pub async fn start(files: &[PathBuf], data_dir: &Path) -> Hookline {
         let port = free_port();
-        let mut h = Hookline { child: spawn(files, data_dir, port), base: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), files: files.to_vec(), port };
+        let mut h = Hookline {
+            child: spawn(files, data_dir, port),
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            files: files.to_vec(),
+            port,
+        };
         h.wait_ready().await;
         h
     }
@@ -115,12 +143,15 @@ impl Hookline {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("hookline run exited early with {status}");
             }
-            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return;
             }
-            assert!(Instant::now() < deadline, "hookline run did not become ready");
+            assert!(
+                Instant::now() < deadline,
+                "hookline run did not become ready"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -136,17 +167,30 @@ impl Hookline {
     }
 
     pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
-        reqwest::Client::new().post(format!("{}{path}", self.base)).json(&body).send().await.unwrap()
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 }
 
 fn spawn(files: &[PathBuf], data_dir: &Path, port: u16) -> Child {
     let mut cmd = Command::new(bin());
-    cmd.arg("run").arg("--listen").arg(format!("127.0.0.1:{port}")).arg("--data-dir").arg(data_dir);
+    cmd.arg("run")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir);
     for f in files {
         cmd.arg("-f").arg(f);
     }
-    cmd.env("HOOKLINE_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap()
+    cmd.env("HOOKLINE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Hookline {
@@ -165,7 +209,9 @@ pub fn manifest(dir: &Path, name: &str, yaml: &str) -> PathBuf {
 
 /// A WebhookDestination manifest sending to `url`, with extra spec lines (indented two spaces).
 pub fn destination(name: &str, url: &str, extra_spec: &str) -> String {
-    format!("apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata:\n  name: {name}\nspec:\n  endpoint:\n    url: {url}\n{extra_spec}")
+    format!(
+        "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata:\n  name: {name}\nspec:\n  endpoint:\n    url: {url}\n{extra_spec}"
+    )
 }
 
 pub fn track(user: &str, event: &str, props: serde_json::Value) -> serde_json::Value {
@@ -173,5 +219,9 @@ pub fn track(user: &str, event: &str, props: serde_json::Value) -> serde_json::V
 }
 
 pub fn run_cli(args: &[&str]) -> std::process::Output {
-    Command::new(bin()).args(args).env("HOOKLINE_LOG", "warn").output().unwrap()
+    Command::new(bin())
+        .args(args)
+        .env("HOOKLINE_LOG", "warn")
+        .output()
+        .unwrap()
 }

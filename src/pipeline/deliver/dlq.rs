@@ -30,7 +30,10 @@ pub struct DlqError {
 }
 
 fn err(path: &Path) -> impl FnOnce(std::io::Error) -> DlqError + '_ {
-    move |source| DlqError { path: path.to_path_buf(), source }
+    move |source| DlqError {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -40,7 +43,9 @@ pub struct DeadLetterStore {
 
 impl DeadLetterStore {
     pub fn new(data_dir: &Path) -> Self {
-        DeadLetterStore { dir: data_dir.join("dlq") }
+        DeadLetterStore {
+            dir: data_dir.join("dlq"),
+        }
     }
 
     fn file(&self, destination: &str) -> PathBuf {
@@ -53,10 +58,16 @@ impl DeadLetterStore {
 
     /// Appends and syncs the entries before returning: they are only then off the queue.
     pub fn append(&self, entries: &[DeadLetter]) -> Result<(), DlqError> {
-        let Some(first) = entries.first() else { return Ok(()) };
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
         fs::create_dir_all(&self.dir).map_err(err(&self.dir))?;
         let path = self.file(&first.destination);
-        let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(err(&path))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(err(&path))?;
         f.lock().map_err(err(&path))?;
         let mut buf = Vec::new();
         for e in entries {
@@ -80,9 +91,17 @@ impl DeadLetterStore {
 
     fn files(&self) -> Result<Vec<PathBuf>, DlqError> {
         let mut files = match fs::read_dir(&self.dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(DlqError { path: self.dir.clone(), source: e }),
+            Err(e) => {
+                return Err(DlqError {
+                    path: self.dir.clone(),
+                    source: e,
+                });
+            }
         };
         files.sort();
         Ok(files)
@@ -94,15 +113,24 @@ impl DeadLetterStore {
         fs::create_dir_all(&spool).map_err(err(&spool))?;
         let mut moved = 0;
         for path in self.files()? {
-            let mut f = OpenOptions::new().read(true).write(true).open(&path).map_err(err(&path))?;
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(err(&path))?;
             f.lock().map_err(err(&path))?;
-            let entries: Vec<DeadLetter> =
-                read_entries(&f, &path)?.into_iter().filter(|e| destination.is_none_or(|d| d == e.destination)).collect();
+            let entries: Vec<DeadLetter> = read_entries(&f, &path)?
+                .into_iter()
+                .filter(|e| destination.is_none_or(|d| d == e.destination))
+                .collect();
             if entries.is_empty() {
                 continue;
             }
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("dlq");
-            let spooled = spool.join(format!("{}-{stem}.jsonl", chrono::Utc::now().format("%Y%m%dT%H%M%S%.9f")));
+            let spooled = spool.join(format!(
+                "{}-{stem}.jsonl",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.9f")
+            ));
             let tmp = spooled.with_extension("tmp");
             let mut out = File::create(&tmp).map_err(err(&tmp))?;
             for e in &entries {
@@ -111,7 +139,9 @@ impl DeadLetterStore {
             }
             out.sync_all().map_err(err(&tmp))?;
             fs::rename(&tmp, &spooled).map_err(err(&spooled))?;
-            File::open(&spool).and_then(|d| d.sync_all()).map_err(err(&spool))?;
+            File::open(&spool)
+                .and_then(|d| d.sync_all())
+                .map_err(err(&spool))?;
             // Only entries of one destination live in a file, so replaying it empties the file.
             f.set_len(0).map_err(err(&path))?;
             f.flush().map_err(err(&path))?;
@@ -131,7 +161,9 @@ fn read_entries(f: &File, path: &Path) -> Result<Vec<DeadLetter>, DlqError> {
         }
         match serde_json::from_str(&line) {
             Ok(entry) => out.push(entry),
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "dead-letter store: skipping an unreadable line"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "dead-letter store: skipping an unreadable line")
+            }
         }
     }
     Ok(out)
@@ -140,7 +172,11 @@ fn read_entries(f: &File, path: &Path) -> Result<Vec<DeadLetter>, DlqError> {
 /// Spool files waiting to be re-queued, oldest first.
 pub fn spooled_files(data_dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(DeadLetterStore::spool_dir(data_dir))
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "jsonl")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect()
+        })
         .unwrap_or_default();
     files.sort();
     files
@@ -156,7 +192,14 @@ mod tests {
     use super::*;
 
     fn entry(dest: &str, n: u32) -> DeadLetter {
-        DeadLetter { destination: dest.into(), event: serde_json::json!({"n": n}), attempts: n, last_status: Some(400), last_error: "bad".into(), failed_at: "t".into() }
+        DeadLetter {
+            destination: dest.into(),
+            event: serde_json::json!({"n": n}),
+            attempts: n,
+            last_status: Some(400),
+            last_error: "bad".into(),
+            failed_at: "t".into(),
+        }
     }
 
     #[test]
@@ -170,6 +213,9 @@ mod tests {
         assert_eq!(store.list().unwrap(), vec![entry("b", 3)]);
         let spooled = spooled_files(dir.path());
         assert_eq!(spooled.len(), 1);
-        assert_eq!(read_spooled(&spooled[0]).unwrap(), vec![entry("a", 1), entry("a", 2)]);
+        assert_eq!(
+            read_spooled(&spooled[0]).unwrap(),
+            vec![entry("a", 1), entry("a", 2)]
+        );
     }
 }

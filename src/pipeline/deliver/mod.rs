@@ -70,11 +70,23 @@ impl HttpSender {
     }
 
     pub async fn send(&self, req: &OutgoingRequest) -> Attempt {
-        let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes()).expect("POST, PUT and PATCH are valid methods");
-        let mut builder = self.client.request(method, req.url.clone()).body(req.body.clone());
+        let method = reqwest::Method::from_bytes(req.method.as_str().as_bytes())
+            .expect("POST, PUT and PATCH are valid methods");
+        let mut headers = reqwest::header::HeaderMap::with_capacity(req.headers.len());
         for h in &req.headers {
-            builder = builder.header(&h.name, &h.value);
+            // Names and values were validated when the destination was loaded.
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(h.name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&h.value),
+            ) {
+                headers.append(name, value);
+            }
         }
+        let builder = self
+            .client
+            .request(method, req.url.clone())
+            .headers(headers)
+            .body(req.body.clone());
         let started = Instant::now();
         match builder.send().await {
             Ok(resp) => {
@@ -86,11 +98,18 @@ impl HttpSender {
                     .and_then(|v| retry::parse_retry_after(v, chrono::Utc::now()));
                 let body = resp.bytes().await.unwrap_or_default();
                 let latency = started.elapsed();
-                let mut body_excerpt = String::from_utf8_lossy(&body[..body.len().min(EXCERPT)]).into_owned();
+                let mut body_excerpt =
+                    String::from_utf8_lossy(&body[..body.len().min(EXCERPT)]).into_owned();
                 if body.len() > EXCERPT {
                     body_excerpt.push('…');
                 }
-                Attempt { status: Some(status), error: None, body_excerpt, latency, retry_after }
+                Attempt {
+                    status: Some(status),
+                    error: None,
+                    body_excerpt,
+                    latency,
+                    retry_after,
+                }
             }
             Err(e) => {
                 let error = if e.is_timeout() {
@@ -100,7 +119,13 @@ impl HttpSender {
                 } else {
                     format!("{}: {}", req.url, root_cause(&e))
                 };
-                Attempt { status: None, error: Some(error), body_excerpt: String::new(), latency: started.elapsed(), retry_after: None }
+                Attempt {
+                    status: None,
+                    error: Some(error),
+                    body_excerpt: String::new(),
+                    latency: started.elapsed(),
+                    retry_after: None,
+                }
             }
         }
     }

@@ -39,19 +39,43 @@ impl RequestTemplate {
     /// `id` is stable across retries of the same batch, so receivers can deduplicate.
     pub fn build(&self, id: &str, body: Vec<u8>, timestamp: i64) -> OutgoingRequest {
         let mut headers = self.headers.clone();
-        if !headers.iter().any(|h| h.name.eq_ignore_ascii_case("content-type")) {
-            headers.push(HeaderEntry { name: "Content-Type".into(), value: "application/json".into(), secret: false });
+        if !headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(HeaderEntry {
+                name: "Content-Type".into(),
+                value: "application/json".into(),
+                secret: false,
+            });
         }
         if let Some(token) = &self.bearer_token {
-            headers.push(HeaderEntry { name: "Authorization".into(), value: format!("Bearer {token}"), secret: true });
+            headers.push(HeaderEntry {
+                name: "Authorization".into(),
+                value: format!("Bearer {token}"),
+                secret: true,
+            });
         }
-        headers.push(HeaderEntry { name: "Idempotency-Key".into(), value: id.to_string(), secret: false });
+        headers.push(HeaderEntry {
+            name: "Idempotency-Key".into(),
+            value: id.to_string(),
+            secret: false,
+        });
         if let Some(signer) = &self.signer {
             for (name, value) in signer.headers(id, timestamp, &body) {
-                headers.push(HeaderEntry { name: name.into(), value, secret: false });
+                headers.push(HeaderEntry {
+                    name: name.into(),
+                    value,
+                    secret: false,
+                });
             }
         }
-        OutgoingRequest { method: self.method, url: self.url.clone(), headers, body }
+        OutgoingRequest {
+            method: self.method,
+            url: self.url.clone(),
+            headers,
+            body,
+        }
     }
 }
 
@@ -77,9 +101,20 @@ impl OutgoingRequest {
         let headers: serde_json::Map<String, serde_json::Value> = self
             .headers
             .iter()
-            .map(|h| (h.name.clone(), serde_json::Value::String(if h.secret { REDACTED.into() } else { h.value.clone() })))
+            .map(|h| {
+                (
+                    h.name.clone(),
+                    serde_json::Value::String(if h.secret {
+                        REDACTED.into()
+                    } else {
+                        h.value.clone()
+                    }),
+                )
+            })
             .collect();
-        let body = serde_json::from_slice(&self.body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&self.body).into_owned()));
+        let body = serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&self.body).into_owned())
+        });
         serde_json::json!({"method": self.method.as_str(), "url": self.url.as_str(), "headers": headers, "body": body})
     }
 
@@ -87,7 +122,11 @@ impl OutgoingRequest {
     pub fn to_redacted_text(&self) -> String {
         let mut out = format!("{} {}\n", self.method.as_str(), self.url);
         for h in &self.headers {
-            out.push_str(&format!("{}: {}\n", h.name, if h.secret { REDACTED } else { &h.value }));
+            out.push_str(&format!(
+                "{}: {}\n",
+                h.name,
+                if h.secret { REDACTED } else { &h.value }
+            ));
         }
         out.push('\n');
         match serde_json::from_slice::<serde_json::Value>(&self.body) {

@@ -34,7 +34,8 @@ impl Signer {
     pub fn headers(&self, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
         match self {
             Signer::StandardWebhooks { key } => {
-                let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+                let mut mac =
+                    Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
                 mac.update(format!("{id}.{timestamp}.").as_bytes());
                 mac.update(body);
                 let signature = STANDARD.encode(mac.finalize().into_bytes());
@@ -45,7 +46,8 @@ impl Signer {
                 ]
             }
             Signer::SegmentHmacSha1 { key } => {
-                let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes any key length");
+                let mut mac =
+                    Hmac::<sha1::Sha1>::new_from_slice(key).expect("HMAC takes any key length");
                 mac.update(body);
                 vec![("X-Signature", hex::encode(mac.finalize().into_bytes()))]
             }
@@ -61,13 +63,19 @@ mod tests {
     fn standard_webhooks_reference_vector() {
         // The example from the Standard Webhooks specification.
         let s = Signer::standard_webhooks("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let h = s.headers("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+        let h = s.headers(
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
         assert_eq!(h[2].1, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]
     fn segment_hmac_sha1_is_hex() {
-        let s = Signer::SegmentHmacSha1 { key: b"key".to_vec() };
+        let s = Signer::SegmentHmacSha1 {
+            key: b"key".to_vec(),
+        };
         let h = s.headers("id", 0, b"The quick brown fox jumps over the lazy dog");
         assert_eq!(h[0].1, "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9");
     }

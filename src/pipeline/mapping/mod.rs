@@ -31,15 +31,24 @@ impl Mapping {
         let spec = spec.cloned().unwrap_or_else(|| json!({"@path": "$."}));
         let mut errors = validate::validate(&spec);
         let liquid = LiquidTemplates::compile(&spec, &mut errors);
-        if errors.is_empty() { Ok(Mapping { spec, liquid }) } else { Err(MappingInvalid(errors)) }
+        if errors.is_empty() {
+            Ok(Mapping { spec, liquid })
+        } else {
+            Err(MappingInvalid(errors))
+        }
     }
 
     /// The payload for one event; keys that resolve to nothing are left out.
     pub fn apply(&self, event: &Value) -> Result<Value, MappingError> {
         if !event.is_object() {
-            return Err(MappingError(format!("data must be an object, got {}", super::jsvalue::type_name(Some(event)))));
+            return Err(MappingError(format!(
+                "data must be an object, got {}",
+                super::jsvalue::type_name(Some(event))
+            )));
         }
-        let resolver = resolve::Resolver { liquid: &self.liquid };
+        let resolver = resolve::Resolver {
+            liquid: &self.liquid,
+        };
         Ok(resolver.resolve(&self.spec, event)?.unwrap_or(Value::Null))
     }
 }

@@ -55,11 +55,16 @@ impl Resolver<'_> {
         match name {
             "@path" => {
                 let path = self.string_arg(name, value, payload)?;
-                Ok(jsvalue::get(Some(payload), &path.replacen("$.", "", 1)).map(|v| v.into_owned()))
+                Ok(
+                    jsvalue::get(Some(payload), &path.replacen("$.", "", 1))
+                        .map(|v| v.into_owned()),
+                )
             }
             "@template" => {
                 let text = self.string_arg(name, value, payload)?;
-                Ok(Some(Value::String(template::render_placeholders(&text, payload))))
+                Ok(Some(Value::String(template::render_placeholders(
+                    &text, payload,
+                ))))
             }
             "@literal" => self.resolve(value, payload),
             "@if" => self.if_(value, payload),
@@ -75,22 +80,38 @@ impl Resolver<'_> {
                 Some(v) => Some(remove_null_keys(v)),
             }),
             "@liquid" => match self.resolve(value, payload)? {
-                Some(Value::String(text)) => self.liquid.render(&text, payload).map(|s| Some(Value::String(s))),
+                Some(Value::String(text)) => self
+                    .liquid
+                    .render(&text, payload)
+                    .map(|s| Some(Value::String(s))),
                 _ => fail("liquid template value must be a string"),
             },
             other => fail(format!("{other} is not a valid directive, got undefined")),
         }
     }
 
-    fn string_arg(&self, name: &str, value: &Value, payload: &Value) -> Result<String, MappingError> {
+    fn string_arg(
+        &self,
+        name: &str,
+        value: &Value,
+        payload: &Value,
+    ) -> Result<String, MappingError> {
         match self.resolve(value, payload)? {
             Some(Value::String(s)) => Ok(s),
-            other => fail(format!("{name}: expected string, got {}", type_name(other.as_ref()))),
+            other => fail(format!(
+                "{name}: expected string, got {}",
+                type_name(other.as_ref())
+            )),
         }
     }
 
-    fn options<'v>(value: &'v Value, requirement: &str) -> Result<&'v Map<String, Value>, MappingError> {
-        value.as_object().ok_or_else(|| MappingError(requirement.to_string()))
+    fn options<'v>(
+        value: &'v Value,
+        requirement: &str,
+    ) -> Result<&'v Map<String, Value>, MappingError> {
+        value
+            .as_object()
+            .ok_or_else(|| MappingError(requirement.to_string()))
     }
 
     fn if_(&self, value: &Value, payload: &Value) -> Resolved {
@@ -156,17 +177,28 @@ impl Resolver<'_> {
             Some(v @ (Value::Bool(_) | Value::Number(_))) => Some(jsvalue::to_js_string(v)),
             _ => None,
         };
-        let (Some(subject), Some(Value::String(pattern)), Some(replacement), Some(ignore_case), Some(global)) = (
+        let (
+            Some(subject),
+            Some(Value::String(pattern)),
+            Some(replacement),
+            Some(ignore_case),
+            Some(global),
+        ) = (
             subject,
             opt(opts, "pattern"),
             text_or("replacement"),
             bool_or("ignorecase", false),
             bool_or("global", true),
-        ) else {
+        )
+        else {
             return Ok(Some(Value::String(String::new())));
         };
-        let mut out = template::replace_literal(&subject, pattern, &replacement, ignore_case, global)?;
-        if let (Some(Value::String(p2)), Some(r2)) = (opt(opts, "pattern2").filter(|p| is_truthy(p)), text_or("replacement2")) {
+        let mut out =
+            template::replace_literal(&subject, pattern, &replacement, ignore_case, global)?;
+        if let (Some(Value::String(p2)), Some(r2)) = (
+            opt(opts, "pattern2").filter(|p| is_truthy(p)),
+            text_or("replacement2"),
+        ) {
             out = template::replace_literal(&out, p2, &r2, ignore_case, global)?;
         }
         Ok(Some(Value::String(out)))
@@ -174,14 +206,22 @@ impl Resolver<'_> {
 
     fn array_path(&self, value: &Value, payload: &Value) -> Resolved {
         let Some(items) = value.as_array() else {
-            return fail(format!("@arrayPath expected array, got {}", type_name(Some(value))));
+            return fail(format!(
+                "@arrayPath expected array, got {}",
+                type_name(Some(value))
+            ));
         };
         let root = match items.first() {
-            Some(Value::String(path)) => jsvalue::get(Some(payload), &path.replacen("$.", "", 1)).map(|v| v.into_owned()),
+            Some(Value::String(path)) => {
+                jsvalue::get(Some(payload), &path.replacen("$.", "", 1)).map(|v| v.into_owned())
+            }
             Some(other) => self.resolve(other, payload)?,
             None => None,
         };
-        let shape = items.get(1).and_then(Value::as_object).filter(|s| !s.is_empty());
+        let shape = items
+            .get(1)
+            .and_then(Value::as_object)
+            .filter(|s| !s.is_empty());
         match (root, shape) {
             (Some(root @ (Value::Array(_) | Value::Object(_))), Some(_)) => {
                 let list = match root {
@@ -200,7 +240,10 @@ impl Resolver<'_> {
     }
 
     fn flatten(&self, value: &Value, payload: &Value) -> Resolved {
-        let opts = Self::options(value, "@flatten requires an object with a \"separator\" key")?;
+        let opts = Self::options(
+            value,
+            "@flatten requires an object with a \"separator\" key",
+        )?;
         let Some(separator) = opt(opts, "separator").filter(|s| is_truthy(s)) else {
             return fail("@flatten requires a \"separator\" key");
         };
@@ -212,7 +255,13 @@ impl Resolver<'_> {
             None => None,
         };
         let mut out = Map::new();
-        flatten_into(input, String::new(), &separator, truthy(opt(opts, "omitArrays")), &mut out);
+        flatten_into(
+            input,
+            String::new(),
+            &separator,
+            truthy(opt(opts, "omitArrays")),
+            &mut out,
+        );
         Ok(Some(Value::Object(out)))
     }
 
@@ -236,7 +285,10 @@ impl Resolver<'_> {
     }
 
     fn merge(&self, value: &Value, payload: &Value) -> Resolved {
-        let opts = Self::options(value, "@merge requires an object with an \"objects\" key and a \"direction\" key")?;
+        let opts = Self::options(
+            value,
+            "@merge requires an object with an \"objects\" key and a \"direction\" key",
+        )?;
         let Some(direction) = opt(opts, "direction").filter(|d| is_truthy(d)) else {
             return fail("@merge requires a \"direction\" key");
         };
@@ -245,9 +297,15 @@ impl Resolver<'_> {
             return fail("@merge requires a \"objects\" key");
         };
         let Some(objects) = objects.as_array() else {
-            return fail(format!("@merge: expected opts.array, got {}", type_name(Some(objects))));
+            return fail(format!(
+                "@merge: expected opts.array, got {}",
+                type_name(Some(objects))
+            ));
         };
-        let mut resolved = objects.iter().map(|o| self.resolve(o, payload)).collect::<Result<Vec<_>, _>>()?;
+        let mut resolved = objects
+            .iter()
+            .map(|o| self.resolve(o, payload))
+            .collect::<Result<Vec<_>, _>>()?;
         if direction.as_ref().and_then(Value::as_str) == Some("left") {
             resolved.reverse();
         }
@@ -259,7 +317,10 @@ impl Resolver<'_> {
     }
 
     fn transform(&self, value: &Value, payload: &Value) -> Resolved {
-        let opts = Self::options(value, "@transform requires an object with an \"apply\" key and a \"mapping\" key")?;
+        let opts = Self::options(
+            value,
+            "@transform requires an object with an \"apply\" key and a \"mapping\" key",
+        )?;
         let Some(mapping) = opt(opts, "mapping").filter(|m| is_truthy(m)) else {
             return fail("@transform requires a \"mapping\" key");
         };
@@ -285,8 +346,20 @@ fn loosely_equals_empty_string(v: &Value) -> bool {
     }
 }
 
-fn flatten_into(input: Option<Value>, prefix: String, sep: &str, omit_arrays: bool, out: &mut Map<String, Value>) {
-    let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}{sep}{k}") };
+fn flatten_into(
+    input: Option<Value>,
+    prefix: String,
+    sep: &str,
+    omit_arrays: bool,
+    out: &mut Map<String, Value>,
+) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}{sep}{k}")
+        }
+    };
     match input {
         Some(Value::Object(obj)) => {
             for (k, v) in obj {
@@ -311,8 +384,17 @@ fn flatten_into(input: Option<Value>, prefix: String, sep: &str, omit_arrays: bo
 fn object_assign(target: &mut Map<String, Value>, source: Value) {
     match source {
         Value::Object(obj) => target.extend(obj),
-        Value::Array(items) => target.extend(items.into_iter().enumerate().map(|(i, v)| (i.to_string(), v))),
-        Value::String(s) => target.extend(s.chars().enumerate().map(|(i, c)| (i.to_string(), Value::String(c.to_string())))),
+        Value::Array(items) => target.extend(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v)),
+        ),
+        Value::String(s) => target.extend(
+            s.chars()
+                .enumerate()
+                .map(|(i, c)| (i.to_string(), Value::String(c.to_string()))),
+        ),
         _ => {}
     }
 }

@@ -8,8 +8,10 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
-static TRIPLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{\{([^}]+)\}\}\}").expect("valid regex"));
-static DOUBLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{\{([^}]+)\}\}").expect("valid regex"));
+static TRIPLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{\{\{([^}]+)\}\}\}").expect("valid regex"));
+static DOUBLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{\{([^}]+)\}\}").expect("valid regex"));
 
 /// `@template`: `{{{path}}}` is inserted as is, then `{{path}}` HTML-escaped (strings only);
 /// missing and null values render as ''. The two passes run in this order, as in mapping-kit.
@@ -48,7 +50,13 @@ fn escape_html(s: &str) -> String {
 
 /// `@replace`: the pattern is a literal (never a regex); the replacement keeps JS's `$&`, `$$`,
 /// `` $` `` and `$'` substitutions.
-pub fn replace_literal(subject: &str, pattern: &str, replacement: &str, ignore_case: bool, global: bool) -> Result<String, MappingError> {
+pub fn replace_literal(
+    subject: &str,
+    pattern: &str,
+    replacement: &str,
+    ignore_case: bool,
+    global: bool,
+) -> Result<String, MappingError> {
     let re = regex::RegexBuilder::new(&regex::escape(pattern))
         .case_insensitive(ignore_case)
         .build()
@@ -76,20 +84,47 @@ pub fn replace_literal(subject: &str, pattern: &str, replacement: &str, ignore_c
         }
         out
     };
-    Ok(if global { re.replace_all(subject, substitute) } else { re.replace(subject, substitute) }.into_owned())
+    Ok(if global {
+        re.replace_all(subject, substitute)
+    } else {
+        re.replace(subject, substitute)
+    }
+    .into_owned())
 }
 
 const DISABLED_TAGS: &[&str] = &["case", "for", "include", "layout", "render", "tablerow"];
 const DISABLED_FILTERS: &[&str] = &[
-    "array_to_sentence_string", "concat", "find", "find_exp", "find_index", "find_index_exp", "group_by",
-    "group_by_exp", "has", "has_exp", "map", "newline_to_br", "reject", "reject_exp", "reverse", "sort",
-    "sort_natural", "uniq", "where_exp", "type",
+    "array_to_sentence_string",
+    "concat",
+    "find",
+    "find_exp",
+    "find_index",
+    "find_index_exp",
+    "group_by",
+    "group_by_exp",
+    "has",
+    "has_exp",
+    "map",
+    "newline_to_br",
+    "reject",
+    "reject_exp",
+    "reverse",
+    "sort",
+    "sort_natural",
+    "uniq",
+    "where_exp",
+    "type",
 ];
 
-static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\{%-?\s*([a-z_]+)").expect("valid regex"));
-static FILTER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\|\s*([a-z_]+)").expect("valid regex"));
-static PARSER: LazyLock<liquid::Parser> =
-    LazyLock::new(|| liquid::ParserBuilder::with_stdlib().build().expect("the standard Liquid library builds"));
+static TAG: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{%-?\s*([a-z_]+)").expect("valid regex"));
+static FILTER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\|\s*([a-z_]+)").expect("valid regex"));
+static PARSER: LazyLock<liquid::Parser> = LazyLock::new(|| {
+    liquid::ParserBuilder::with_stdlib()
+        .build()
+        .expect("the standard Liquid library builds")
+});
 
 /// `@liquid` templates, parsed once when the mapping is compiled. Loops and includes are disabled
 /// as in Segment, so rendering time is bounded by the template's (≤ 1000 character) length.
@@ -100,7 +135,9 @@ pub struct LiquidTemplates {
 
 impl std::fmt::Debug for LiquidTemplates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiquidTemplates").field("count", &self.parsed.len()).finish()
+        f.debug_struct("LiquidTemplates")
+            .field("count", &self.parsed.len())
+            .finish()
     }
 }
 
@@ -152,24 +189,39 @@ impl LiquidTemplates {
             }
         };
         let globals = match payload {
-            Value::Object(_) => liquid::model::to_object(payload).map_err(|e| MappingError(format!("@liquid: {e}")))?,
+            Value::Object(_) => liquid::model::to_object(payload)
+                .map_err(|e| MappingError(format!("@liquid: {e}")))?,
             _ => liquid::Object::new(),
         };
-        template.render(&globals).map_err(|e| MappingError(format!("@liquid: {e}")))
+        template
+            .render(&globals)
+            .map_err(|e| MappingError(format!("@liquid: {e}")))
     }
 }
 
 fn parse(text: &str) -> Result<liquid::Template, MappingError> {
     if text.chars().count() > MAX_LIQUID_LENGTH {
-        return Err(MappingError(format!("liquid template values are limited to {MAX_LIQUID_LENGTH} characters")));
+        return Err(MappingError(format!(
+            "liquid template values are limited to {MAX_LIQUID_LENGTH} characters"
+        )));
     }
-    if let Some(tag) = TAG.captures_iter(text).map(|c| c[1].to_string()).find(|t| DISABLED_TAGS.contains(&t.as_str())) {
+    if let Some(tag) = TAG
+        .captures_iter(text)
+        .map(|c| c[1].to_string())
+        .find(|t| DISABLED_TAGS.contains(&t.as_str()))
+    {
         return Err(MappingError(format!("tag \"{tag}\" is disabled")));
     }
-    if let Some(f) = FILTER.captures_iter(text).map(|c| c[1].to_string()).find(|f| DISABLED_FILTERS.contains(&f.as_str())) {
+    if let Some(f) = FILTER
+        .captures_iter(text)
+        .map(|c| c[1].to_string())
+        .find(|f| DISABLED_FILTERS.contains(&f.as_str()))
+    {
         return Err(MappingError(format!("filter \"{f}\" is disabled")));
     }
-    PARSER.parse(text).map_err(|e| MappingError(format!("@liquid: {e}")))
+    PARSER
+        .parse(text)
+        .map_err(|e| MappingError(format!("@liquid: {e}")))
 }
 
 #[cfg(test)]
@@ -180,18 +232,39 @@ mod tests {
     #[test]
     fn placeholders_escape_html_unless_tripled() {
         let data = json!({"a": "<b>", "n": 2});
-        assert_eq!(render_placeholders("{{a}}|{{{a}}}|{{ n }}|{{x}}", &data), "&lt;b&gt;|<b>|2|");
+        assert_eq!(
+            render_placeholders("{{a}}|{{{a}}}|{{ n }}|{{x}}", &data),
+            "&lt;b&gt;|<b>|2|"
+        );
     }
 
     #[test]
     fn replace_is_literal_and_keeps_js_substitutions() {
-        assert_eq!(replace_literal("a.b.c", ".", "[$&]", false, true).unwrap(), "a[.]b[.]c");
-        assert_eq!(replace_literal("AaA", "a", "x", true, false).unwrap(), "xaA");
+        assert_eq!(
+            replace_literal("a.b.c", ".", "[$&]", false, true).unwrap(),
+            "a[.]b[.]c"
+        );
+        assert_eq!(
+            replace_literal("AaA", "a", "x", true, false).unwrap(),
+            "xaA"
+        );
     }
 
     #[test]
     fn disabled_liquid_tags_are_rejected() {
-        assert!(parse("{% for x in y %}{% endfor %}").err().unwrap().0.contains("\"for\" is disabled"));
-        assert!(parse("{{ a | sort }}").err().unwrap().0.contains("\"sort\" is disabled"));
+        assert!(
+            parse("{% for x in y %}{% endfor %}")
+                .err()
+                .unwrap()
+                .0
+                .contains("\"for\" is disabled")
+        );
+        assert!(
+            parse("{{ a | sort }}")
+                .err()
+                .unwrap()
+                .0
+                .contains("\"sort\" is disabled")
+        );
     }
 }

@@ -15,15 +15,24 @@ fn message(stack: Stack, text: impl std::fmt::Display) -> String {
 }
 
 fn is_directive(v: &Value) -> bool {
-    v.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with('@')))
+    v.as_object()
+        .is_some_and(|o| o.keys().any(|k| k.starts_with('@')))
 }
 
 fn kind(v: &Value) -> &'static str {
-    if is_directive(v) { "directive" } else { super::super::jsvalue::type_name(Some(v)) }
+    if is_directive(v) {
+        "directive"
+    } else {
+        super::super::jsvalue::type_name(Some(v))
+    }
 }
 
 fn article(kind: &str) -> &'static str {
-    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 fn validate_value(v: &Value, stack: Stack, errors: &mut Vec<String>) {
@@ -44,16 +53,31 @@ fn validate_plain_object(obj: &Map<String, Value>, stack: Stack, errors: &mut Ve
 fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     let Some(obj) = v.as_object() else {
         let k = kind(v);
-        errors.push(message(stack, format!("should be a directive object but it is {} {k}", article(k))));
+        errors.push(message(
+            stack,
+            format!("should be a directive object but it is {} {k}", article(k)),
+        ));
         return;
     };
     let directive_keys: Vec<&String> = obj.keys().filter(|k| k.starts_with('@')).collect();
     if directive_keys.len() > 1 {
-        errors.push(message(stack, format!("should only have one @-prefixed key but it has {} keys", directive_keys.len())));
+        errors.push(message(
+            stack,
+            format!(
+                "should only have one @-prefixed key but it has {} keys",
+                directive_keys.len()
+            ),
+        ));
         return;
     }
     if obj.keys().any(|k| !k.starts_with('@') && k != "_metadata") {
-        errors.push(message(stack, format!("should only have one @-prefixed key but it has {} keys", obj.len())));
+        errors.push(message(
+            stack,
+            format!(
+                "should only have one @-prefixed key but it has {} keys",
+                obj.len()
+            ),
+        ));
         return;
     }
     let name = directive_keys[0].as_str();
@@ -61,30 +85,48 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     let inner: Vec<&str> = stack.iter().copied().chain([name]).collect();
     let inner = inner.as_slice();
     match name {
-        "@if" => fields(value, inner, errors, &[
-            ("exists", Need::Optional, directive_or_raw),
-            ("blank", Need::Optional, directive_or_raw),
-            ("then", Need::Optional, directive_or_raw),
-            ("else", Need::Optional, directive_or_raw),
-        ]),
-        "@case" => fields(value, inner, errors, &[
-            ("operator", Need::Optional, string),
-            ("value", Need::Optional, directive_or_string),
-        ]),
-        "@replace" => fields(value, inner, errors, &[
-            ("pattern", Need::Required, pattern),
-            ("replacement", Need::Optional, replacement),
-            ("pattern2", Need::Optional, pattern),
-            ("replacement2", Need::Optional, replacement),
-            ("value", Need::Required, directive_or_string),
-            ("ignorecase", Need::Optional, boolean),
-            ("global", Need::Optional, boolean),
-        ]),
+        "@if" => fields(
+            value,
+            inner,
+            errors,
+            &[
+                ("exists", Need::Optional, directive_or_raw),
+                ("blank", Need::Optional, directive_or_raw),
+                ("then", Need::Optional, directive_or_raw),
+                ("else", Need::Optional, directive_or_raw),
+            ],
+        ),
+        "@case" => fields(
+            value,
+            inner,
+            errors,
+            &[
+                ("operator", Need::Optional, string),
+                ("value", Need::Optional, directive_or_string),
+            ],
+        ),
+        "@replace" => fields(
+            value,
+            inner,
+            errors,
+            &[
+                ("pattern", Need::Required, pattern),
+                ("replacement", Need::Optional, replacement),
+                ("pattern2", Need::Optional, pattern),
+                ("replacement2", Need::Optional, replacement),
+                ("value", Need::Required, directive_or_string),
+                ("ignorecase", Need::Optional, boolean),
+                ("global", Need::Optional, boolean),
+            ],
+        ),
         "@arrayPath" => match value.as_array() {
             Some(items) => {
                 match items.first() {
                     Some(path) => directive_or_string(path, inner, errors),
-                    None => errors.push(message(inner, "should be a string or a mapping directive but it is undefined")),
+                    None => errors.push(message(
+                        inner,
+                        "should be a string or a mapping directive but it is undefined",
+                    )),
                 }
                 if let Some(shape) = items.get(1) {
                     validate_value(shape, inner, errors);
@@ -99,23 +141,43 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
         }
         "@template" => directive_or_string(value, inner, errors),
         "@literal" | "@excludeWhenNull" => directive_or_raw(value, inner, errors),
-        "@json" => fields(value, inner, errors, &[
-            ("value", Need::Required, directive_or_raw),
-            ("mode", Need::Required, json_mode),
-        ]),
-        "@flatten" => fields(value, inner, errors, &[
-            ("value", Need::Required, directive_or_raw),
-            ("separator", Need::Required, string),
-            ("omitArrays", Need::Optional, boolean),
-        ]),
-        "@merge" => fields(value, inner, errors, &[
-            ("objects", Need::Required, merge_objects),
-            ("direction", Need::Required, merge_direction),
-        ]),
-        "@transform" => fields(value, inner, errors, &[
-            ("apply", Need::Required, transform_apply),
-            ("mapping", Need::Required, directive_or_raw_deep),
-        ]),
+        "@json" => fields(
+            value,
+            inner,
+            errors,
+            &[
+                ("value", Need::Required, directive_or_raw),
+                ("mode", Need::Required, json_mode),
+            ],
+        ),
+        "@flatten" => fields(
+            value,
+            inner,
+            errors,
+            &[
+                ("value", Need::Required, directive_or_raw),
+                ("separator", Need::Required, string),
+                ("omitArrays", Need::Optional, boolean),
+            ],
+        ),
+        "@merge" => fields(
+            value,
+            inner,
+            errors,
+            &[
+                ("objects", Need::Required, merge_objects),
+                ("direction", Need::Required, merge_direction),
+            ],
+        ),
+        "@transform" => fields(
+            value,
+            inner,
+            errors,
+            &[
+                ("apply", Need::Required, transform_apply),
+                ("mapping", Need::Required, directive_or_raw_deep),
+            ],
+        ),
         "@liquid" => liquid(value, inner, errors),
         _ => errors.push(message(stack, format!("has an invalid directive: {name}"))),
     }
@@ -132,12 +194,18 @@ type FieldCheck = fn(&Value, Stack, &mut Vec<String>);
 fn fields(v: &Value, stack: Stack, errors: &mut Vec<String>, spec: &[(&str, Need, FieldCheck)]) {
     let Some(obj) = v.as_object().filter(|_| !is_directive(v)) else {
         let k = kind(v);
-        errors.push(message(stack, format!("should be an object but it is {} {k}", article(k))));
+        errors.push(message(
+            stack,
+            format!("should be an object but it is {} {k}", article(k)),
+        ));
         return;
     };
     for (name, need, check) in spec {
         match (obj.get(*name), need) {
-            (None, Need::Required) => errors.push(message(stack, format!("should have field {:?} but it doesn't", name))),
+            (None, Need::Required) => errors.push(message(
+                stack,
+                format!("should have field {:?} but it doesn't", name),
+            )),
             (None, Need::Optional) => {}
             (Some(value), _) => {
                 let child: Vec<&str> = stack.iter().copied().chain([*name]).collect();
@@ -164,7 +232,13 @@ fn directive_or_string(v: &Value, stack: Stack, errors: &mut Vec<String>) {
         Value::String(_) => {}
         _ => {
             let k = kind(v);
-            errors.push(message(stack, format!("should be a string or a mapping directive but it is {} {k}", article(k))));
+            errors.push(message(
+                stack,
+                format!(
+                    "should be a string or a mapping directive but it is {} {k}",
+                    article(k)
+                ),
+            ));
         }
     }
 }
@@ -172,21 +246,30 @@ fn directive_or_string(v: &Value, stack: Stack, errors: &mut Vec<String>) {
 fn string(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     if !v.is_string() {
         let k = kind(v);
-        errors.push(message(stack, format!("should be a string but it is {} {k}", article(k))));
+        errors.push(message(
+            stack,
+            format!("should be a string but it is {} {k}", article(k)),
+        ));
     }
 }
 
 fn boolean(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     if !v.is_boolean() {
         let k = kind(v);
-        errors.push(message(stack, format!("should be a boolean but it is {} {k}", article(k))));
+        errors.push(message(
+            stack,
+            format!("should be a boolean but it is {} {k}", article(k)),
+        ));
     }
 }
 
 fn array(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     if !v.is_array() {
         let k = kind(v);
-        errors.push(message(stack, format!("should be an array but it is {} {k}", article(k))));
+        errors.push(message(
+            stack,
+            format!("should be an array but it is {} {k}", article(k)),
+        ));
     }
 }
 
@@ -195,9 +278,15 @@ fn string_of_length(v: &Value, stack: Stack, errors: &mut Vec<String>, min: usiz
     if let Some(s) = v.as_str() {
         let len = s.encode_utf16().count();
         if len < min {
-            errors.push(message(stack, format!("should be a string of length {min} or greater")));
+            errors.push(message(
+                stack,
+                format!("should be a string of length {min} or greater"),
+            ));
         } else if len > max {
-            errors.push(message(stack, format!("should be a string of length {max} or less")));
+            errors.push(message(
+                stack,
+                format!("should be a string of length {max} or less"),
+            ));
         }
     }
 }
@@ -214,7 +303,10 @@ fn replacement(v: &Value, stack: Stack, errors: &mut Vec<String>) {
 
 fn one_of(v: &Value, stack: Stack, errors: &mut Vec<String>, allowed: &[&str]) {
     if !v.as_str().is_some_and(|s| allowed.contains(&s)) {
-        errors.push(message(stack, format!("should be one of {}", allowed.join(", "))));
+        errors.push(message(
+            stack,
+            format!("should be one of {}", allowed.join(", ")),
+        ));
     }
 }
 
@@ -238,7 +330,10 @@ fn merge_objects(v: &Value, stack: Stack, errors: &mut Vec<String>) {
 fn transform_apply(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     if !v.is_object() {
         let k = kind(v);
-        errors.push(message(stack, format!("should be an object but it is {} {k}", article(k))));
+        errors.push(message(
+            stack,
+            format!("should be an object but it is {} {k}", article(k)),
+        ));
     }
     validate_value(v, stack, errors);
 }
@@ -247,8 +342,13 @@ pub const MAX_LIQUID_LENGTH: usize = 1000;
 
 fn liquid(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     directive_or_string(v, stack, errors);
-    if v.as_str().is_some_and(|s| s.chars().count() > MAX_LIQUID_LENGTH) {
-        errors.push(message(stack, format!("should be a string of length {MAX_LIQUID_LENGTH} or less")));
+    if v.as_str()
+        .is_some_and(|s| s.chars().count() > MAX_LIQUID_LENGTH)
+    {
+        errors.push(message(
+            stack,
+            format!("should be a string of length {MAX_LIQUID_LENGTH} or less"),
+        ));
     }
 }
 
@@ -266,8 +366,14 @@ mod tests {
             "y": {"@path": "$.a", "other": 1}
         }));
         assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors[0].starts_with("/hash/@template should be a string"), "{errors:?}");
-        assert_eq!(errors[1], "/x/@replace should have field \"pattern\" but it doesn't.");
+        assert!(
+            errors[0].starts_with("/hash/@template should be a string"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            errors[1],
+            "/x/@replace should have field \"pattern\" but it doesn't."
+        );
         assert!(errors[2].starts_with("/y should only have one @-prefixed key"));
     }
 }
