@@ -11,25 +11,26 @@ fn event_file(dir: &std::path::Path, event: Value) -> String {
     p.to_str().unwrap().to_string()
 }
 
+/// `hookline render -o json` of the shipped example destination.
+fn render_example(event: &str) -> std::process::Output {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let files = [
+        format!("{root}/examples/orders-to-crm.yaml"),
+        format!("{root}/examples/orders-secrets.yaml"),
+    ];
+    run_cli(&[
+        "render", "-f", &files[0], "-f", &files[1], "--event", event, "-o", "json",
+    ])
+}
+
 #[test]
 fn render_prints_requests_as_json_and_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let root = env!("CARGO_MANIFEST_DIR");
     let ev = event_file(
         dir.path(),
         json!({"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m-1", "properties": {"order_id": "o1", "total": 10}, "context": {"traits": {"email": "e@x.io"}}}),
     );
-    let out = run_cli(&[
-        "render",
-        "-f",
-        &format!("{root}/examples/orders-to-crm.yaml"),
-        "-f",
-        &format!("{root}/examples/orders-secrets.yaml"),
-        "--event",
-        &ev,
-        "-o",
-        "json",
-    ]);
+    let out = render_example(&ev);
     assert!(
         out.status.success(),
         "{}",
@@ -52,17 +53,7 @@ fn render_prints_requests_as_json_and_redacts_secrets() {
     );
 
     let filtered = event_file(dir.path(), json!({"type": "identify", "userId": "u1"}));
-    let out = run_cli(&[
-        "render",
-        "-f",
-        &format!("{root}/examples/orders-to-crm.yaml"),
-        "-f",
-        &format!("{root}/examples/orders-secrets.yaml"),
-        "--event",
-        &filtered,
-        "-o",
-        "json",
-    ]);
+    let out = render_example(&filtered);
     assert!(out.status.success());
     assert_eq!(
         serde_json::from_slice::<Value>(&out.stdout).unwrap(),

@@ -112,28 +112,14 @@ async fn mapped_events_arrive_with_headers_auth_and_signature() {
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     assert_eq!(header("webhook-signature"), format!("v1,{expected}"));
 
-    let metrics = client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("hookline_events_received_total"),
         "{metrics}"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let m = client
-            .get(format!("{}/metrics", h.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = h.metrics().await;
         if m.contains(
             "hookline_events_filtered_total{destination=\"crm\",reason=\"subscription\"} 1",
         ) {
@@ -400,14 +386,7 @@ async fn bad_requests_get_clear_json_errors() {
             .unwrap()
             .contains("batch[1].type")
     );
-    let metrics = client
-        .get(format!("{}/metrics", h.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         !metrics.contains("hookline_events_received_total{"),
         "rejected requests queue nothing: {metrics}"
