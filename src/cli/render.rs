@@ -4,7 +4,6 @@ use super::{ManifestFiles, Output};
 use crate::config::destination::Destination;
 use crate::pipeline::batch::{Batch, Item};
 use crate::pipeline::deliver::request::{OutgoingRequest, request_id};
-use crate::pipeline::jsvalue;
 use anyhow::Context;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -67,18 +66,8 @@ pub fn read_event(path: &Path) -> anyhow::Result<Value> {
 
 /// The single request one event becomes at `dest` (mapped, batched as one, signed).
 pub fn build_request(dest: &Destination, event: &Value) -> anyhow::Result<OutgoingRequest> {
-    let payload = jsvalue::stringify(&dest.mapping.apply(event)?).into_bytes();
-    let message_id = match event.get("messageId") {
-        Some(id) => jsvalue::to_js_string(id),
-        None => request_id(&[]),
-    };
     let batch = Batch {
-        items: vec![Item {
-            seq: 0,
-            message_id,
-            event: event.clone(),
-            payload,
-        }],
+        items: vec![Item::mapped(0, event.clone(), &dest.mapping)?],
         as_array: dest.batching.size > 1,
     };
     Ok(dest.request.build(

@@ -3,7 +3,7 @@
 use super::ManifestFiles;
 use super::render::{build_request, read_event};
 use super::samples;
-use crate::pipeline::deliver::HttpSender;
+use crate::pipeline::deliver::{HttpSender, Verdict};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -40,7 +40,7 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
                 if !attempt.body_excerpt.is_empty() {
                     println!("{}", attempt.body_excerpt);
                 }
-                all_ok &= (200..300).contains(&status);
+                all_ok &= attempt.verdict() == Verdict::Delivered;
             }
             (None, error) => {
                 println!(

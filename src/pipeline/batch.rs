@@ -1,6 +1,8 @@
 //! Batching mapped payloads: a batch closes at `size` events, at `maxBytes`, or `maxWaitMillis`
 //! after its first event, whichever comes first.
 
+use super::jsvalue;
+use super::mapping::{Mapping, MappingError};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,23 @@ pub struct Item {
     pub message_id: String,
     pub event: Value,
     pub payload: Vec<u8>,
+}
+
+impl Item {
+    /// The event mapped for delivery: what both the worker sends and `render` shows.
+    pub fn mapped(seq: u64, event: Value, mapping: &Mapping) -> Result<Item, MappingError> {
+        let payload = jsvalue::stringify(&mapping.apply(&event)?).into_bytes();
+        let message_id = event
+            .get("messageId")
+            .map(jsvalue::to_js_string)
+            .unwrap_or_default();
+        Ok(Item {
+            seq,
+            message_id,
+            event,
+            payload,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

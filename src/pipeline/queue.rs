@@ -374,7 +374,6 @@ impl Reader {
             self.next = first;
         }
         let mut file = BufReader::with_capacity(1 << 16, File::open(&path).map_err(io(&path))?);
-        file.seek(SeekFrom::Start(0)).map_err(io(&path))?;
         // Skip records before `seq` within the segment; their length prefixes make this cheap.
         let mut pos = 0u64;
         loop {

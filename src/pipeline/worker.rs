@@ -8,7 +8,6 @@ use super::deliver::dlq::{DeadLetter, DeadLetterStore};
 use super::deliver::request::request_id;
 use super::deliver::{Attempt, HttpSender, Verdict};
 use super::envelope::Envelope;
-use super::jsvalue;
 use super::queue::{Cursor, Queue};
 use crate::config::destination::Destination;
 use crate::metrics::METRICS;
@@ -175,17 +174,8 @@ impl Worker {
         if !dest.subscription.matches(&envelope.event) {
             return Prepared::Filtered;
         }
-        match dest.mapping.apply(&envelope.event) {
-            Ok(payload) => Prepared::Ready(Item {
-                seq,
-                message_id: envelope
-                    .event
-                    .get("messageId")
-                    .map(jsvalue::to_js_string)
-                    .unwrap_or_default(),
-                payload: jsvalue::stringify(&payload).into_bytes(),
-                event: envelope.event,
-            }),
+        match Item::mapped(seq, envelope.event.clone(), &dest.mapping) {
+            Ok(item) => Prepared::Ready(item),
             Err(e) => Prepared::Failed(dead_letter(dest, envelope.event, 0, None, e.to_string())),
         }
     }

@@ -175,7 +175,7 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
             errors,
             &[
                 ("apply", Need::Required, transform_apply),
-                ("mapping", Need::Required, directive_or_raw_deep),
+                ("mapping", Need::Required, validate_value),
             ],
         ),
         "@liquid" => liquid(value, inner, errors),
@@ -219,11 +219,6 @@ fn directive_or_raw(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     if is_directive(v) {
         validate_directive(v, stack, errors);
     }
-}
-
-/// Like `directive_or_raw`, but also checks directives nested in a plain object (a sub-mapping).
-fn directive_or_raw_deep(v: &Value, stack: Stack, errors: &mut Vec<String>) {
-    validate_value(v, stack, errors);
 }
 
 fn directive_or_string(v: &Value, stack: Stack, errors: &mut Vec<String>) {
