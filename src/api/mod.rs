@@ -55,6 +55,7 @@ pub struct WebhookDestinationSpec {
 fn free_form_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "description": "Segment mapping-kit object (free-form JSON).",
+        "type": "object",
         "x-kubernetes-preserve-unknown-fields": true
     })
 }
@@ -62,12 +63,18 @@ fn free_form_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
+    /// The http:// or https:// URL events are sent to.
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.matches('^https?://[^/?#]+')",
+        "message": "must be an http:// or https:// URL with a host"
+    }]))]
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<HttpMethod>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<Header>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u32>,
 }
 
@@ -82,6 +89,10 @@ pub enum HttpMethod {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.value) != has(self.valueFrom)",
+    "message": "set exactly one of value and valueFrom"
+}]))]
 pub struct Header {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +116,10 @@ pub struct SecretKeyRef {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.type != 'Bearer' || has(self.bearer)", "message": "bearer is required when type is Bearer"},
+    {"rule": "self.type != 'OAuth2' || has(self.oauth2)", "message": "oauth2 is required when type is OAuth2"}
+]))]
 pub struct Auth {
     #[serde(rename = "type")]
     pub kind: AuthType,
@@ -130,6 +145,10 @@ pub struct BearerAuth {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.clientId) != has(self.clientIdSecretRef)", "message": "set exactly one of clientId and clientIdSecretRef"},
+    {"rule": "self.grantType != 'AuthorizationCode' || has(self.authorizeUrl)", "message": "authorizeUrl is required when grantType is AuthorizationCode"}
+]))]
 pub struct OAuth2 {
     pub grant_type: GrantType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,8 +191,10 @@ pub struct Transform {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Batching {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_millis: Option<u64>,
@@ -183,10 +204,12 @@ pub struct Batching {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retry_duration_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
 }
 
@@ -214,12 +237,12 @@ pub struct Source {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Worker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_json")]
-    pub resources: Option<serde_json::Value>,
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

@@ -1,5 +1,6 @@
 //! The `hookline` command line: one file per subcommand.
 
+pub mod crd;
 mod dlq;
 mod render;
 mod run;
@@ -30,6 +31,8 @@ enum Command {
     Test(test::Args),
     /// List or replay dead-lettered events
     Dlq(dlq::Args),
+    /// Print the WebhookDestination CustomResourceDefinition (YAML)
+    Crd,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq)]
@@ -79,6 +82,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Command::Render(args) => render::render(args),
             Command::Test(args) => test::test(args).await,
             Command::Dlq(args) => dlq::dlq(args),
+            Command::Crd => crd::crd(),
         }
     })
 }

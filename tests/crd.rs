@@ -1,0 +1,159 @@
+//! The committed CRD is what the types generate, it is a structural schema a real API server
+//! accepts, its CEL rules are in place, and the examples are valid resources.
+
+use hookline::api::WebhookDestination;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn repo(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn committed_crd() -> Value {
+    let text = std::fs::read_to_string(repo("crds/webhookdestinations.hookline.dev.yaml")).unwrap();
+    serde_saphyr::from_str(&text).unwrap()
+}
+
+#[test]
+fn committed_crd_is_what_the_types_generate() {
+    let committed =
+        std::fs::read_to_string(repo("crds/webhookdestinations.hookline.dev.yaml")).unwrap();
+    let generated = hookline::cli::crd::crd_yaml().unwrap();
+    assert!(
+        committed == generated,
+        "crds/webhookdestinations.hookline.dev.yaml is stale: run `cargo run -- crd > crds/webhookdestinations.hookline.dev.yaml`"
+    );
+}
+
+/// The rules apiextensions-apiserver applies to a structural schema: every node states its
+/// `type` (unless it opts out with preserve-unknown-fields or int-or-string), and nothing
+/// non-structural (`$ref`, `definitions`) is left in.
+fn structural_errors(node: &Value, path: &str, errors: &mut Vec<String>) {
+    let Some(obj) = node.as_object() else {
+        errors.push(format!("{path}: not a schema object"));
+        return;
+    };
+    for banned in ["$ref", "definitions", "$defs", "$schema"] {
+        if obj.contains_key(banned) {
+            errors.push(format!("{path}: has {banned}"));
+        }
+    }
+    let exempt = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        || obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+    if !exempt && obj.get("type").and_then(Value::as_str).is_none() {
+        errors.push(format!("{path}: no type"));
+    }
+    for combinator in ["anyOf", "oneOf", "allOf"] {
+        for (i, branch) in obj
+            .get(combinator)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if branch.get("type").is_some() && !exempt {
+                errors.push(format!("{path}.{combinator}[{i}]: a type inside {combinator}"));
+            }
+        }
+    }
+    if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            structural_errors(child, &format!("{path}.{name}"), errors);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        structural_errors(items, &format!("{path}[]"), errors);
+    }
+    if let Some(extra) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+        structural_errors(extra, &format!("{path}{{}}"), errors);
+    }
+}
+
+#[test]
+fn schema_is_structural() {
+    let crd = committed_crd();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let mut errors = Vec::new();
+    structural_errors(schema, "openAPIV3Schema", &mut errors);
+    assert!(errors.is_empty(), "not structural:\n{}", errors.join("\n"));
+    assert_eq!(
+        schema["properties"]["spec"]["properties"]["mapping"]["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
+}
+
+#[test]
+fn the_api_server_rejects_a_property_with_no_type() {
+    let mut errors = Vec::new();
+    let bad = serde_json::json!({"type": "object", "properties": {"x": {"description": "untyped"}}});
+    structural_errors(&bad, "s", &mut errors);
+    assert_eq!(errors, vec!["s.x: no type"]);
+}
+
+#[test]
+fn names_columns_and_status_subresource_follow_the_contract() {
+    let crd = committed_crd();
+    assert_eq!(crd["metadata"]["name"], "webhookdestinations.hookline.dev");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "whd");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Enabled", "Ready", "Auth", "Endpoint", "Age"]);
+    let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        ["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
+}
+
+#[test]
+fn cel_rules_guard_what_the_types_cannot() {
+    let crd = committed_crd();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let rules = |node: &Value| -> Vec<String> {
+        node["x-kubernetes-validations"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no x-kubernetes-validations on {node}"))
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(rules(&spec["properties"]["auth"])
+        .contains(&"self.type != 'OAuth2' || has(self.oauth2)".to_string()));
+    assert!(rules(&spec["properties"]["auth"])
+        .contains(&"self.type != 'Bearer' || has(self.bearer)".to_string()));
+    assert_eq!(
+        rules(&spec["properties"]["endpoint"]["properties"]["headers"]["items"]),
+        ["has(self.value) != has(self.valueFrom)"]
+    );
+    let methods: Vec<&Value> = spec["properties"]["endpoint"]["properties"]["method"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| !m.is_null())
+        .collect();
+    assert_eq!(methods, ["POST", "PUT", "PATCH"]);
+}
+
+#[test]
+fn every_example_is_a_valid_resource() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(repo("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+            if doc["kind"] == "WebhookDestination" {
+                let _: WebhookDestination = serde_json::from_value(doc)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen > 0, "no WebhookDestination in examples/");
+}
