@@ -2,7 +2,7 @@
 //! letters), one worker per enabled destination, and the ingestion server. This is what
 //! `hookline run` (and a cluster worker) is.
 
-use crate::config::destination::Destination;
+use crate::config::destination::LiveDestination;
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::ingest::{self, IngestState, Route};
@@ -51,7 +51,7 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
 }
 
 pub async fn run(
-    destinations: Vec<Destination>,
+    destinations: Vec<LiveDestination>,
     opts: EngineOptions,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -64,40 +64,35 @@ pub async fn run(
 
     let mut workers = Vec::new();
     let mut cursors = Vec::new();
-    for dest in destinations.iter().filter(|d| d.enabled) {
+    for live in &destinations {
+        let dest = live.borrow().clone();
+        if !dest.enabled {
+            tracing::info!(destination = %dest.name, "spec.enabled is false: nothing will be delivered to it");
+            continue;
+        }
         let cursor = Cursor::open(&cursor_dir.join(&dest.name), queue.head())?;
         cursors.push(cursor.clone());
-        let worker = Worker::new(Arc::new(dest.clone()), queue.clone(), cursor, dlq.clone())
+        let worker = Worker::new(live.clone(), queue.clone(), cursor, dlq.clone())
             .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;
         workers.push(tokio::spawn(worker.run(shutdown.clone())));
     }
-    for dest in destinations.iter().filter(|d| !d.enabled) {
-        tracing::info!(destination = %dest.name, "spec.enabled is false: nothing will be delivered to it");
-    }
     requeue_spooled(&queue, &opts.data_dir).await;
 
-    let routes: Vec<Route> = destinations
-        .iter()
-        .filter(|d| d.enabled)
-        .map(|d| Route {
-            name: d.name.clone(),
-            write_key: d.write_key.clone(),
-        })
-        .collect();
     let status_view: Vec<(String, bool)> = destinations
         .iter()
-        .map(|d| (d.name.clone(), d.enabled))
+        .map(|d| (d.borrow().name.clone(), d.borrow().enabled))
         .collect();
+    let status_view_len = status_view.len();
     let state = Arc::new(IngestState {
         queue: queue.clone(),
-        routes,
+        routes: Box::new(move || routes(&destinations)),
         ready: false.into(),
         status: Box::new(move || status_json(&status_view)),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data_dir = %opts.data_dir.display(), destinations = destinations.len(), "hookline is running");
+    tracing::info!(listen = %listener.local_addr()?, data_dir = %opts.data_dir.display(), destinations = status_view_len, "hookline is running");
     state.ready.store(true, Ordering::Release);
 
     let housekeeping = tokio::spawn(housekeeping(
@@ -118,6 +113,18 @@ pub async fn run(
     }
     let _ = housekeeping.await;
     Ok(())
+}
+
+fn routes(destinations: &[LiveDestination]) -> Vec<Route> {
+    destinations
+        .iter()
+        .map(|live| live.borrow())
+        .filter(|d| d.enabled)
+        .map(|d| Route {
+            name: d.name.clone(),
+            write_key: d.write_key.clone(),
+        })
+        .collect()
 }
 
 fn status_json(destinations: &[(String, bool)]) -> serde_json::Value {

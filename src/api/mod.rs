@@ -289,6 +289,39 @@ impl WebhookDestinationSpec {
         self.enabled.unwrap_or(true)
     }
 
+    /// Every Secret key the spec refers to, with the field that refers to it.
+    pub fn secret_refs(&self) -> Vec<(String, &SecretKeyRef)> {
+        let mut refs = Vec::new();
+        for (i, h) in self.endpoint.headers.iter().enumerate() {
+            if let Some(from) = &h.value_from {
+                refs.push((
+                    format!("spec.endpoint.headers[{i}].valueFrom.secretKeyRef"),
+                    &from.secret_key_ref,
+                ));
+            }
+        }
+        if let Some(auth) = &self.auth {
+            if let (AuthType::Bearer, Some(b)) = (auth.kind, &auth.bearer) {
+                refs.push(("spec.auth.bearer.tokenSecretRef".into(), &b.token_secret_ref));
+            }
+            if let (AuthType::OAuth2, Some(o)) = (auth.kind, &auth.oauth2) {
+                if let Some(r) = &o.client_id_secret_ref {
+                    refs.push(("spec.auth.oauth2.clientIdSecretRef".into(), r));
+                }
+                if let Some(r) = &o.client_secret_ref {
+                    refs.push(("spec.auth.oauth2.clientSecretRef".into(), r));
+                }
+            }
+        }
+        if let Some(s) = &self.signing {
+            refs.push(("spec.signing.secretRef".into(), &s.secret_ref));
+        }
+        if let Some(r) = self.source.as_ref().and_then(|s| s.write_key_secret_ref.as_ref()) {
+            refs.push(("spec.source.writeKeySecretRef".into(), r));
+        }
+        refs
+    }
+
     pub fn auth_type(&self) -> AuthType {
         self.auth.as_ref().map(|a| a.kind).unwrap_or_default()
     }

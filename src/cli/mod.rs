@@ -6,6 +6,7 @@ mod render;
 mod run;
 mod samples;
 mod test;
+mod worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
     Test(test::Args),
     /// List or replay dead-lettered events
     Dlq(dlq::Args),
+    /// Run one destination's delivery worker from the configuration the operator renders
+    Worker(worker::Args),
     /// Print the WebhookDestination CustomResourceDefinition (YAML)
     Crd,
 }
@@ -83,6 +86,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Command::Test(args) => test::test(args).await,
             Command::Dlq(args) => dlq::dlq(args),
             Command::Crd => crd::crd(),
+            Command::Worker(args) => worker::worker(args).await,
         }
     })
 }

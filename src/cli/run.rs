@@ -1,6 +1,7 @@
 //! `hookline run -f FILE...`: the whole engine on this machine.
 
 use super::ManifestFiles;
+use crate::config::destination;
 use crate::engine::{self, EngineOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +19,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
-    let destinations = args.manifests.destinations()?;
+    let destinations = args
+        .manifests
+        .destinations()?
+        .into_iter()
+        .map(destination::fixed)
+        .collect();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -37,7 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn wait_for_signal() {
+pub(super) async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -11,7 +11,17 @@ use crate::pipeline::deliver::retry::RetryPolicy;
 use crate::pipeline::deliver::signing::Signer;
 use crate::pipeline::mapping::Mapping;
 use crate::pipeline::subscription::Subscription;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// A destination whose credentials may be swapped while it runs (rotated Secrets, new tokens).
+pub type LiveDestination = watch::Receiver<Arc<Destination>>;
+
+/// A destination that never changes, for `hookline run`.
+pub fn fixed(dest: Destination) -> LiveDestination {
+    watch::channel(Arc::new(dest)).1
+}
 
 #[derive(Debug, Clone)]
 pub struct Destination {
@@ -20,7 +30,8 @@ pub struct Destination {
     pub enabled: bool,
     pub subscription: Subscription,
     pub mapping: Mapping,
-    pub request: RequestTemplate,
+    /// Shared, so a delivery in flight keeps the template it started with while a reload swaps it.
+    pub request: Arc<RequestTemplate>,
     pub batching: BatchPolicy,
     pub retry: RetryPolicy,
     pub concurrency: usize,
@@ -188,14 +199,14 @@ impl Destination {
             enabled: spec.is_enabled(),
             subscription,
             mapping,
-            request: RequestTemplate {
+            request: Arc::new(RequestTemplate {
                 method: spec.endpoint.method(),
                 url,
                 headers,
                 bearer_token,
                 signer,
                 timeout: spec.endpoint.timeout(),
-            },
+            }),
             batching,
             retry,
             concurrency,

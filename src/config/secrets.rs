@@ -2,8 +2,9 @@
 
 use crate::api::SecretKeyRef;
 use std::collections::HashMap;
+use std::path::Path;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct SecretStore {
     secrets: HashMap<(String, String), HashMap<String, Vec<u8>>>,
 }
@@ -27,6 +28,36 @@ pub enum SecretError {
 }
 
 impl SecretStore {
+    /// Secrets mounted as volumes, as a worker pod sees them: `dir/<secret name>/<key>`. The
+    /// kubelet's own entries (`..data`, `..2026_…`) are skipped; a missing `dir` holds nothing.
+    pub fn from_dir(dir: &Path, namespace: &str) -> std::io::Result<SecretStore> {
+        let mut store = SecretStore::default();
+        let secrets = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(store),
+            Err(e) => return Err(e),
+        };
+        for secret in secrets {
+            let secret = secret?;
+            let name = secret.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !secret.path().is_dir() {
+                continue;
+            }
+            let mut data = HashMap::new();
+            for key in std::fs::read_dir(secret.path())? {
+                let key = key?;
+                let key_name = key.file_name().to_string_lossy().into_owned();
+                // `is_file` follows the kubelet's symlinks to the current version.
+                if key_name.starts_with("..") || !key.path().is_file() {
+                    continue;
+                }
+                data.insert(key_name, std::fs::read(key.path())?);
+            }
+            store.insert(namespace, &name, data);
+        }
+        Ok(store)
+    }
+
     pub fn insert(&mut self, namespace: &str, name: &str, data: HashMap<String, Vec<u8>>) {
         self.secrets
             .entry((namespace.to_string(), name.to_string()))

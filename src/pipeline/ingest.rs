@@ -29,7 +29,8 @@ pub struct Route {
 
 pub struct IngestState {
     pub queue: Queue,
-    pub routes: Vec<Route>,
+    /// The destinations requests may reach, read per request so rotated write keys apply at once.
+    pub routes: Box<dyn Fn() -> Vec<Route> + Send + Sync>,
     pub ready: AtomicBool,
     /// Extra read-only endpoints (e.g. `/status`) that the runtime serves beside ingestion.
     pub status: Box<dyn Fn() -> Value + Send + Sync>,
@@ -152,7 +153,7 @@ async fn accept(
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    let to = route(&state.routes, write_key.as_deref())?;
+    let to = route(&(state.routes)(), write_key.as_deref())?;
 
     let received_at = Utc::now();
     let messages = if kind == "batch" {

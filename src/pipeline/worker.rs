@@ -9,7 +9,7 @@ use super::deliver::request::request_id;
 use super::deliver::{Attempt, HttpSender, Verdict};
 use super::envelope::Envelope;
 use super::queue::{Cursor, Queue};
-use crate::config::destination::Destination;
+use crate::config::destination::{Destination, LiveDestination};
 use crate::metrics::METRICS;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +17,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Everything the delivery tasks of one destination share.
 struct Shared {
+    /// The destination as it was when the worker started: only its credentials may change later.
     dest: Arc<Destination>,
+    live: LiveDestination,
     cursor: Arc<Cursor>,
     dlq: DeadLetterStore,
     sender: HttpSender,
@@ -64,16 +66,18 @@ enum Prepared {
 
 impl Worker {
     pub fn new(
-        dest: Arc<Destination>,
+        live: LiveDestination,
         queue: Queue,
         cursor: Arc<Cursor>,
         dlq: DeadLetterStore,
     ) -> Result<Worker, reqwest::Error> {
+        let dest = live.borrow().clone();
         let sender = HttpSender::new(dest.concurrency, dest.request.timeout)?;
         let metrics = DestinationMetrics::new(&dest.name);
         Ok(Worker {
             shared: Arc::new(Shared {
                 dest,
+                live,
                 cursor,
                 dlq,
                 sender,
@@ -254,9 +258,8 @@ impl Shared {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let request = dest
-                .request
-                .build(&id, body.clone(), chrono::Utc::now().timestamp());
+            let template = self.live.borrow().request.clone();
+            let request = template.build(&id, body.clone(), chrono::Utc::now().timestamp());
             let attempt = self.sender.send(&request).await;
             self.metrics
                 .request_duration

@@ -113,24 +113,43 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A running `hookline run` process, killed when dropped.
+/// A running `hookline run` (or `hookline worker`) process, killed when dropped.
 pub struct Hookline {
     pub child: Child,
     pub base: String,
     pub data_dir: PathBuf,
-    files: Vec<PathBuf>,
-    port: u16,
+    args: Vec<std::ffi::OsString>,
 }
 
 impl Hookline {
     pub async fn start(files: &[PathBuf], data_dir: &Path) -> Hookline {
         let port = free_port();
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "run".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--data-dir".into(),
+            data_dir.into(),
+        ];
+        for f in files {
+            args.push("-f".into());
+            args.push(f.into());
+        }
+        Hookline::spawn_ready(args, port, data_dir).await
+    }
+
+    /// `hookline worker --config FILE`; the config must listen on `127.0.0.1:port`.
+    pub async fn start_worker(config: &Path, port: u16, data_dir: &Path) -> Hookline {
+        Hookline::spawn_ready(vec!["worker".into(), "--config".into(), config.into()], port, data_dir)
+            .await
+    }
+
+    async fn spawn_ready(args: Vec<std::ffi::OsString>, port: u16, data_dir: &Path) -> Hookline {
         let mut h = Hookline {
-            child: spawn(files, data_dir, port),
+            child: spawn(&args),
             base: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_path_buf(),
-            files: files.to_vec(),
-            port,
+            args,
         };
         h.wait_ready().await;
         h
@@ -141,7 +160,7 @@ impl Hookline {
         let client = reqwest::Client::new();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("hookline run exited early with {status}");
+                panic!("hookline {:?} exited early with {status}", self.args[0]);
             }
             if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
                 && r.status().is_success()
@@ -150,7 +169,8 @@ impl Hookline {
             }
             assert!(
                 Instant::now() < deadline,
-                "hookline run did not become ready"
+                "hookline {:?} did not become ready",
+                self.args[0]
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -162,7 +182,7 @@ impl Hookline {
     }
 
     pub async fn restart(&mut self) {
-        self.child = spawn(&self.files, &self.data_dir, self.port);
+        self.child = spawn(&self.args);
         self.wait_ready().await;
     }
 
@@ -187,17 +207,10 @@ impl Hookline {
     }
 }
 
-fn spawn(files: &[PathBuf], data_dir: &Path, port: u16) -> Child {
-    let mut cmd = Command::new(bin());
-    cmd.arg("run")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir);
-    for f in files {
-        cmd.arg("-f").arg(f);
-    }
-    cmd.env("HOOKLINE_LOG", "warn")
+fn spawn(args: &[std::ffi::OsString]) -> Child {
+    Command::new(bin())
+        .args(args)
+        .env("HOOKLINE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
