@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod engine;
 pub mod metrics;
 pub mod pipeline;

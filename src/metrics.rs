@@ -1,8 +1,8 @@
-//! Prometheus metrics for the data path. Labels carry destination names and reasons, never
+//! Prometheus metrics for the data path and the operator. Labels carry destination names and reasons, never
 //! secrets or event data.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::LazyLock;
 
@@ -16,6 +16,9 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub batch_size: HistogramVec,
+    pub reconciles: IntCounterVec,
+    pub reconcile_failures: IntCounterVec,
+    pub reconcile_duration: Histogram,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -53,6 +56,14 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(queue_depth.clone()))
+            .expect("metric registered once");
+        let reconcile_duration = Histogram::with_opts(HistogramOpts::new(
+            "hookline_reconcile_duration_seconds",
+            "Time one reconcile of a WebhookDestination takes",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(reconcile_duration.clone()))
             .expect("metric registered once");
         Metrics {
             events_received: counter(
@@ -98,6 +109,19 @@ impl Metrics {
                 "Events per delivery request",
                 vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
             ),
+            reconciles: counter(
+                &registry,
+                "hookline_reconciles_total",
+                "WebhookDestination reconciles, by result",
+                &["result"],
+            ),
+            reconcile_failures: counter(
+                &registry,
+                "hookline_reconcile_failures_total",
+                "Reconciles that found a problem (a condition reason, or an API error kind)",
+                &["reason"],
+            ),
+            reconcile_duration,
             registry,
         }
     }

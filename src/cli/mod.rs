@@ -1,5 +1,6 @@
 //! The `hookline` command line: one file per subcommand.
 
+mod controller;
 pub mod crd;
 mod dlq;
 mod render;
@@ -32,6 +33,8 @@ enum Command {
     Test(test::Args),
     /// List or replay dead-lettered events
     Dlq(dlq::Args),
+    /// Run the operator: reconcile WebhookDestinations into delivery workers
+    Controller(controller::Args),
     /// Run one destination's delivery worker from the configuration the operator renders
     Worker(worker::Args),
     /// Print the WebhookDestination CustomResourceDefinition (YAML)
@@ -86,6 +89,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Command::Test(args) => test::test(args).await,
             Command::Dlq(args) => dlq::dlq(args),
             Command::Crd => crd::crd(),
+            Command::Controller(args) => controller::controller(args).await,
             Command::Worker(args) => worker::worker(args).await,
         }
     })

@@ -38,20 +38,62 @@ pub struct Destination {
     pub write_key: Option<String>,
 }
 
+/// The part of a destination that needs no Secret: checked when a resource is applied, before
+/// its Secrets are even looked at.
+#[derive(Debug, Clone)]
+pub struct CompiledSpec {
+    pub url: reqwest::Url,
+    pub subscription: Subscription,
+    pub mapping: Mapping,
+    pub batching: BatchPolicy,
+    pub retry: RetryPolicy,
+    pub concurrency: usize,
+}
+
+/// The part that comes from Secrets: what a rotation changes.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub headers: Vec<HeaderEntry>,
+    pub bearer_token: Option<String>,
+    pub signer: Option<Signer>,
+    pub write_key: Option<String>,
+}
+
 impl Destination {
     pub fn resolve(
         loaded: &LoadedDestination,
         secrets: &SecretStore,
     ) -> Result<Destination, ConfigError> {
+        let compiled = CompiledSpec::compile(loaded)?;
+        let credentials = Credentials::resolve(loaded, secrets)?;
+        let spec = &loaded.resource.spec;
+        Ok(Destination {
+            name: loaded.name().to_string(),
+            namespace: loaded.namespace().to_string(),
+            enabled: spec.is_enabled(),
+            subscription: compiled.subscription,
+            mapping: compiled.mapping,
+            request: Arc::new(RequestTemplate {
+                method: spec.endpoint.method(),
+                url: compiled.url,
+                headers: credentials.headers,
+                bearer_token: credentials.bearer_token,
+                signer: credentials.signer,
+                timeout: spec.endpoint.timeout(),
+            }),
+            batching: compiled.batching,
+            retry: compiled.retry,
+            concurrency: compiled.concurrency,
+            write_key: credentials.write_key,
+        })
+    }
+}
+
+impl CompiledSpec {
+    pub fn compile(loaded: &LoadedDestination) -> Result<CompiledSpec, ConfigError> {
         let origin = loaded.origin.as_str();
-        let namespace = loaded.namespace();
         let spec = &loaded.resource.spec;
         let bad = |field: &str, message: String| ConfigError::field(origin, field, message);
-        let secret = |field: &str, r: &crate::api::SecretKeyRef| {
-            secrets.get_text(namespace, r).map_err(|e| {
-                bad(field, format!("{e} (pass a Secret manifest with -f, or create it with kubectl create secret generic {} --from-literal={}=...)", r.name, r.key))
-            })
-        };
 
         let url = reqwest::Url::parse(&spec.endpoint.url).map_err(|e| {
             bad(
@@ -68,8 +110,6 @@ impl Destination {
                 ),
             ));
         }
-
-        let mut headers = Vec::new();
         for (i, h) in spec.endpoint.headers.iter().enumerate() {
             let field = format!("spec.endpoint.headers[{i}]");
             reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
@@ -78,41 +118,20 @@ impl Destination {
                     format!("{:?} is not a valid HTTP header name", h.name),
                 )
             })?;
-            let (value, is_secret) = match (&h.value, &h.value_from) {
-                (Some(v), None) => (v.clone(), false),
-                (None, Some(from)) => (
-                    secret(
-                        &format!("{field}.valueFrom.secretKeyRef"),
-                        &from.secret_key_ref,
-                    )?,
-                    true,
-                ),
-                _ => return Err(bad(&field, "set exactly one of value and valueFrom".into())),
-            };
-            reqwest::header::HeaderValue::from_str(&value)
-                .map_err(|_| bad(&field, "the value is not a valid HTTP header value".into()))?;
-            headers.push(HeaderEntry {
-                name: h.name.clone(),
-                value,
-                secret: is_secret,
-            });
-        }
-
-        let auth = spec.auth.clone().unwrap_or_default();
-        let bearer_token = match auth.kind {
-            AuthType::None => None,
-            AuthType::Bearer => {
-                let b = auth.bearer.as_ref().ok_or_else(|| {
-                    bad(
-                        "spec.auth.bearer",
-                        "required when spec.auth.type is Bearer".into(),
-                    )
-                })?;
-                Some(secret(
-                    "spec.auth.bearer.tokenSecretRef",
-                    &b.token_secret_ref,
-                )?)
+            if h.value.is_some() == h.value_from.is_some() {
+                return Err(bad(&field, "set exactly one of value and valueFrom".into()));
             }
+        }
+        let auth = spec.auth.clone().unwrap_or_default();
+        match auth.kind {
+            AuthType::None => {}
+            AuthType::Bearer if auth.bearer.is_none() => {
+                return Err(bad(
+                    "spec.auth.bearer",
+                    "required when spec.auth.type is Bearer".into(),
+                ));
+            }
+            AuthType::Bearer => {}
             AuthType::OAuth2 => {
                 return Err(bad(
                     "spec.auth.type",
@@ -120,21 +139,7 @@ impl Destination {
                         .into(),
                 ));
             }
-        };
-
-        let signer = match &spec.signing {
-            None => None,
-            Some(s) => {
-                let key = secret("spec.signing.secretRef", &s.secret_ref)?;
-                Some(match s.scheme {
-                    SigningScheme::StandardWebhooks => Signer::standard_webhooks(&key)
-                        .map_err(|e| bad("spec.signing.secretRef", e))?,
-                    SigningScheme::SegmentHmacSha1 => Signer::SegmentHmacSha1 {
-                        key: key.into_bytes(),
-                    },
-                })
-            }
-        };
+        }
 
         let subscription = match spec.subscription.as_deref().map(str::trim) {
             None | Some("") => Subscription::all(),
@@ -183,6 +188,80 @@ impl Destination {
             origin,
         )?
         .map_or(1, |v| v as usize);
+        Ok(CompiledSpec {
+            url,
+            subscription,
+            mapping,
+            batching,
+            retry,
+            concurrency,
+        })
+    }
+}
+
+impl Credentials {
+    /// Reads every Secret the spec refers to; assumes [`CompiledSpec::compile`] accepted it.
+    pub fn resolve(
+        loaded: &LoadedDestination,
+        secrets: &SecretStore,
+    ) -> Result<Credentials, ConfigError> {
+        let origin = loaded.origin.as_str();
+        let namespace = loaded.namespace();
+        let spec = &loaded.resource.spec;
+        let bad = |field: &str, message: String| ConfigError::field(origin, field, message);
+        let secret = |field: &str, r: &crate::api::SecretKeyRef| {
+            secrets.get_text(namespace, r).map_err(|e| {
+                bad(field, format!("{e} (pass a Secret manifest with -f, or create it with kubectl create secret generic {} --from-literal={}=...)", r.name, r.key))
+            })
+        };
+
+        let mut headers = Vec::new();
+        for (i, h) in spec.endpoint.headers.iter().enumerate() {
+            let field = format!("spec.endpoint.headers[{i}]");
+            let (value, is_secret) = match (&h.value, &h.value_from) {
+                (Some(v), _) => (v.clone(), false),
+                (None, Some(from)) => (
+                    secret(
+                        &format!("{field}.valueFrom.secretKeyRef"),
+                        &from.secret_key_ref,
+                    )?,
+                    true,
+                ),
+                (None, None) => return Err(bad(&field, "set exactly one of value and valueFrom".into())),
+            };
+            reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| bad(&field, "the value is not a valid HTTP header value".into()))?;
+            headers.push(HeaderEntry {
+                name: h.name.clone(),
+                value,
+                secret: is_secret,
+            });
+        }
+
+        let bearer_token = match spec.auth.as_ref() {
+            Some(a) if a.kind == AuthType::Bearer => match &a.bearer {
+                Some(b) => Some(secret(
+                    "spec.auth.bearer.tokenSecretRef",
+                    &b.token_secret_ref,
+                )?),
+                None => None,
+            },
+            _ => None,
+        };
+
+        let signer = match &spec.signing {
+            None => None,
+            Some(s) => {
+                let key = secret("spec.signing.secretRef", &s.secret_ref)?;
+                Some(match s.scheme {
+                    SigningScheme::StandardWebhooks => Signer::standard_webhooks(&key)
+                        .map_err(|e| bad("spec.signing.secretRef", e))?,
+                    SigningScheme::SegmentHmacSha1 => Signer::SegmentHmacSha1 {
+                        key: key.into_bytes(),
+                    },
+                })
+            }
+        };
 
         let write_key = match spec
             .source
@@ -192,24 +271,10 @@ impl Destination {
             Some(r) => Some(secret("spec.source.writeKeySecretRef", r)?),
             None => None,
         };
-
-        Ok(Destination {
-            name: loaded.name().to_string(),
-            namespace: namespace.to_string(),
-            enabled: spec.is_enabled(),
-            subscription,
-            mapping,
-            request: Arc::new(RequestTemplate {
-                method: spec.endpoint.method(),
-                url,
-                headers,
-                bearer_token,
-                signer,
-                timeout: spec.endpoint.timeout(),
-            }),
-            batching,
-            retry,
-            concurrency,
+        Ok(Credentials {
+            headers,
+            bearer_token,
+            signer,
             write_key,
         })
     }

@@ -1,0 +1,67 @@
+//! `hookline controller`: the operator, against the cluster it runs in (or `KUBECONFIG`).
+
+use super::run::wait_for_signal;
+use crate::controller::build::BuildOptions;
+use crate::controller::operator::{self, OperatorOptions};
+use anyhow::Context;
+use std::net::SocketAddr;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Only reconcile WebhookDestinations in this namespace (default: all namespaces)
+    #[arg(long, env = "HOOKLINE_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Run only while holding the Lease `hookline-controller` (for several replicas)
+    #[arg(long, env = "HOOKLINE_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the leader-election Lease (default: the client's namespace)
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and in Events (default: the host name)
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Address of /healthz, /readyz and /metrics
+    #[arg(long, default_value = "0.0.0.0:8080", env = "HOOKLINE_LISTEN")]
+    listen: SocketAddr,
+    /// Image the workers run when a destination sets no `spec.worker.image` (the operator's own)
+    #[arg(long, env = "HOOKLINE_WORKER_IMAGE", default_value = concat!("ghcr.io/hookline/hookline:", env!("CARGO_PKG_VERSION")))]
+    worker_image: String,
+}
+
+pub async fn controller(args: Args) -> anyhow::Result<i32> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let leader_election = args
+        .leader_election
+        .then(|| {
+            args.lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string())
+        });
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: finishing reconciles in flight");
+        let _ = stop.send(true);
+    });
+    operator::run(
+        client,
+        OperatorOptions {
+            watch_namespace: args.watch_namespace,
+            leader_election,
+            identity,
+            listen: args.listen,
+            build: BuildOptions {
+                default_image: args.worker_image,
+            },
+        },
+        shutdown,
+    )
+    .await?;
+    Ok(0)
+}

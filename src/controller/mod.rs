@@ -1,0 +1,41 @@
+//! The operator: each WebhookDestination becomes a running delivery worker.
+//!
+//! A reconcile ([`reconcile`]) reads the destination's Secrets ([`dereference`]), checks the
+//! spec and credentials ([`validate`]), builds the desired children ([`build`]), applies them
+//! with Server-Side Apply ([`apply`]) and writes the status ([`conditions`]). [`operator`] runs
+//! the controller loop with leader election, health and metrics.
+
+pub mod apply;
+pub mod build;
+pub mod conditions;
+pub mod dereference;
+pub mod operator;
+pub mod reconcile;
+pub mod validate;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the WebhookDestination has no namespace")]
+    NotNamespaced,
+}
+
+impl Error {
+    /// A metric label for the failure: the API's reason (`Conflict`, `Forbidden`…) when known.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) => match status.code {
+                401 => "Unauthorized",
+                403 => "Forbidden",
+                404 => "NotFound",
+                409 => "Conflict",
+                422 => "Invalid",
+                429 => "TooManyRequests",
+                _ => "ApiError",
+            },
+            Error::Kube(_) => "ApiUnreachable",
+            Error::NotNamespaced => "NotNamespaced",
+        }
+    }
+}

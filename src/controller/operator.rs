@@ -1,0 +1,221 @@
+//! The operator process: the controller loop over WebhookDestinations and their children,
+//! gated on a Lease when leader election is on, beside a health and metrics server.
+
+use super::build::{BuildOptions, MANAGED_BY};
+use super::reconcile::{Context, error_policy, reconcile};
+use crate::api::WebhookDestination;
+use crate::metrics::METRICS;
+use crate::pipeline::worker::stopped;
+use anyhow::Context as _;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
+
+pub const LEASE_NAME: &str = "hookline-controller";
+
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// Only this namespace's destinations (and children, and Secrets) are watched.
+    pub watch_namespace: Option<String>,
+    /// The namespace of the Lease; `None` turns leader election off.
+    pub leader_election: Option<String>,
+    /// This replica's name in the Lease and in Events (the pod name in the cluster).
+    pub identity: String,
+    pub listen: SocketAddr,
+    pub build: BuildOptions,
+}
+
+pub async fn run(
+    client: Client,
+    opts: OperatorOptions,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "health and metrics");
+    let server = tokio::spawn(serve_health(listener, ready.clone(), shutdown.clone()));
+
+    match &opts.leader_election {
+        None => run_controller(client, &opts, ready, shutdown).await,
+        Some(lease_namespace) => {
+            lead_then_run(client, &opts, lease_namespace, ready, shutdown).await?
+        }
+    }
+    let _ = server.await;
+    Ok(())
+}
+
+/// Runs the controller only while this replica holds the Lease, so two replicas never both
+/// write; on losing it the controller stops and the replica waits to lead again.
+async fn lead_then_run(
+    client: Client,
+    opts: &OperatorOptions,
+    lease_namespace: &str,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), LEASE_NAME)
+        .with_namespace(lease_namespace)
+        .with_identity(&opts.identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .context("cannot set up leader election")?;
+    let (mut leading, task) = manager.watch().await;
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            r = leading.wait_for(|l| *l) => if r.is_err() { break },
+        }
+        tracing::info!(identity = %opts.identity, "leading: starting the controller");
+        let (stop, controller_shutdown) = watch::channel(false);
+        let mut lost = leading.clone();
+        let mut outer = shutdown.clone();
+        let watchdog = tokio::spawn(async move {
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => {}
+                _ = stopped(&mut outer) => {}
+            }
+            let _ = stop.send(true);
+        });
+        run_controller(client.clone(), opts, ready.clone(), controller_shutdown).await;
+        watchdog.abort();
+        ready.store(false, Ordering::Release);
+        if *shutdown.borrow() {
+            break;
+        }
+        tracing::warn!(identity = %opts.identity, "lost the lease: controller stopped");
+    }
+    drop(leading);
+    // Closing the channel makes the manager release the Lease for a fast hand-over.
+    match task.await {
+        Ok(Ok(manager)) => {
+            let _ = manager.release().await;
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "leader election ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "leader election task failed"),
+    }
+    Ok(())
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn run_controller(
+    client: Client,
+    opts: &OperatorOptions,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ns = &opts.watch_namespace;
+    let children = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    let destinations: Api<WebhookDestination> = api(&client, ns);
+    let controller = Controller::new(destinations, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "hookline-controller".into(),
+                instance: Some(opts.identity.clone()),
+            },
+        ),
+        build: opts.build.clone(),
+    });
+    ready.store(true, Ordering::Release);
+    controller
+        .owns(api::<ConfigMap>(&client, ns), children.clone())
+        .owns(api::<ServiceAccount>(&client, ns), children.clone())
+        .owns(api::<Service>(&client, ns), children.clone())
+        .owns(api::<Deployment>(&client, ns), children)
+        .watches(
+            api::<Secret>(&client, ns),
+            watcher::Config::default(),
+            move |secret| referencing(&store.state(), &secret),
+        )
+        .graceful_shutdown_on(async move { stopped(&mut shutdown).await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}
+
+/// The destinations in the Secret's namespace that refer to it.
+fn referencing(
+    destinations: &[Arc<WebhookDestination>],
+    secret: &Secret,
+) -> Vec<ObjectRef<WebhookDestination>> {
+    let name = secret.name_any();
+    destinations
+        .iter()
+        .filter(|d| d.namespace() == secret.namespace())
+        .filter(|d| d.spec.secret_refs().iter().any(|(_, r)| r.name == name))
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+async fn serve_health(
+    listener: tokio::net::TcpListener,
+    ready: Arc<AtomicBool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.load(Ordering::Acquire);
+                async move {
+                    if ready {
+                        (axum::http::StatusCode::OK, "ready")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not leading")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    METRICS.render(),
+                )
+            }),
+        );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stopped(&mut shutdown).await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "the health server failed");
+    }
+}

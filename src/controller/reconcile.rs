@@ -1,0 +1,138 @@
+//! One reconcile of one WebhookDestination:
+//! dereference (its Secrets) → validate (pure) → build (pure) → apply (SSA) → status.
+
+use super::build::{self, BuildOptions};
+use super::conditions::{self, WorkerState};
+use super::{Error, apply, dereference, validate};
+use crate::api::{WebhookDestination, WebhookDestinationStatus};
+use crate::metrics::METRICS;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub build: BuildOptions,
+}
+
+/// Drift and missed events are caught by this periodic pass even with no watch event.
+const RESYNC: Duration = Duration::from_secs(600);
+
+pub async fn reconcile(dest: Arc<WebhookDestination>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&dest, &ctx).await;
+    METRICS
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    METRICS.reconciles.with_label_values(&[outcome]).inc();
+    result
+}
+
+async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Action, Error> {
+    let namespace = dest.namespace().ok_or(Error::NotNamespaced)?;
+    if dest.meta().deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    let deref = dereference::secrets(&ctx.client, &namespace, &dest.spec).await?;
+    let verdict = validate::validate(dest, &deref);
+    for problem in [verdict.accepted.as_ref().err(), verdict.auth.as_ref().err()]
+        .into_iter()
+        .flatten()
+    {
+        METRICS
+            .reconcile_failures
+            .with_label_values(&[problem.reason])
+            .inc();
+    }
+
+    let deployment = if verdict.can_deploy() {
+        let children = build::build(dest, &ctx.build);
+        apply::apply(&ctx.client, &children.config_map).await?;
+        apply::apply(&ctx.client, &children.service_account).await?;
+        apply::apply(&ctx.client, &children.service).await?;
+        Some(apply::apply(&ctx.client, &children.deployment).await?)
+    } else {
+        // A spec that stops being valid leaves the last good worker running: nothing accepted
+        // is lost, and the status says what to fix.
+        Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
+            .get_opt(&build::child_name(dest))
+            .await?
+    };
+
+    let old = dest.status.clone().unwrap_or_default();
+    let worker = WorkerState::of(deployment.as_ref());
+    let status = WebhookDestinationStatus {
+        observed_generation: dest.meta().generation,
+        conditions: conditions::conditions(
+            &verdict,
+            dest.spec.is_enabled(),
+            &worker,
+            dest.meta().generation,
+            &old.conditions,
+            &Time(jiff_now()),
+        ),
+        ingest_url: Some(build::ingest_url(dest)),
+        ..old.clone()
+    };
+    if conditions::differs(&old, &status) {
+        let api: Api<WebhookDestination> = Api::namespaced(ctx.client.clone(), &namespace);
+        apply::apply_status(&api, &dest.name_any(), &status).await?;
+        publish_transitions(dest, ctx, &old, &status).await;
+    }
+    Ok(match worker {
+        WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
+        _ => Action::requeue(RESYNC),
+    })
+}
+
+fn jiff_now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// A Kubernetes Event for each condition that changed: Normal when it became True, Warning
+/// when it became False. Failing to publish one is logged, never fatal.
+async fn publish_transitions(
+    dest: &WebhookDestination,
+    ctx: &Context,
+    old: &WebhookDestinationStatus,
+    new: &WebhookDestinationStatus,
+) {
+    let reference = dest.object_ref(&());
+    for c in conditions::transitions(&old.conditions, &new.conditions) {
+        if c.type_ == conditions::READY && c.status == "False" {
+            continue; // the condition that caused it has its own event
+        }
+        let event = Event {
+            type_: if c.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: c.reason.clone(),
+            note: Some(format!("{} is {}: {}", c.type_, c.status, c.message).chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(destination = %dest.name_any(), error = %e, "cannot publish an event");
+        }
+    }
+}
+
+/// Transient API errors are retried with a growing delay; everything else about a bad spec is
+/// reported in status and waits for a change, so it never reaches here.
+pub fn error_policy(dest: Arc<WebhookDestination>, error: &Error, _ctx: Arc<Context>) -> Action {
+    METRICS
+        .reconcile_failures
+        .with_label_values(&[error.reason()])
+        .inc();
+    tracing::warn!(destination = %dest.name_any(), namespace = %dest.namespace().unwrap_or_default(), error = %error, "reconcile failed; will retry");
+    Action::requeue(Duration::from_secs(5))
+}
