@@ -52,7 +52,9 @@ fn structural_errors(node: &Value, path: &str, errors: &mut Vec<String>) {
             .enumerate()
         {
             if branch.get("type").is_some() && !exempt {
-                errors.push(format!("{path}.{combinator}[{i}]: a type inside {combinator}"));
+                errors.push(format!(
+                    "{path}.{combinator}[{i}]: a type inside {combinator}"
+                ));
             }
         }
     }
@@ -85,7 +87,8 @@ fn schema_is_structural() {
 #[test]
 fn the_api_server_rejects_a_property_with_no_type() {
     let mut errors = Vec::new();
-    let bad = serde_json::json!({"type": "object", "properties": {"x": {"description": "untyped"}}});
+    let bad =
+        serde_json::json!({"type": "object", "properties": {"x": {"description": "untyped"}}});
     structural_errors(&bad, "s", &mut errors);
     assert_eq!(errors, vec!["s.x: no type"]);
 }
@@ -106,8 +109,8 @@ fn names_columns_and_status_subresource_follow_the_contract() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(columns, ["Enabled", "Ready", "Auth", "Endpoint", "Age"]);
-    let conditions = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
-        ["conditions"];
+    let conditions =
+        &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
     assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
 }
@@ -124,10 +127,14 @@ fn cel_rules_guard_what_the_types_cannot() {
             .map(|r| r["rule"].as_str().unwrap().to_string())
             .collect()
     };
-    assert!(rules(&spec["properties"]["auth"])
-        .contains(&"self.type != 'OAuth2' || has(self.oauth2)".to_string()));
-    assert!(rules(&spec["properties"]["auth"])
-        .contains(&"self.type != 'Bearer' || has(self.bearer)".to_string()));
+    assert!(
+        rules(&spec["properties"]["auth"])
+            .contains(&"self.type != 'OAuth2' || has(self.oauth2)".to_string())
+    );
+    assert!(
+        rules(&spec["properties"]["auth"])
+            .contains(&"self.type != 'Bearer' || has(self.bearer)".to_string())
+    );
     assert_eq!(
         rules(&spec["properties"]["endpoint"]["properties"]["headers"]["items"]),
         ["has(self.value) != has(self.valueFrom)"]

@@ -72,11 +72,16 @@ listen: 127.0.0.1:{port}
     let mut id = 2;
     loop {
         assert_eq!(send(id).await.unwrap().status(), 200);
-        let got = endpoint.wait_for("the next event", |r| r.len() == id as usize).await;
+        let got = endpoint
+            .wait_for("the next event", |r| r.len() == id as usize)
+            .await;
         if got.last().unwrap().headers["authorization"] == "Bearer second-token" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the rotated token was never used");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated token was never used"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         id += 1;
     }
@@ -93,5 +98,8 @@ fn a_bad_config_file_is_named_with_the_field() {
     let out = run_cli(&["worker", "--config", config.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("worker.yaml") && err.contains("listen"), "{err}");
+    assert!(
+        err.contains("worker.yaml") && err.contains("listen"),
+        "{err}"
+    );
 }

@@ -302,7 +302,10 @@ impl WebhookDestinationSpec {
         }
         if let Some(auth) = &self.auth {
             if let (AuthType::Bearer, Some(b)) = (auth.kind, &auth.bearer) {
-                refs.push(("spec.auth.bearer.tokenSecretRef".into(), &b.token_secret_ref));
+                refs.push((
+                    "spec.auth.bearer.tokenSecretRef".into(),
+                    &b.token_secret_ref,
+                ));
             }
             if let (AuthType::OAuth2, Some(o)) = (auth.kind, &auth.oauth2) {
                 if let Some(r) = &o.client_id_secret_ref {
@@ -316,7 +319,11 @@ impl WebhookDestinationSpec {
         if let Some(s) = &self.signing {
             refs.push(("spec.signing.secretRef".into(), &s.secret_ref));
         }
-        if let Some(r) = self.source.as_ref().and_then(|s| s.write_key_secret_ref.as_ref()) {
+        if let Some(r) = self
+            .source
+            .as_ref()
+            .and_then(|s| s.write_key_secret_ref.as_ref())
+        {
             refs.push(("spec.source.writeKeySecretRef".into(), r));
         }
         refs

@@ -32,13 +32,11 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
     let client = kube::Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
-    let leader_election = args
-        .leader_election
-        .then(|| {
-            args.lease_namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string())
-        });
+    let leader_election = args.leader_election.then(|| {
+        args.lease_namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string())
+    });
     let identity = args
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -227,7 +227,9 @@ impl Credentials {
                     )?,
                     true,
                 ),
-                (None, None) => return Err(bad(&field, "set exactly one of value and valueFrom".into())),
+                (None, None) => {
+                    return Err(bad(&field, "set exactly one of value and valueFrom".into()));
+                }
             };
             reqwest::header::HeaderValue::from_str(&value)
                 .map_err(|_| bad(&field, "the value is not a valid HTTP header value".into()))?;

@@ -37,12 +37,11 @@ impl WorkerConfig {
             file: file.to_path_buf(),
             source,
         })?;
-        let de = serde_saphyr::from_str::<serde_json::Value>(&text).map_err(|e| {
-            ConfigError::Yaml {
+        let de =
+            serde_saphyr::from_str::<serde_json::Value>(&text).map_err(|e| ConfigError::Yaml {
                 file: file.to_path_buf(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Document {
             file: file.to_path_buf(),
             index: 1,
@@ -57,7 +56,11 @@ impl WorkerConfig {
             origin: format!(
                 "WebhookDestination {}/{}",
                 self.namespace(),
-                self.destination.metadata.name.as_deref().unwrap_or_default()
+                self.destination
+                    .metadata
+                    .name
+                    .as_deref()
+                    .unwrap_or_default()
             ),
         }
     }

@@ -95,8 +95,8 @@ pub fn worker_config(dest: &WebhookDestination) -> WorkerConfig {
 }
 
 pub fn build(dest: &WebhookDestination, opts: &BuildOptions) -> Children {
-    let config = serde_saphyr::to_string(&worker_config(dest))
-        .expect("the worker configuration serializes");
+    let config =
+        serde_saphyr::to_string(&worker_config(dest)).expect("the worker configuration serializes");
     let hash = hex::encode(Sha256::digest(config.as_bytes()));
     Children {
         config_map: ConfigMap {

@@ -207,7 +207,10 @@ async fn serve_health(
             "/metrics",
             get(|| async {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     METRICS.render(),
                 )
             }),

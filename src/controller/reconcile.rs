@@ -116,7 +116,12 @@ async fn publish_transitions(
                 EventType::Warning
             },
             reason: c.reason.clone(),
-            note: Some(format!("{} is {}: {}", c.type_, c.status, c.message).chars().take(1000).collect()),
+            note: Some(
+                format!("{} is {}: {}", c.type_, c.status, c.message)
+                    .chars()
+                    .take(1000)
+                    .collect(),
+            ),
             action: "Reconcile".into(),
             secondary: None,
         };

@@ -1,6 +1,8 @@
 //! Test helpers: a recording HTTP endpoint on 127.0.0.1 and the real `hookline` binary.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use std::path::{Path, PathBuf};
@@ -140,8 +142,12 @@ impl Hookline {
 
     /// `hookline worker --config FILE`; the config must listen on `127.0.0.1:port`.
     pub async fn start_worker(config: &Path, port: u16, data_dir: &Path) -> Hookline {
-        Hookline::spawn_ready(vec!["worker".into(), "--config".into(), config.into()], port, data_dir)
-            .await
+        Hookline::spawn_ready(
+            vec!["worker".into(), "--config".into(), config.into()],
+            port,
+            data_dir,
+        )
+        .await
     }
 
     async fn spawn_ready(args: Vec<std::ffi::OsString>, port: u16, data_dir: &Path) -> Hookline {

@@ -1,0 +1,483 @@
+//! The real `kube::runtime::Controller` against an in-process API server: WebhookDestinations
+//! become ConfigMap + ServiceAccount + Deployment + Service, status follows, drift is undone.
+
+mod support;
+
+use hookline::api::WebhookDestination;
+use hookline::config::worker::WorkerConfig;
+use hookline::controller::build::{BuildOptions, CONFIG_HASH_ANNOTATION, CONFIG_KEY};
+use hookline::controller::operator::{self, OperatorOptions};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use support::apiserver::ApiServer;
+use support::free_port;
+use tokio::sync::watch;
+
+const NS: &str = "analytics";
+
+struct Operator {
+    server: ApiServer,
+    client: Client,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    port: u16,
+}
+
+fn options(leader_election: Option<&str>, identity: &str, port: u16) -> OperatorOptions {
+    OperatorOptions {
+        watch_namespace: None,
+        leader_election: leader_election.map(str::to_string),
+        identity: identity.into(),
+        listen: ([127, 0, 0, 1], port).into(),
+        build: BuildOptions {
+            default_image: "hookline:test".into(),
+        },
+    }
+}
+
+impl Operator {
+    async fn start() -> Operator {
+        Operator::start_on(ApiServer::new(), None, "op-1").await
+    }
+
+    async fn start_on(server: ApiServer, lease: Option<&str>, identity: &str) -> Operator {
+        let client = server.client();
+        let (stop, shutdown) = watch::channel(false);
+        let port = free_port();
+        let task = tokio::spawn(operator::run(
+            client.clone(),
+            options(lease, identity, port),
+            shutdown,
+        ));
+        Operator {
+            server,
+            client,
+            stop,
+            task,
+            port,
+        }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    async fn create_destination(&self, yaml: &str) -> WebhookDestination {
+        let dest: WebhookDestination = serde_saphyr::from_str(yaml).unwrap();
+        self.api()
+            .create(&PostParams::default(), &dest)
+            .await
+            .unwrap()
+    }
+
+    async fn create_secret(&self, name: &str, data: serde_json::Value) {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS},
+            "stringData": data,
+        }))
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+
+    async fn destination(&self, name: &str) -> WebhookDestination {
+        self.api().get(name).await.unwrap()
+    }
+
+    /// Plays the Deployment controller: every replica is up to date and available.
+    async fn make_available(&self, name: &str) {
+        let api: Api<Deployment> = self.api();
+        let d = api.get(name).await.unwrap();
+        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = json!({"status": {
+            "observedGeneration": d.metadata.generation,
+            "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas,
+        }});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+
+    async fn ready(&self) -> bool {
+        reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after a deadline.
+async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `(status, reason, message)` of a condition.
+fn condition(d: &WebhookDestination, kind: &str) -> Option<(String, String, String)> {
+    d.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_condition(
+    op: &Operator,
+    name: &str,
+    kind: &str,
+    status: &str,
+) -> (WebhookDestination, String, String) {
+    eventually(&format!("{name}: {kind}={status}"), || async {
+        let d = op.destination(name).await;
+        match condition(&d, kind) {
+            Some((s, reason, message)) if s == status => Some((d, reason, message)),
+            _ => None,
+        }
+    })
+    .await
+}
+
+fn bearer_destination(name: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: hookline.dev/v1alpha1
+kind: WebhookDestination
+metadata: {{ name: {name}, namespace: {NS} }}
+spec:
+  endpoint: {{ url: "https://crm.example.com/api/events" }}
+  auth:
+    type: Bearer
+    bearer: {{ tokenSecretRef: {{ name: crm, key: token }} }}
+  mapping: {{ id: {{ "@path": "$.messageId" }} }}
+{extra}"#
+    )
+}
+
+#[tokio::test]
+async fn a_destination_becomes_owned_children_and_ready_follows_the_worker() {
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "super-secret-token"}))
+        .await;
+    let created = op
+        .create_destination(&bearer_destination("orders", ""))
+        .await;
+    let uid = created.uid().unwrap();
+
+    let (d, reason, _) = wait_condition(&op, "orders", "WorkerAvailable", "False").await;
+    assert_eq!(reason, "Progressing");
+    assert_eq!(condition(&d, "Accepted").unwrap().0, "True");
+    assert_eq!(condition(&d, "AuthReady").unwrap().1, "BearerToken");
+    assert_eq!(condition(&d, "Ready").unwrap().0, "False");
+    let status = d.status.clone().unwrap();
+    assert_eq!(
+        status.ingest_url.as_deref(),
+        Some("http://orders-hookline.analytics.svc:8080")
+    );
+
+    let owned_by_dest = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        let refs = meta.owner_references.clone().unwrap_or_default();
+        refs.len() == 1 && refs[0].uid == uid && refs[0].controller == Some(true)
+    };
+    let cm: ConfigMap = op.api().get("orders-hookline").await.unwrap();
+    assert!(owned_by_dest(&cm.metadata));
+    let config_text = &cm.data.unwrap()[CONFIG_KEY];
+    assert!(!config_text.contains("super-secret-token"), "{config_text}");
+    let config: WorkerConfig = serde_saphyr::from_str(config_text).unwrap();
+    assert_eq!(config.destination.name_any(), "orders");
+    let sa: ServiceAccount = op.api().get("orders-hookline").await.unwrap();
+    assert!(owned_by_dest(&sa.metadata));
+    let svc: Service = op.api().get("orders-hookline").await.unwrap();
+    assert!(owned_by_dest(&svc.metadata));
+    assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 8080);
+    let deploy: Deployment = op.api().get("orders-hookline").await.unwrap();
+    assert!(owned_by_dest(&deploy.metadata));
+    let pod = deploy.spec.unwrap().template.spec.unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(container.image.as_deref(), Some("hookline:test"));
+    assert_eq!(
+        container.args.clone().unwrap(),
+        ["worker", "--config", "/etc/hookline/config/worker.yaml"]
+    );
+    assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    let sc = container.security_context.clone().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let secret_volumes: Vec<String> = pod
+        .volumes
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.clone())
+        .collect();
+    assert_eq!(secret_volumes, ["crm"]);
+
+    op.make_available("orders-hookline").await;
+    let (d, reason, _) = wait_condition(&op, "orders", "Ready", "True").await;
+    assert_eq!(reason, "Delivering");
+    assert_eq!(d.status.unwrap().observed_generation, Some(1));
+    let events = op.server.objects("events.k8s.io/v1/events");
+    assert!(
+        events.iter().any(|e| e["reason"] == "Available"),
+        "no event for the worker becoming available: {events:#?}"
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn a_spec_edit_is_observed_and_rolls_the_deployment() {
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+    wait_condition(&op, "orders", "WorkerAvailable", "False").await;
+    op.make_available("orders-hookline").await;
+    wait_condition(&op, "orders", "Ready", "True").await;
+    let hash = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    };
+    let before = hash(&op.api().get("orders-hookline").await.unwrap());
+
+    let patch = json!({"spec": {"mapping": {"order": {"@path": "$.properties.order_id"}}}});
+    op.api::<WebhookDestination>()
+        .patch("orders", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let d = eventually("observedGeneration 2", || async {
+        let d = op.destination("orders").await;
+        (d.status.as_ref()?.observed_generation == Some(2)).then_some(d)
+    })
+    .await;
+    assert_eq!(d.metadata.generation, Some(2));
+    let after = hash(&op.api().get("orders-hookline").await.unwrap());
+    assert_ne!(before, after, "a config change must roll the worker pods");
+    let cm: ConfigMap = op.api().get("orders-hookline").await.unwrap();
+    assert!(cm.data.unwrap()[CONFIG_KEY].contains("order_id"));
+    // The new pods are not available yet: the summary says so until they are.
+    let (_, reason, _) = wait_condition(&op, "orders", "Ready", "False").await;
+    assert_eq!(reason, "Progressing");
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_not_accepted_and_nothing_is_deployed() {
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "t"})).await;
+    let bad_mapping = bearer_destination("bad-mapping", "").replace(
+        r#"{ id: { "@path": "$.messageId" } }"#,
+        r#"{ id: { "@template": 5 } }"#,
+    );
+    op.create_destination(&bad_mapping).await;
+    op.create_destination(&bearer_destination(
+        "bad-subscription",
+        "  subscription: 'type = \"track\" and'\n",
+    ))
+    .await;
+
+    let (d, reason, message) = wait_condition(&op, "bad-mapping", "Accepted", "False").await;
+    assert_eq!(reason, "InvalidMapping");
+    assert!(message.contains("/id/@template"), "{message}");
+    assert_eq!(condition(&d, "Ready").unwrap().1, "InvalidMapping");
+    let (_, reason, message) = wait_condition(&op, "bad-subscription", "Accepted", "False").await;
+    assert_eq!(reason, "InvalidSubscription");
+    assert!(message.starts_with("spec.subscription"), "{message}");
+
+    let deployments = op
+        .api::<Deployment>()
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(deployments.items.is_empty(), "nothing may be deployed");
+    let events = op.server.objects("events.k8s.io/v1/events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "InvalidMapping" && e["type"] == "Warning")
+    );
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_holds_the_destination_until_it_is_created() {
+    let op = Operator::start().await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+    let (_, reason, message) = wait_condition(&op, "orders", "AuthReady", "False").await;
+    assert_eq!(reason, "SecretNotFound");
+    assert!(
+        message.contains("crm") && message.contains("spec.auth.bearer.tokenSecretRef"),
+        "{message}"
+    );
+    assert!(
+        op.api::<Deployment>()
+            .get_opt("orders-hookline")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    op.create_secret("crm", json!({"token": "t"})).await;
+    let (_, reason, _) = wait_condition(&op, "orders", "AuthReady", "True").await;
+    assert_eq!(reason, "BearerToken");
+    eventually("the worker deployment", || async {
+        op.api::<Deployment>()
+            .get_opt("orders-hookline")
+            .await
+            .unwrap()
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn disabled_scales_the_worker_to_zero() {
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", "  enabled: false\n"))
+        .await;
+    let (d, reason, _) = wait_condition(&op, "orders", "Ready", "True").await;
+    assert_eq!(reason, "Disabled");
+    assert_eq!(condition(&d, "WorkerAvailable").unwrap().1, "ScaledToZero");
+    let deploy: Deployment = op.api().get("orders-hookline").await.unwrap();
+    assert_eq!(deploy.spec.unwrap().replicas, Some(0));
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn drift_in_children_is_corrected() {
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+    wait_condition(&op, "orders", "WorkerAvailable", "False").await;
+
+    op.api::<Service>()
+        .delete("orders-hookline", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the deleted Service to be recreated", || async {
+        op.api::<Service>()
+            .get_opt("orders-hookline")
+            .await
+            .unwrap()
+    })
+    .await;
+
+    let scale = json!({"spec": {"replicas": 7}});
+    op.api::<Deployment>()
+        .patch(
+            "orders-hookline",
+            &PatchParams::default(),
+            &Patch::Merge(scale),
+        )
+        .await
+        .unwrap();
+    eventually("the edited Deployment to be put back", || async {
+        let d: Deployment = op.api().get("orders-hookline").await.unwrap();
+        (d.spec?.replicas == Some(1)).then_some(())
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn an_unchanged_status_is_not_written_again() {
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+    wait_condition(&op, "orders", "WorkerAvailable", "False").await;
+    op.make_available("orders-hookline").await;
+    wait_condition(&op, "orders", "Ready", "True").await;
+
+    let status_writes =
+        |op: &Operator| op.server.calls()["PATCH hookline.dev/v1alpha1/webhookdestinations/status"];
+    let deployment_applies = |op: &Operator| op.server.calls()["PATCH apps/v1/deployments"];
+    let writes_before = status_writes(&op);
+    // Two reconciles with nothing new; the second one's apply proves the first one finished.
+    for round in 0..2 {
+        let applies = deployment_applies(&op);
+        let label = json!({"metadata": {"labels": {"touched": round.to_string()}}});
+        op.api::<WebhookDestination>()
+            .patch("orders", &PatchParams::default(), &Patch::Merge(label))
+            .await
+            .unwrap();
+        eventually("a reconcile", || async {
+            (deployment_applies(&op) > applies).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(status_writes(&op), writes_before);
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles() {
+    let server = ApiServer::new();
+    let a = Operator::start_on(server.clone(), Some("hookline-system"), "op-a").await;
+    let b = Operator::start_on(server.clone(), Some("hookline-system"), "op-b").await;
+    eventually("one leader", || async {
+        (a.ready().await != b.ready().await).then_some(())
+    })
+    .await;
+    let lease = eventually("the lease", || async {
+        server.objects("coordination.k8s.io/v1/leases").pop()
+    })
+    .await;
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (leader, follower) = if holder == "op-a" { (a, b) } else { (b, a) };
+    assert!(leader.ready().await && !follower.ready().await);
+
+    leader.create_secret("crm", json!({"token": "t"})).await;
+    leader
+        .create_destination(&bearer_destination("orders", ""))
+        .await;
+    wait_condition(&leader, "orders", "Accepted", "True").await;
+    assert!(
+        !follower.ready().await,
+        "two replicas must never both run the controller"
+    );
+    leader.stop().await;
+    follower.stop().await;
+}

@@ -1,0 +1,442 @@
+//! An in-process Kubernetes API server, good enough to run the real `kube::runtime::Controller`
+//! end to end: objects stored by collection, namespace and name; create, get, list (label
+//! selectors), replace, delete; merge patches and Server-Side Apply approximated as a deep
+//! merge; the status subresource; resourceVersion and generation bookkeeping; and `?watch=true`
+//! streams replayed from a resourceVersion. Used as a tower service by `kube::Client::new`.
+#![allow(dead_code)]
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+#[derive(Clone)]
+struct Change {
+    rv: u64,
+    collection: String,
+    namespace: String,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct Store {
+    rv: u64,
+    objects: BTreeMap<(String, String, String), Value>,
+    log: Vec<Change>,
+}
+
+#[derive(Clone)]
+pub struct ApiServer {
+    store: Arc<Mutex<Store>>,
+    changed: Arc<watch::Sender<u64>>,
+    /// Requests by "METHOD collection", for tests that check which calls were made.
+    calls: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// Where a request points: `collection` is `group/version/plural` (`v1/secrets` for core).
+struct Target {
+    collection: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    status: bool,
+}
+
+fn parse(path: &str) -> Option<Target> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (gv, rest) = match parts.as_slice() {
+        ["api", v, rest @ ..] => (v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (format!("{g}/{v}"), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+        _ => (None, rest),
+    };
+    let (plural, name, sub) = match rest {
+        [plural] => (plural, None, None),
+        [plural, name] => (plural, Some(name.to_string()), None),
+        [plural, name, sub] => (plural, Some(name.to_string()), Some(*sub)),
+        _ => return None,
+    };
+    Some(Target {
+        collection: format!("{gv}/{plural}"),
+        namespace,
+        name,
+        status: sub == Some("status"),
+    })
+}
+
+fn status_error(code: u16, reason: &str, message: String) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code,
+    });
+    json_response(StatusCode::from_u16(code).unwrap(), &body)
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap()
+}
+
+/// RFC 7386 merge: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// Everything but metadata and status: what a change of bumps `metadata.generation`.
+fn content(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+    }
+    o
+}
+
+fn labels_match(obj: &Value, selector: Option<&str>) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_empty()) else {
+        return true;
+    };
+    selector.split(',').all(|term| {
+        let (k, v) = term
+            .split_once("==")
+            .or_else(|| term.split_once('='))
+            .unwrap_or((term, ""));
+        let actual = obj["metadata"]["labels"][k.trim()].as_str();
+        if v.is_empty() && !term.contains('=') {
+            actual.is_some()
+        } else {
+            actual == Some(v.trim())
+        }
+    })
+}
+
+impl ApiServer {
+    pub fn new() -> ApiServer {
+        ApiServer {
+            store: Arc::default(),
+            changed: Arc::new(watch::channel(0).0),
+            calls: Arc::default(),
+        }
+    }
+
+    pub fn client(&self) -> kube::Client {
+        let router = axum::Router::new()
+            .fallback(handle)
+            .with_state(self.clone());
+        kube::Client::new(router, "default")
+    }
+
+    /// Requests so far by method and collection (e.g. `"PATCH apps/v1/deployments"`; status
+    /// subresource calls end in `/status`).
+    pub fn calls(&self) -> HashMap<String, u64> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Every stored object of a collection, e.g. `"events.k8s.io/v1/events"`.
+    pub fn objects(&self, collection: &str) -> Vec<Value> {
+        let store = self.store.lock().unwrap();
+        store
+            .objects
+            .iter()
+            .filter(|((c, _, _), _)| c == collection)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn record(&self, store: &mut Store, kind: &'static str, target: &Target, object: Value) {
+        store.log.push(Change {
+            rv: store.rv,
+            collection: target.collection.clone(),
+            namespace: object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            kind,
+            object,
+        });
+        self.changed.send_replace(store.rv);
+    }
+
+    fn write(
+        &self,
+        target: &Target,
+        namespace: &str,
+        name: &str,
+        body: Value,
+        how: Write,
+    ) -> Response {
+        let mut store = self.store.lock().unwrap();
+        let key = (
+            target.collection.clone(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        let existing = store.objects.get(&key).cloned();
+        let creating = existing.is_none();
+        let mut obj = match (&existing, how) {
+            (Some(_), Write::Create) => {
+                return status_error(409, "AlreadyExists", format!("{name} already exists"));
+            }
+            (None, Write::Replace | Write::Merge) => {
+                return status_error(404, "NotFound", format!("{name} not found"));
+            }
+            (None, _) => json!({}),
+            (Some(old), _) => old.clone(),
+        };
+        let before = obj.clone();
+        if target.status {
+            if creating {
+                return status_error(404, "NotFound", format!("{name} not found"));
+            }
+            merge(&mut obj["status"], &body["status"]);
+        } else {
+            let mut body = body;
+            if let Some(m) = body.as_object_mut() {
+                m.remove("status");
+            }
+            match how {
+                Write::Replace => {
+                    let status = obj.get("status").cloned();
+                    let meta = obj["metadata"].clone();
+                    obj = body;
+                    let m = obj["metadata"].as_object_mut().map(std::mem::take);
+                    obj["metadata"] = meta;
+                    if let Some(m) = m {
+                        merge(&mut obj["metadata"], &Value::Object(m));
+                    }
+                    if let Some(s) = status {
+                        obj["status"] = s;
+                    }
+                }
+                _ => merge(&mut obj, &body),
+            }
+        }
+        store.rv += 1;
+        let rv = store.rv;
+        let meta = &mut obj["metadata"];
+        meta["name"] = name.into();
+        if !namespace.is_empty() {
+            meta["namespace"] = namespace.into();
+        }
+        meta["resourceVersion"] = rv.to_string().into();
+        if creating {
+            meta["uid"] = uuid::Uuid::new_v4().to_string().into();
+            meta["creationTimestamp"] = chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                .into();
+            meta["generation"] = 1.into();
+        } else if content(&before) != content(&obj) {
+            let generation = before["metadata"]["generation"].as_i64().unwrap_or(1);
+            obj["metadata"]["generation"] = (generation + 1).into();
+        }
+        store.objects.insert(key, obj.clone());
+        let kind = if creating { "ADDED" } else { "MODIFIED" };
+        self.record(&mut store, kind, target, obj.clone());
+        json_response(
+            if creating {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
+            &obj,
+        )
+    }
+
+    fn delete(&self, target: &Target, namespace: &str, name: &str) -> Response {
+        let mut store = self.store.lock().unwrap();
+        let key = (
+            target.collection.clone(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        match store.objects.remove(&key) {
+            None => status_error(404, "NotFound", format!("{name} not found")),
+            Some(mut obj) => {
+                store.rv += 1;
+                obj["metadata"]["resourceVersion"] = store.rv.to_string().into();
+                self.record(&mut store, "DELETED", target, obj.clone());
+                json_response(StatusCode::OK, &obj)
+            }
+        }
+    }
+
+    fn list(&self, target: &Target, selector: Option<&str>) -> Response {
+        let store = self.store.lock().unwrap();
+        let items: Vec<Value> = store
+            .objects
+            .iter()
+            .filter(|((c, ns, _), obj)| {
+                *c == target.collection
+                    && target.namespace.as_ref().is_none_or(|want| want == ns)
+                    && labels_match(obj, selector)
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "apiVersion": "v1", "kind": "List",
+                "metadata": {"resourceVersion": store.rv.to_string()},
+                "items": items,
+            }),
+        )
+    }
+
+    fn watch(&self, target: Target, since: u64, selector: Option<String>) -> Response {
+        let server = self.clone();
+        let stream = futures::stream::unfold(
+            (since, server.changed.subscribe()),
+            move |(mut seen, mut changed)| {
+                let server = server.clone();
+                let collection = target.collection.clone();
+                let namespace = target.namespace.clone();
+                let selector = selector.clone();
+                async move {
+                    loop {
+                        let batch: Vec<Change> = {
+                            let store = server.store.lock().unwrap();
+                            let start = store.log.partition_point(|c| c.rv <= seen);
+                            store.log[start..].to_vec()
+                        };
+                        let mut out = Vec::new();
+                        for change in batch {
+                            seen = change.rv;
+                            if change.collection == collection
+                                && namespace.as_ref().is_none_or(|ns| *ns == change.namespace)
+                                && labels_match(&change.object, selector.as_deref())
+                            {
+                                let line = json!({"type": change.kind, "object": change.object});
+                                out.extend(serde_json::to_vec(&line).unwrap());
+                                out.push(b'\n');
+                            }
+                        }
+                        if !out.is_empty() {
+                            return Some((
+                                Ok::<_, std::convert::Infallible>(Bytes::from(out)),
+                                (seen, changed),
+                            ));
+                        }
+                        if changed.changed().await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+            },
+        );
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Body::from_stream(stream))
+            .unwrap()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Write {
+    Create,
+    Replace,
+    Merge,
+    Apply,
+}
+
+async fn handle(
+    State(server): State<ApiServer>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(target) = parse(uri.path()) else {
+        return status_error(404, "NotFound", format!("no route {}", uri.path()));
+    };
+    *server
+        .calls
+        .lock()
+        .unwrap()
+        .entry(format!(
+            "{method} {}{}",
+            target.collection,
+            if target.status { "/status" } else { "" }
+        ))
+        .or_default() += 1;
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return status_error(400, "BadRequest", format!("body: {e}")),
+        }
+    };
+    let namespace = target.namespace.clone().unwrap_or_default();
+    match (method, target.name.clone()) {
+        (Method::GET, None) => {
+            let selector = query.get("labelSelector").cloned();
+            if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
+                let since = query
+                    .get("resourceVersion")
+                    .and_then(|rv| rv.parse().ok())
+                    .unwrap_or(0);
+                server.watch(target, since, selector)
+            } else {
+                server.list(&target, selector.as_deref())
+            }
+        }
+        (Method::GET, Some(name)) => {
+            let store = server.store.lock().unwrap();
+            match store
+                .objects
+                .get(&(target.collection.clone(), namespace, name.clone()))
+            {
+                Some(obj) => json_response(StatusCode::OK, obj),
+                None => status_error(404, "NotFound", format!("{name} not found")),
+            }
+        }
+        (Method::POST, None) => {
+            let Some(name) = body["metadata"]["name"].as_str().map(str::to_string) else {
+                return status_error(422, "Invalid", "metadata.name is required".into());
+            };
+            server.write(&target, &namespace, &name, body, Write::Create)
+        }
+        (Method::PUT, Some(name)) => server.write(&target, &namespace, &name, body, Write::Replace),
+        (Method::PATCH, Some(name)) => {
+            let content_type = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let how = if content_type.starts_with("application/apply-patch") {
+                Write::Apply
+            } else {
+                Write::Merge
+            };
+            server.write(&target, &namespace, &name, body, how)
+        }
+        (Method::DELETE, Some(name)) => server.delete(&target, &namespace, &name),
+        (method, _) => status_error(405, "MethodNotAllowed", format!("{method} {}", uri.path())),
+    }
+}
