@@ -299,3 +299,207 @@ fn default_resources() -> ResourceRequirements {
         ..ResourceRequirements::default()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::config::secrets::SecretStore;
+    use std::collections::HashMap;
+
+    pub fn fixture(name: &str) -> WebhookDestination {
+        let text = match name {
+            "full" => include_str!("fixtures/full.yaml"),
+            "minimal" => include_str!("fixtures/minimal.yaml"),
+            other => panic!("no fixture {other}"),
+        };
+        serde_saphyr::from_str(text).unwrap()
+    }
+
+    /// The fixture Secrets, in `namespace`.
+    pub fn secrets(namespace: &str) -> SecretStore {
+        #[derive(serde::Deserialize)]
+        struct Fixture {
+            name: String,
+            data: HashMap<String, String>,
+        }
+        let list: Vec<Fixture> =
+            serde_saphyr::from_str(include_str!("fixtures/secrets.yaml")).unwrap();
+        let mut store = SecretStore::default();
+        for s in list {
+            let data = s
+                .data
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            store.insert(namespace, &s.name, data);
+        }
+        store
+    }
+
+    fn opts() -> BuildOptions {
+        BuildOptions {
+            default_image: "hookline:operator".into(),
+        }
+    }
+
+    fn pod(children: &Children) -> PodSpec {
+        children
+            .deployment
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    }
+
+    #[test]
+    fn every_child_is_named_labelled_and_owned() {
+        let dest = fixture("full");
+        let c = build(&dest, &opts());
+        let metas = [
+            &c.config_map.metadata,
+            &c.service_account.metadata,
+            &c.deployment.metadata,
+            &c.service.metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.name.as_deref(), Some("orders-to-crm-hookline"));
+            assert_eq!(meta.namespace.as_deref(), Some("analytics"));
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(owner.uid, "6f1c2b8e-0000-4000-8000-000000000001");
+            assert_eq!(owner.kind, "WebhookDestination");
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(meta.labels.as_ref().unwrap()[MANAGED_BY.0], MANAGED_BY.1);
+        }
+        let selector = c.service.spec.unwrap().selector.unwrap();
+        let template_labels = c
+            .deployment
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .labels
+            .unwrap();
+        assert!(
+            selector
+                .iter()
+                .all(|(k, v)| template_labels.get(k) == Some(v))
+        );
+    }
+
+    #[test]
+    fn each_referenced_secret_is_mounted_once_where_the_config_says() {
+        let dest = fixture("full");
+        let c = build(&dest, &opts());
+        let pod = pod(&c);
+        let mounted: Vec<(String, String)> = pod
+            .volumes
+            .unwrap()
+            .iter()
+            .filter_map(|v| Some((v.name.clone(), v.secret.as_ref()?.secret_name.clone()?)))
+            .collect();
+        let names: Vec<&str> = mounted.iter().map(|(_, s)| s.as_str()).collect();
+        assert_eq!(names, ["crm-credentials", "crm-signing", "orders-source"]);
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        for (volume, secret) in &mounted {
+            let m = mounts.iter().find(|m| &m.name == volume).unwrap();
+            assert_eq!(m.mount_path, format!("{SECRETS_DIR}/{secret}"));
+            assert_eq!(m.read_only, Some(true));
+        }
+        let config: WorkerConfig =
+            serde_saphyr::from_str(&c.config_map.data.unwrap()[CONFIG_KEY]).unwrap();
+        assert_eq!(config.secrets_dir, std::path::Path::new(SECRETS_DIR));
+    }
+
+    #[test]
+    fn the_rendered_config_resolves_against_mounted_secrets_and_holds_none() {
+        let dest = fixture("full");
+        let c = build(&dest, &opts());
+        let text = &c.config_map.data.unwrap()[CONFIG_KEY];
+        for secret in ["key-123", "tok-456", "whsec_", "wk-789"] {
+            assert!(!text.contains(secret), "the ConfigMap holds {secret}");
+        }
+        let config: WorkerConfig = serde_saphyr::from_str(text).unwrap();
+        let resolved = config.resolve(&secrets("analytics")).unwrap();
+        assert_eq!(resolved.name, "orders-to-crm");
+        assert_eq!(resolved.write_key.as_deref(), Some("wk-789"));
+        assert!(config.destination.status.is_none());
+    }
+
+    #[test]
+    fn worker_overrides_and_defaults() {
+        let full = build(&fixture("full"), &opts());
+        let d = full.deployment.spec.clone().unwrap();
+        assert_eq!(d.replicas, Some(2));
+        let container = &pod(&full).containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("registry.example.com/hookline:custom")
+        );
+        let requests = container.resources.clone().unwrap().requests.unwrap();
+        assert_eq!(requests["memory"].0, "128Mi");
+
+        let minimal = build(&fixture("minimal"), &opts());
+        assert_eq!(minimal.deployment.spec.clone().unwrap().replicas, Some(1));
+        let pod = pod(&minimal);
+        let container = &pod.containers[0];
+        assert_eq!(container.image.as_deref(), Some("hookline:operator"));
+        assert_eq!(
+            container.resources.clone().unwrap().limits.unwrap()["memory"].0,
+            "256Mi"
+        );
+        assert_eq!(
+            pod.volumes.unwrap().len(),
+            2,
+            "no Secret volumes without references"
+        );
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let csc = container.security_context.clone().unwrap();
+        assert_eq!(csc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn disabled_means_zero_replicas() {
+        let mut dest = fixture("full");
+        dest.spec.enabled = Some(false);
+        let d = build(&dest, &opts()).deployment.spec.unwrap();
+        assert_eq!(d.replicas, Some(0));
+    }
+
+    #[test]
+    fn the_config_hash_follows_the_config_and_nothing_else() {
+        let hash = |d: &WebhookDestination| {
+            build(d, &opts())
+                .deployment
+                .spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        let dest = fixture("full");
+        let mut relabelled = dest.clone();
+        relabelled.metadata.labels = Some(BTreeMap::from([("team".into(), "growth".into())]));
+        relabelled.metadata.generation = Some(9);
+        assert_eq!(hash(&dest), hash(&relabelled));
+        let mut edited = dest.clone();
+        edited.spec.subscription = Some("type = \"identify\"".into());
+        assert_ne!(hash(&dest), hash(&edited));
+    }
+
+    #[test]
+    fn ingest_url_is_the_service_dns_name() {
+        assert_eq!(
+            ingest_url(&fixture("full")),
+            "http://orders-to-crm-hookline.analytics.svc:8080"
+        );
+    }
+}

@@ -187,3 +187,190 @@ pub fn transitions<'a>(old: &[Condition], new: &'a [Condition]) -> Vec<&'a Condi
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn ok() -> Verdict {
+        Verdict {
+            accepted: Ok(()),
+            auth: Ok("BearerToken"),
+        }
+    }
+
+    fn problem(reason: &'static str) -> Problem {
+        Problem {
+            reason,
+            message: format!("{reason}: do something"),
+        }
+    }
+
+    fn find<'a>(conditions: &'a [Condition], kind: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    fn deployment(replicas: i32, available: i32, generation: i64, observed: i64) -> Deployment {
+        let mut d = Deployment {
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                ..Default::default()
+            }),
+            status: Some(DeploymentStatus {
+                available_replicas: Some(available),
+                updated_replicas: Some(available),
+                observed_generation: Some(observed),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        d.metadata.generation = Some(generation);
+        d
+    }
+
+    #[test]
+    fn the_worker_state_follows_the_deployment() {
+        assert_eq!(WorkerState::of(None), WorkerState::NotDeployed);
+        assert_eq!(
+            WorkerState::of(Some(&deployment(0, 0, 1, 1))),
+            WorkerState::ScaledToZero
+        );
+        assert_eq!(
+            WorkerState::of(Some(&deployment(2, 2, 3, 3))),
+            WorkerState::Available { desired: 2 }
+        );
+        assert_eq!(
+            WorkerState::of(Some(&deployment(2, 1, 3, 3))),
+            WorkerState::Progressing {
+                available: 1,
+                desired: 2
+            }
+        );
+        // The Deployment controller has not seen the latest spec yet: its counts are stale.
+        assert_eq!(
+            WorkerState::of(Some(&deployment(2, 2, 4, 3))),
+            WorkerState::Progressing {
+                available: 2,
+                desired: 2
+            }
+        );
+    }
+
+    #[test]
+    fn ready_names_the_first_thing_in_the_way() {
+        let available = WorkerState::Available { desired: 1 };
+        let cases = [
+            (
+                Verdict {
+                    accepted: Err(problem("InvalidMapping")),
+                    auth: Err(problem("SecretNotFound")),
+                },
+                true,
+                WorkerState::NotDeployed,
+                "False",
+                "InvalidMapping",
+            ),
+            (
+                Verdict {
+                    accepted: Ok(()),
+                    auth: Err(problem("SecretNotFound")),
+                },
+                true,
+                WorkerState::NotDeployed,
+                "False",
+                "SecretNotFound",
+            ),
+            (ok(), false, WorkerState::ScaledToZero, "True", "Disabled"),
+            (
+                ok(),
+                true,
+                WorkerState::Progressing {
+                    available: 0,
+                    desired: 1,
+                },
+                "False",
+                "Progressing",
+            ),
+            (ok(), true, available, "True", "Delivering"),
+        ];
+        for (verdict, enabled, worker, status, reason) in cases {
+            let c = conditions(&verdict, enabled, &worker, Some(7), &[], &at(100));
+            let ready = find(&c, READY);
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                (status, reason)
+            );
+            assert!(c.iter().all(|c| c.observed_generation == Some(7)));
+            let types: Vec<_> = c.iter().map(|c| c.type_.as_str()).collect();
+            assert_eq!(types, [ACCEPTED, AUTH_READY, WORKER_AVAILABLE, READY]);
+        }
+        let c = conditions(&ok(), true, &WorkerState::NotDeployed, None, &[], &at(1));
+        assert!(find(&c, WORKER_AVAILABLE).message.contains("deployed once"));
+    }
+
+    #[test]
+    fn last_transition_time_moves_only_when_the_status_flips() {
+        let progressing = WorkerState::Progressing {
+            available: 0,
+            desired: 1,
+        };
+        let first = conditions(&ok(), true, &progressing, Some(1), &[], &at(100));
+        let same = conditions(&ok(), true, &progressing, Some(2), &first, &at(200));
+        assert!(same.iter().all(|c| c.last_transition_time == at(100)));
+
+        let flipped = conditions(
+            &ok(),
+            true,
+            &WorkerState::Available { desired: 1 },
+            Some(2),
+            &same,
+            &at(300),
+        );
+        assert_eq!(find(&flipped, ACCEPTED).last_transition_time, at(100));
+        assert_eq!(
+            find(&flipped, WORKER_AVAILABLE).last_transition_time,
+            at(300)
+        );
+        assert_eq!(find(&flipped, READY).last_transition_time, at(300));
+
+        let names: Vec<_> = transitions(&same, &flipped)
+            .iter()
+            .map(|c| c.type_.clone())
+            .collect();
+        assert_eq!(names, [WORKER_AVAILABLE, READY]);
+        assert!(transitions(&flipped, &flipped).is_empty());
+    }
+
+    #[test]
+    fn differs_ignores_timestamps_and_order_only() {
+        let worker = WorkerState::Available { desired: 1 };
+        let status = |conditions| WebhookDestinationStatus {
+            observed_generation: Some(1),
+            conditions,
+            ..Default::default()
+        };
+        let old = status(conditions(&ok(), true, &worker, Some(1), &[], &at(1)));
+        let mut reordered = conditions(&ok(), true, &worker, Some(1), &[], &at(2));
+        reordered.reverse();
+        assert!(!differs(&old, &status(reordered)));
+
+        let disabled = status(conditions(
+            &ok(),
+            false,
+            &WorkerState::ScaledToZero,
+            Some(1),
+            &[],
+            &at(1),
+        ));
+        assert!(differs(&old, &disabled));
+        let mut newer = old.clone();
+        newer.observed_generation = Some(2);
+        assert!(differs(&old, &newer));
+    }
+}

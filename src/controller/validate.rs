@@ -132,3 +132,119 @@ fn check_auth(
         AuthType::OAuth2 => "TokenAvailable",
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::build::tests::{fixture, secrets};
+    use std::collections::HashMap;
+
+    fn deref(namespace: &str) -> Dereferenced {
+        Dereferenced {
+            secrets: secrets(namespace),
+            missing: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_good_spec_with_its_secrets_is_accepted_and_authorized() {
+        let v = validate(&fixture("full"), &deref("analytics"));
+        assert_eq!(v.accepted, Ok(()));
+        assert_eq!(v.auth, Ok("BearerToken"));
+        assert!(v.can_deploy());
+        let v = validate(&fixture("minimal"), &Dereferenced::default());
+        assert_eq!(v.auth, Ok("NotRequired"));
+    }
+
+    #[test]
+    fn spec_problems_have_a_reason_per_field() {
+        let cases = [
+            ("endpoint", "InvalidEndpoint", "spec.endpoint.url"),
+            ("subscription", "InvalidSubscription", "spec.subscription"),
+            ("mapping", "InvalidMapping", "/x/@path"),
+            ("batching", "InvalidSpec", "spec.batching.size"),
+        ];
+        for (what, reason, mentions) in cases {
+            let mut d = fixture("full");
+            match what {
+                "endpoint" => d.spec.endpoint.url = "ftp://files".into(),
+                "subscription" => d.spec.subscription = Some("event = ".into()),
+                "mapping" => d.spec.mapping = Some(serde_json::json!({"x": {"@path": 1}})),
+                _ => {
+                    d.spec.batching = Some(crate::api::Batching {
+                        size: Some(0),
+                        ..Default::default()
+                    })
+                }
+            }
+            let problem = validate(&d, &deref("analytics")).accepted.unwrap_err();
+            assert_eq!(problem.reason, reason, "{what}: {problem:?}");
+            assert!(
+                problem.message.contains(mentions),
+                "{what}: {}",
+                problem.message
+            );
+        }
+    }
+
+    #[test]
+    fn a_name_too_long_for_the_service_is_refused() {
+        let mut d = fixture("minimal");
+        d.metadata.name = Some("a".repeat(55));
+        assert_eq!(
+            validate(&d, &Dereferenced::default())
+                .accepted
+                .unwrap_err()
+                .reason,
+            "InvalidName"
+        );
+        d.metadata.name = Some("a".repeat(54));
+        assert!(validate(&d, &Dereferenced::default()).accepted.is_ok());
+    }
+
+    #[test]
+    fn secret_problems_say_which_secret_key_and_field() {
+        let d = fixture("full");
+        let mut missing = deref("analytics");
+        missing.missing.insert("crm-signing".into());
+        let p = validate(&d, &missing).auth.unwrap_err();
+        assert_eq!(p.reason, "SecretNotFound");
+        assert!(
+            p.message
+                .contains("crm-signing (for spec.signing.secretRef)"),
+            "{}",
+            p.message
+        );
+
+        let mut d2 = d.clone();
+        d2.spec
+            .source
+            .as_mut()
+            .unwrap()
+            .write_key_secret_ref
+            .as_mut()
+            .unwrap()
+            .key = "nope".into();
+        let p = validate(&d2, &deref("analytics")).auth.unwrap_err();
+        assert_eq!(p.reason, "SecretKeyNotFound");
+        assert!(
+            p.message.contains("orders-source has no key \"nope\""),
+            "{}",
+            p.message
+        );
+
+        let mut bad_signing = deref("analytics");
+        bad_signing.secrets.insert(
+            "analytics",
+            "crm-signing",
+            HashMap::from([("secret".to_string(), b"not base64 !".to_vec())]),
+        );
+        let p = validate(&d, &bad_signing).auth.unwrap_err();
+        assert_eq!(p.reason, "InvalidSecret");
+        assert!(
+            p.message.starts_with("spec.signing.secretRef"),
+            "{}",
+            p.message
+        );
+    }
+}
