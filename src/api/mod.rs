@@ -64,6 +64,8 @@ fn free_form_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
     /// The http:// or https:// URL events are sent to.
+    // The length bound keeps the CEL rule's estimated cost within the API server's budget.
+    #[schemars(length(max = 2048))]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.matches('^https?://[^/?#]+')",
         "message": "must be an http:// or https:// URL with a host"
