@@ -364,6 +364,22 @@ async fn a_missing_secret_holds_the_destination_until_it_is_created() {
             .unwrap()
     })
     .await;
+    // Secrets trigger reconciles through a metadata-only watch: values are read only by name.
+    let calls = op.server.calls();
+    let secret_reads: Vec<_> = calls
+        .keys()
+        .filter(|k| k.contains("v1/secrets") && !k.starts_with("create "))
+        .collect();
+    assert!(
+        secret_reads
+            .iter()
+            .all(|k| k.starts_with("get ") || k.ends_with("(metadata)")),
+        "{secret_reads:?}"
+    );
+    assert!(
+        calls.contains_key("watch v1/secrets (metadata)"),
+        "{secret_reads:?}"
+    );
     op.stop().await;
 }
 
@@ -429,8 +445,8 @@ async fn an_unchanged_status_is_not_written_again() {
     wait_condition(&op, "orders", "Ready", "True").await;
 
     let status_writes =
-        |op: &Operator| op.server.calls()["PATCH hookline.dev/v1alpha1/webhookdestinations/status"];
-    let deployment_applies = |op: &Operator| op.server.calls()["PATCH apps/v1/deployments"];
+        |op: &Operator| op.server.calls()["patch hookline.dev/v1alpha1/webhookdestinations/status"];
+    let deployment_applies = |op: &Operator| op.server.calls()["patch apps/v1/deployments"];
     let writes_before = status_writes(&op);
     // Two reconciles with nothing new; the second one's apply proves the first one finished.
     for round in 0..2 {

@@ -7,13 +7,14 @@ use crate::api::WebhookDestination;
 use crate::metrics::METRICS;
 use crate::pipeline::worker::stopped;
 use anyhow::Context as _;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use kube::runtime::controller::Controller;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -23,6 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 pub const LEASE_NAME: &str = "hookline-controller";
+
+/// Bounds the API requests in flight after a restart over thousands of destinations, which keeps
+/// the API server's priority-and-fairness queues and the controller's memory flat.
+const CONCURRENT_RECONCILES: u16 = 16;
 
 #[derive(Debug, Clone)]
 pub struct OperatorOptions {
@@ -134,7 +139,8 @@ async fn run_controller(
     let ns = &opts.watch_namespace;
     let children = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     let destinations: Api<WebhookDestination> = api(&client, ns);
-    let controller = Controller::new(destinations, watcher::Config::default().any_semantic());
+    let controller = Controller::new(destinations, watcher::Config::default().any_semantic())
+        .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
     let store = controller.store();
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -148,14 +154,20 @@ async fn run_controller(
         build: opts.build.clone(),
     });
     ready.store(true, Ordering::Release);
+    // Children and Secrets only trigger reconciles, so metadata is all the controller takes from
+    // them: Secret values never travel on the watch, and a cluster full of large Secrets (Helm
+    // releases) costs the controller no memory.
     controller
-        .owns(api::<ConfigMap>(&client, ns), children.clone())
-        .owns(api::<ServiceAccount>(&client, ns), children.clone())
-        .owns(api::<Service>(&client, ns), children.clone())
-        .owns(api::<Deployment>(&client, ns), children)
-        .watches(
-            api::<Secret>(&client, ns),
-            watcher::Config::default(),
+        .owns_stream(metadata_changes::<ConfigMap>(&client, ns, children.clone()))
+        .owns_stream(metadata_changes::<ServiceAccount>(
+            &client,
+            ns,
+            children.clone(),
+        ))
+        .owns_stream(metadata_changes::<Service>(&client, ns, children.clone()))
+        .owns_stream(metadata_changes::<Deployment>(&client, ns, children))
+        .watches_stream(
+            metadata_changes::<Secret>(&client, ns, watcher::Config::default()),
             move |secret| referencing(&store.state(), &secret),
         )
         .graceful_shutdown_on(async move { stopped(&mut shutdown).await })
@@ -168,10 +180,26 @@ async fn run_controller(
         .await;
 }
 
+fn metadata_changes<K>(
+    client: &Client,
+    namespace: &Option<String>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + 'static,
+{
+    watcher(api::<PartialObjectMeta<K>>(client, namespace), config).touched_objects()
+}
+
 /// The destinations in the Secret's namespace that refer to it.
 fn referencing(
     destinations: &[Arc<WebhookDestination>],
-    secret: &Secret,
+    secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<WebhookDestination>> {
     let name = secret.name_any();
     destinations

@@ -34,7 +34,7 @@ struct Store {
 pub struct ApiServer {
     store: Arc<Mutex<Store>>,
     changed: Arc<watch::Sender<u64>>,
-    /// Requests by "METHOD collection", for tests that check which calls were made.
+    /// Requests by "verb collection", for tests that check which calls were made.
     calls: Arc<Mutex<HashMap<String, u64>>>,
 }
 
@@ -117,6 +117,11 @@ fn content(obj: &Value) -> Value {
     o
 }
 
+/// What a client asking for `as=PartialObjectMetadata` gets instead of the whole object.
+fn partial(obj: &Value) -> Value {
+    json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": obj["metadata"]})
+}
+
 fn labels_match(obj: &Value, selector: Option<&str>) -> bool {
     let Some(selector) = selector.filter(|s| !s.is_empty()) else {
         return true;
@@ -144,15 +149,37 @@ impl ApiServer {
         }
     }
 
-    pub fn client(&self) -> kube::Client {
-        let router = axum::Router::new()
+    fn router(&self) -> axum::Router {
+        axum::Router::new()
             .fallback(handle)
-            .with_state(self.clone());
-        kube::Client::new(router, "default")
+            .with_state(self.clone())
     }
 
-    /// Requests so far by method and collection (e.g. `"PATCH apps/v1/deployments"`; status
-    /// subresource calls end in `/status`).
+    pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.router(), "default")
+    }
+
+    /// Serves over plain HTTP on 127.0.0.1, for a controller running as its own process.
+    pub async fn serve(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = self.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        addr
+    }
+
+    /// A kubeconfig that points a real client at `serve`'s address.
+    pub fn kubeconfig(addr: std::net::SocketAddr, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: mock\n\
+             clusters: [{{name: mock, cluster: {{server: \"http://{addr}\"}}}}]\n\
+             users: [{{name: mock, user: {{}}}}]\n\
+             contexts: [{{name: mock, context: {{cluster: mock, user: mock, namespace: {namespace}}}}}]\n"
+        )
+    }
+
+    /// Requests so far by RBAC verb and collection (e.g. `"patch apps/v1/deployments"`); status
+    /// subresource calls end in `/status`, metadata-only reads in ` (metadata)`.
     pub fn calls(&self) -> HashMap<String, u64> {
         self.calls.lock().unwrap().clone()
     }
@@ -236,6 +263,11 @@ impl ApiServer {
                 _ => merge(&mut obj, &body),
             }
         }
+        if !creating && obj == before {
+            // Like a real API server: a write that changes nothing keeps the resourceVersion
+            // and wakes no watcher.
+            return json_response(StatusCode::OK, &obj);
+        }
         store.rv += 1;
         let rv = store.rv;
         let meta = &mut obj["metadata"];
@@ -285,7 +317,7 @@ impl ApiServer {
         }
     }
 
-    fn list(&self, target: &Target, selector: Option<&str>) -> Response {
+    fn list(&self, target: &Target, selector: Option<&str>, metadata_only: bool) -> Response {
         let store = self.store.lock().unwrap();
         let items: Vec<Value> = store
             .objects
@@ -295,19 +327,30 @@ impl ApiServer {
                     && target.namespace.as_ref().is_none_or(|want| want == ns)
                     && labels_match(obj, selector)
             })
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| if metadata_only { partial(v) } else { v.clone() })
             .collect();
+        let (api_version, kind) = if metadata_only {
+            ("meta.k8s.io/v1", "PartialObjectMetadataList")
+        } else {
+            ("v1", "List")
+        };
         json_response(
             StatusCode::OK,
             &json!({
-                "apiVersion": "v1", "kind": "List",
+                "apiVersion": api_version, "kind": kind,
                 "metadata": {"resourceVersion": store.rv.to_string()},
                 "items": items,
             }),
         )
     }
 
-    fn watch(&self, target: Target, since: u64, selector: Option<String>) -> Response {
+    fn watch(
+        &self,
+        target: Target,
+        since: u64,
+        selector: Option<String>,
+        metadata_only: bool,
+    ) -> Response {
         let server = self.clone();
         let stream = futures::stream::unfold(
             (since, server.changed.subscribe()),
@@ -330,7 +373,12 @@ impl ApiServer {
                                 && namespace.as_ref().is_none_or(|ns| *ns == change.namespace)
                                 && labels_match(&change.object, selector.as_deref())
                             {
-                                let line = json!({"type": change.kind, "object": change.object});
+                                let object = if metadata_only {
+                                    partial(&change.object)
+                                } else {
+                                    change.object
+                                };
+                                let line = json!({"type": change.kind, "object": object});
                                 out.extend(serde_json::to_vec(&line).unwrap());
                                 out.push(b'\n');
                             }
@@ -375,14 +423,30 @@ async fn handle(
     let Some(target) = parse(uri.path()) else {
         return status_error(404, "NotFound", format!("no route {}", uri.path()));
     };
+    let metadata_only = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("as=PartialObjectMetadata"));
+    let watching = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (&method, target.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if watching => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, _) => "delete",
+        _ => "unknown",
+    };
     *server
         .calls
         .lock()
         .unwrap()
         .entry(format!(
-            "{method} {}{}",
+            "{verb} {}{}{}",
             target.collection,
-            if target.status { "/status" } else { "" }
+            if target.status { "/status" } else { "" },
+            if metadata_only { " (metadata)" } else { "" }
         ))
         .or_default() += 1;
     let body: Value = if body.is_empty() {
@@ -397,14 +461,14 @@ async fn handle(
     match (method, target.name.clone()) {
         (Method::GET, None) => {
             let selector = query.get("labelSelector").cloned();
-            if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
+            if watching {
                 let since = query
                     .get("resourceVersion")
                     .and_then(|rv| rv.parse().ok())
                     .unwrap_or(0);
-                server.watch(target, since, selector)
+                server.watch(target, since, selector, metadata_only)
             } else {
-                server.list(&target, selector.as_deref())
+                server.list(&target, selector.as_deref(), metadata_only)
             }
         }
         (Method::GET, Some(name)) => {
