@@ -46,14 +46,14 @@ impl Operator {
     }
 
     async fn start_on(server: ApiServer, lease: Option<&str>, identity: &str) -> Operator {
+        Operator::launch(server, options(lease, identity, free_port()))
+    }
+
+    fn launch(server: ApiServer, opts: OperatorOptions) -> Operator {
         let client = server.client();
         let (stop, shutdown) = watch::channel(false);
-        let port = free_port();
-        let task = tokio::spawn(operator::run(
-            client.clone(),
-            options(lease, identity, port),
-            shutdown,
-        ));
+        let port = opts.listen.port();
+        let task = tokio::spawn(operator::run(client.clone(), opts, shutdown));
         Operator {
             server,
             client,
@@ -496,4 +496,33 @@ async fn only_the_lease_holder_reconciles() {
     );
     leader.stop().await;
     follower.stop().await;
+}
+
+#[tokio::test]
+async fn a_watch_namespace_limits_what_the_operator_touches() {
+    let mut opts = options(None, "op-1", free_port());
+    opts.watch_namespace = Some(NS.into());
+    let op = Operator::launch(ApiServer::new(), opts);
+    let elsewhere: Api<WebhookDestination> = Api::namespaced(op.client.clone(), "other");
+    let mut outside: WebhookDestination =
+        serde_saphyr::from_str(&bearer_destination("outside", "")).unwrap();
+    outside.metadata.namespace = Some("other".into());
+    elsewhere
+        .create(&PostParams::default(), &outside)
+        .await
+        .unwrap();
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("inside", ""))
+        .await;
+    wait_condition(&op, "inside", "Accepted", "True").await;
+    // The destination outside was created first, so had it been watched it would be done too.
+    let outside = elsewhere.get("outside").await.unwrap();
+    assert!(outside.status.is_none(), "{:?}", outside.status);
+    assert!(
+        op.server
+            .objects("apps/v1/deployments")
+            .iter()
+            .all(|d| d["metadata"]["namespace"] == NS)
+    );
+    op.stop().await;
 }
