@@ -2,7 +2,10 @@
 //! letters), one worker per enabled destination, and the ingestion server. This is what
 //! `hookline run` (and a cluster worker) is.
 
-use crate::config::destination::LiveDestination;
+use crate::config::destination::{Destination, LiveDestination};
+use crate::oauth::endpoint::TokenEndpoint;
+use crate::oauth::manager::{self, InMemory, TokenSource};
+use crate::oauth::store::{TokenFile, rfc3339};
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::ingest::{self, IngestState, Route};
@@ -21,6 +24,40 @@ use tokio::sync::watch;
 pub struct EngineOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    pub tokens: TokenKeeping,
+}
+
+/// Where OAuth 2.0 destinations keep their tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenKeeping {
+    /// `hookline run`: a 0600 file per destination in the data dir, shared with `test` and
+    /// `connect`.
+    DataDir,
+    /// A cluster worker: tokens live in memory; the operator keeps the stored ones.
+    InMemory,
+}
+
+/// Starts the token lifecycle of each OAuth 2.0 destination.
+pub fn token_source(
+    dest: &Destination,
+    keeping: TokenKeeping,
+    data_dir: &Path,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Option<TokenSource>> {
+    let Some(oauth) = &dest.oauth else {
+        return Ok(None);
+    };
+    let endpoint = TokenEndpoint::new(oauth.settings.clone())
+        .with_context(|| format!("destination {}: cannot build its OAuth client", dest.name))?;
+    Ok(Some(match keeping {
+        TokenKeeping::DataDir => manager::spawn(
+            &dest.name,
+            endpoint,
+            TokenFile::new(data_dir, &dest.namespace, &dest.name, oauth.seed.clone()),
+            shutdown,
+        ),
+        TokenKeeping::InMemory => manager::spawn(&dest.name, endpoint, InMemory, shutdown),
+    }))
 }
 
 /// Holds the data dir's lock for as long as it lives: two processes never share a queue.
@@ -64,6 +101,7 @@ pub async fn run(
 
     let mut workers = Vec::new();
     let mut cursors = Vec::new();
+    let mut auth = Vec::new();
     for live in &destinations {
         let dest = live.borrow().clone();
         if !dest.enabled {
@@ -72,22 +110,32 @@ pub async fn run(
         }
         let cursor = Cursor::open(&cursor_dir.join(&dest.name), queue.head())?;
         cursors.push(cursor.clone());
-        let worker = Worker::new(live.clone(), queue.clone(), cursor, dlq.clone())
+        let tokens = token_source(&dest, opts.tokens, &opts.data_dir, shutdown.clone())?;
+        auth.push((dest.name.clone(), tokens.clone()));
+        let worker = Worker::new(live.clone(), queue.clone(), cursor, dlq.clone(), tokens)
             .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;
         workers.push(tokio::spawn(worker.run(shutdown.clone())));
     }
     requeue_spooled(&queue, &opts.data_dir).await;
 
-    let status_view: Vec<(String, bool)> = destinations
+    let status_view: Vec<(String, Option<TokenSource>)> = destinations
         .iter()
-        .map(|d| (d.borrow().name.clone(), d.borrow().enabled))
+        .map(|d| {
+            let name = d.borrow().name.clone();
+            let tokens = auth
+                .iter()
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, t)| t.clone());
+            (name, tokens)
+        })
         .collect();
     let status_view_len = status_view.len();
+    let enabled: Vec<bool> = destinations.iter().map(|d| d.borrow().enabled).collect();
     let state = Arc::new(IngestState {
         queue: queue.clone(),
         routes: Box::new(move || routes(&destinations)),
         ready: false.into(),
-        status: Box::new(move || status_json(&status_view)),
+        status: Box::new(move || status_json(&status_view, &enabled)),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -127,25 +175,50 @@ fn routes(destinations: &[LiveDestination]) -> Vec<Route> {
         .collect()
 }
 
-fn status_json(destinations: &[(String, bool)]) -> serde_json::Value {
+/// `GET /status`: each destination's conditions, with the same types and reasons as the
+/// resource's status, and `auth.expiresAt` for OAuth 2.0 destinations. Never a token.
+fn status_json(
+    destinations: &[(String, Option<TokenSource>)],
+    enabled: &[bool],
+) -> serde_json::Value {
     let list: Vec<_> = destinations
         .iter()
-        .map(|(name, enabled)| {
-            let (status, reason) = if *enabled {
-                ("True", "Delivering")
-            } else {
-                ("False", "Disabled")
+        .zip(enabled)
+        .map(|((name, tokens), enabled)| {
+            let auth_state = tokens.as_ref().map(TokenSource::state);
+            let (auth_ok, auth_reason, auth_message) = match &auth_state {
+                None => (true, "NotRequired", String::new()),
+                Some(state) => state.condition(),
             };
-            json!({
+            let (ready, ready_reason, ready_message) = if !enabled {
+                (true, "Disabled", "spec.enabled is false: nothing is delivered".to_string())
+            } else if !auth_ok {
+                (false, auth_reason, auth_message.clone())
+            } else {
+                (true, "Delivering", String::new())
+            };
+            let mut entry = json!({
                 "name": name,
                 "conditions": [
-                    {"type": "Accepted", "status": "True", "reason": "Valid"},
-                    {"type": "Ready", "status": status, "reason": reason},
+                    condition("Accepted", true, "Valid", ""),
+                    condition("AuthReady", auth_ok, auth_reason, &auth_message),
+                    condition("Ready", ready, ready_reason, &ready_message),
                 ],
-            })
+            });
+            if let Some(state) = &auth_state {
+                entry["auth"] = json!({
+                    "expiresAt": state.expires_at().map(rfc3339),
+                    "authorizationUrl": state.problem.as_ref().and_then(|p| p.authorization_url.clone()),
+                });
+            }
+            entry
         })
         .collect();
     json!({"destinations": list})
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> serde_json::Value {
+    json!({"type": kind, "status": if ok { "True" } else { "False" }, "reason": reason, "message": message})
 }
 
 /// Moves replayed dead letters from the spool into the queue, each addressed to its destination.

@@ -10,4 +10,5 @@ pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod metrics;
+pub mod oauth;
 pub mod pipeline;

@@ -1,5 +1,6 @@
 //! The `hookline` command line: one file per subcommand.
 
+mod connect;
 mod controller;
 pub mod crd;
 mod dlq;
@@ -31,6 +32,8 @@ enum Command {
     Render(render::Args),
     /// Send one test event to each destination and print the request, answer and latency
     Test(test::Args),
+    /// Authorize an OAuth 2.0 AuthorizationCode destination (PKCE, loopback redirect) and store its tokens
+    Connect(connect::Args),
     /// List or replay dead-lettered events
     Dlq(dlq::Args),
     /// Run the operator: reconcile WebhookDestinations into delivery workers
@@ -87,6 +90,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Command::Run(args) => run::run(args).await,
             Command::Render(args) => render::render(args),
             Command::Test(args) => test::test(args).await,
+            Command::Connect(args) => connect::connect(args).await,
             Command::Dlq(args) => dlq::dlq(args),
             Command::Crd => crd::crd(),
             Command::Controller(args) => controller::controller(args).await,

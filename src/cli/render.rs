@@ -26,7 +26,7 @@ pub fn render(args: Args) -> anyhow::Result<i32> {
     for dest in &destinations {
         if dest.subscription.matches(&event) {
             requests.push(
-                build_request(dest, &event)
+                build_request(dest, &event, None)
                     .with_context(|| format!("destination {}", dest.name))?,
             );
         }
@@ -65,14 +65,24 @@ pub fn read_event(path: &Path) -> anyhow::Result<Value> {
 }
 
 /// The single request one event becomes at `dest` (mapped, batched as one, signed).
-pub fn build_request(dest: &Destination, event: &Value) -> anyhow::Result<OutgoingRequest> {
+/// The request an event becomes; an OAuth 2.0 destination's `Authorization` header carries
+/// `access_token`, or shows redacted when there is none (render fetches no token).
+pub fn build_request(
+    dest: &Destination,
+    event: &Value,
+    access_token: Option<&str>,
+) -> anyhow::Result<OutgoingRequest> {
     let batch = Batch {
         items: vec![Item::mapped(0, event.clone(), &dest.mapping)?],
         as_array: dest.batching.size > 1,
     };
-    Ok(dest.request.build(
+    let mut request = dest.request.build(
         &request_id(&batch.message_ids()),
         batch.body(),
         chrono::Utc::now().timestamp(),
-    ))
+    );
+    if dest.oauth.is_some() {
+        request.authorize(access_token.unwrap_or_default());
+    }
+    Ok(request)
 }

@@ -2,7 +2,7 @@
 
 use super::ManifestFiles;
 use crate::config::destination;
-use crate::engine::{self, EngineOptions};
+use crate::engine::{self, EngineOptions, TokenKeeping};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -36,6 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         EngineOptions {
             listen: args.listen,
             data_dir: args.data_dir,
+            tokens: TokenKeeping::DataDir,
         },
         shutdown,
     )

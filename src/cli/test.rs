@@ -3,8 +3,13 @@
 use super::ManifestFiles;
 use super::render::{build_request, read_event};
 use super::samples;
+use crate::engine::{TokenKeeping, token_source};
+use crate::oauth::AccessToken;
+use crate::oauth::manager::TokenSource;
 use crate::pipeline::deliver::{HttpSender, Verdict};
+use anyhow::Context;
 use std::path::PathBuf;
+use tokio::sync::watch;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -28,11 +33,30 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
         None => samples::sample(&args.event_type),
     };
     let mut all_ok = true;
+    let (_stop, shutdown) = watch::channel(false);
     for dest in &destinations {
-        let request = build_request(dest, &event)?;
-        println!("--- {} ---\n{}", dest.name, request.to_redacted_text());
         let sender = HttpSender::new(1, dest.request.timeout)?;
-        let attempt = sender.send(&request).await;
+        let tokens = token_source(
+            dest,
+            TokenKeeping::DataDir,
+            &args.data_dir,
+            shutdown.clone(),
+        )?;
+        let token = match &tokens {
+            Some(tokens) => Some(first_token(&dest.name, tokens, None).await?),
+            None => None,
+        };
+        let request = build_request(dest, &event, token.as_ref().map(|t| &*t.secret))?;
+        println!("--- {} ---\n{}", dest.name, request.to_redacted_text());
+        let mut attempt = sender.send(&request).await;
+        if let (Some(401), Some(tokens), Some(token)) = (attempt.status, &tokens, &token) {
+            // Like delivery: one refresh and one retry.
+            println!("401 with the stored token; refreshing it and trying once more");
+            tokens.rejected(token, false);
+            let fresh = first_token(&dest.name, tokens, Some(token)).await?;
+            let request = build_request(dest, &event, Some(&fresh.secret))?;
+            attempt = sender.send(&request).await;
+        }
         let latency = attempt.latency.as_millis();
         match (attempt.status, &attempt.error) {
             (Some(status), _) => {
@@ -54,3 +78,32 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
     }
     Ok(if all_ok { 0 } else { 1 })
 }
+
+/// Waits for a usable token; gives up with the reason when the token manager reports a problem
+/// it cannot get past alone, or after a while.
+async fn first_token(
+    name: &str,
+    tokens: &TokenSource,
+    rejected: Option<&AccessToken>,
+) -> anyhow::Result<AccessToken> {
+    let (_stop, mut never) = watch::channel(false);
+    let mut state = tokens.watch();
+    let deadline = tokio::time::Instant::now() + TOKEN_WAIT;
+    loop {
+        tokio::select! {
+            t = tokens.usable(rejected, &mut never) => return t.context("stopped"),
+            _ = tokio::time::sleep_until(deadline) => {
+                let (_, reason, message) = tokens.state().condition();
+                anyhow::bail!("destination {name}: no OAuth access token after {}s ({reason}: {message})", TOKEN_WAIT.as_secs());
+            }
+            _ = state.changed() => {
+                let s = state.borrow_and_update().clone();
+                if let Some(p) = s.problem && p.reason == "ConsentRequired" {
+                    anyhow::bail!("destination {name}: {} ({})", p.message, p.reason);
+                }
+            }
+        }
+    }
+}
+
+const TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);

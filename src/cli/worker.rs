@@ -3,7 +3,7 @@
 
 use super::run::wait_for_signal;
 use crate::config::worker::WorkerConfig;
-use crate::engine::{self, EngineOptions};
+use crate::engine::{self, EngineOptions, TokenKeeping};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ pub async fn worker(args: Args) -> anyhow::Result<i32> {
     let options = EngineOptions {
         listen: config.listen,
         data_dir: config.data_dir.clone(),
+        tokens: TokenKeeping::InMemory,
     };
     tokio::spawn(config.reload_secrets(secrets, publish, shutdown.clone()));
     engine::run(vec![live], options, shutdown).await?;

@@ -4,7 +4,9 @@
 use super::ConfigError;
 use super::manifests::LoadedDestination;
 use super::secrets::SecretStore;
-use crate::api::{AuthType, SigningScheme};
+use crate::api::{AuthType, GrantType, OAuth2, SigningScheme};
+use crate::oauth::store::from_fields;
+use crate::oauth::{OAuthSettings, TokenSet};
 use crate::pipeline::batch::BatchPolicy;
 use crate::pipeline::deliver::request::{HeaderEntry, RequestTemplate};
 use crate::pipeline::deliver::retry::RetryPolicy;
@@ -36,6 +38,14 @@ pub struct Destination {
     pub retry: RetryPolicy,
     pub concurrency: usize,
     pub write_key: Option<String>,
+    pub oauth: Option<OAuth>,
+}
+
+/// How a destination gets its OAuth 2.0 tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuth {
+    pub settings: OAuthSettings,
+    pub seed: Option<TokenSet>,
 }
 
 /// The part of a destination that needs no Secret: checked when a resource is applied, before
@@ -57,6 +67,7 @@ pub struct Credentials {
     pub bearer_token: Option<String>,
     pub signer: Option<Signer>,
     pub write_key: Option<String>,
+    pub oauth: Option<OAuth>,
 }
 
 impl Destination {
@@ -85,6 +96,7 @@ impl Destination {
             retry: compiled.retry,
             concurrency: compiled.concurrency,
             write_key: credentials.write_key,
+            oauth: credentials.oauth,
         })
     }
 }
@@ -132,13 +144,7 @@ impl CompiledSpec {
                 ));
             }
             AuthType::Bearer => {}
-            AuthType::OAuth2 => {
-                return Err(bad(
-                    "spec.auth.type",
-                    "OAuth2 is not supported by this build yet; use Bearer with a token Secret"
-                        .into(),
-                ));
-            }
+            AuthType::OAuth2 => check_oauth2(auth.oauth2.as_ref(), &bad)?,
         }
 
         let subscription = match spec.subscription.as_deref().map(str::trim) {
@@ -273,13 +279,137 @@ impl Credentials {
             Some(r) => Some(secret("spec.source.writeKeySecretRef", r)?),
             None => None,
         };
+        let oauth = match spec.auth.as_ref() {
+            Some(a) if a.kind == AuthType::OAuth2 => match &a.oauth2 {
+                Some(o) => Some(resolve_oauth2(loaded, o, secrets, &secret)?),
+                None => None,
+            },
+            _ => None,
+        };
         Ok(Credentials {
             headers,
             bearer_token,
             signer,
             write_key,
+            oauth,
         })
     }
+}
+
+fn check_oauth2(
+    oauth2: Option<&OAuth2>,
+    bad: &impl Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let Some(o) = oauth2 else {
+        return Err(bad(
+            "spec.auth.oauth2",
+            "required when spec.auth.type is OAuth2".into(),
+        ));
+    };
+    http_url(&o.token_url, "spec.auth.oauth2.tokenUrl", bad)?;
+    if let Some(u) = &o.refresh_token_url {
+        http_url(u, "spec.auth.oauth2.refreshTokenUrl", bad)?;
+    }
+    match (&o.authorize_url, o.grant_type) {
+        (Some(u), _) => {
+            http_url(u, "spec.auth.oauth2.authorizeUrl", bad)?;
+        }
+        (None, GrantType::AuthorizationCode) => {
+            return Err(bad(
+                "spec.auth.oauth2.authorizeUrl",
+                "required when grantType is AuthorizationCode".into(),
+            ));
+        }
+        (None, GrantType::ClientCredentials) => {}
+    }
+    if o.client_id.is_some() == o.client_id_secret_ref.is_some() {
+        return Err(bad(
+            "spec.auth.oauth2",
+            "set exactly one of clientId and clientIdSecretRef".into(),
+        ));
+    }
+    if o.grant_type == GrantType::ClientCredentials && o.client_secret_ref.is_none() {
+        return Err(bad(
+            "spec.auth.oauth2.clientSecretRef",
+            "required when grantType is ClientCredentials".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn http_url(
+    text: &str,
+    field: &str,
+    bad: &impl Fn(&str, String) -> ConfigError,
+) -> Result<reqwest::Url, ConfigError> {
+    match reqwest::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
+        Ok(_) => Err(bad(
+            field,
+            format!("{text:?} must be an http:// or https:// URL with a host"),
+        )),
+        Err(e) => Err(bad(field, format!("{text:?} is not a valid URL: {e}"))),
+    }
+}
+
+/// The OAuth settings with client credentials read, and a token seeded by hand in the
+/// `<name>-oauth-token` Secret, if any.
+fn resolve_oauth2(
+    loaded: &LoadedDestination,
+    o: &OAuth2,
+    secrets: &SecretStore,
+    secret: &impl Fn(&str, &crate::api::SecretKeyRef) -> Result<String, ConfigError>,
+) -> Result<OAuth, ConfigError> {
+    let bad = |field: &str, message: String| ConfigError::field(&loaded.origin, field, message);
+    let client_id = match (&o.client_id, &o.client_id_secret_ref) {
+        (Some(id), _) => id.clone(),
+        (None, Some(r)) => secret("spec.auth.oauth2.clientIdSecretRef", r)?,
+        (None, None) => {
+            return Err(bad(
+                "spec.auth.oauth2",
+                "set exactly one of clientId and clientIdSecretRef".into(),
+            ));
+        }
+    };
+    let client_secret = match &o.client_secret_ref {
+        Some(r) => Some(secret("spec.auth.oauth2.clientSecretRef", r)?),
+        None => None,
+    };
+    let url = |text: &str, field: &str| http_url(text, field, &bad);
+    let settings = OAuthSettings {
+        grant: o.grant_type,
+        client_id,
+        client_secret,
+        authorize_url: o
+            .authorize_url
+            .as_deref()
+            .map(|u| url(u, "spec.auth.oauth2.authorizeUrl"))
+            .transpose()?,
+        token_url: url(&o.token_url, "spec.auth.oauth2.tokenUrl")?,
+        refresh_token_url: o
+            .refresh_token_url
+            .as_deref()
+            .map(|u| url(u, "spec.auth.oauth2.refreshTokenUrl"))
+            .transpose()?,
+        scopes: o.scopes.clone(),
+        auth_method: o.client_auth_method,
+        token_params: o.token_params.clone(),
+    };
+    let seed_name = token_secret_name(loaded.name());
+    let seed = match secrets.secret(loaded.namespace(), &seed_name) {
+        None => None,
+        Some(data) => from_fields(
+            |k| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned()),
+            &format!("Secret {seed_name}"),
+        )
+        .map_err(|e| bad("spec.auth.oauth2", e.to_string()))?,
+    };
+    Ok(OAuth { settings, seed })
+}
+
+/// The Secret that holds a destination's OAuth tokens (API.md §5).
+pub fn token_secret_name(destination: &str) -> String {
+    format!("{destination}-oauth-token")
 }
 
 fn positive(v: Option<u64>, field: &str, origin: &str) -> Result<Option<u64>, ConfigError> {

@@ -65,6 +65,11 @@ impl SecretStore {
             .extend(data);
     }
 
+    /// Every key of one Secret, if it exists.
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&HashMap<String, Vec<u8>>> {
+        self.secrets.get(&(namespace.to_string(), name.to_string()))
+    }
+
     pub fn get(&self, namespace: &str, r: &SecretKeyRef) -> Result<&[u8], SecretError> {
         let secret = self
             .secrets

@@ -63,7 +63,7 @@ pub fn selector_labels(dest: &WebhookDestination) -> BTreeMap<String, String> {
     ])
 }
 
-fn labels(dest: &WebhookDestination) -> BTreeMap<String, String> {
+pub(crate) fn labels(dest: &WebhookDestination) -> BTreeMap<String, String> {
     let mut labels = selector_labels(dest);
     labels.insert("app.kubernetes.io/component".into(), "worker".into());
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());

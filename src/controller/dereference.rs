@@ -38,7 +38,7 @@ pub async fn secrets(
     Ok(out)
 }
 
-fn secret_data(secret: Secret) -> HashMap<String, Vec<u8>> {
+pub(crate) fn secret_data(secret: Secret) -> HashMap<String, Vec<u8>> {
     let mut data: HashMap<String, Vec<u8>> = secret
         .data
         .unwrap_or_default()

@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod dereference;
 pub mod operator;
 pub mod reconcile;
+pub mod token_secret;
 pub mod validate;
 
 #[derive(Debug, thiserror::Error)]

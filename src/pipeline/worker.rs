@@ -11,6 +11,8 @@ use super::envelope::Envelope;
 use super::queue::{Cursor, Queue};
 use crate::config::destination::{Destination, LiveDestination};
 use crate::metrics::METRICS;
+use crate::oauth::AccessToken;
+use crate::oauth::manager::TokenSource;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -23,6 +25,8 @@ struct Shared {
     cursor: Arc<Cursor>,
     dlq: DeadLetterStore,
     sender: HttpSender,
+    /// OAuth 2.0 destinations: where each attempt gets its access token.
+    tokens: Option<TokenSource>,
     metrics: DestinationMetrics,
 }
 
@@ -70,6 +74,7 @@ impl Worker {
         queue: Queue,
         cursor: Arc<Cursor>,
         dlq: DeadLetterStore,
+        tokens: Option<TokenSource>,
     ) -> Result<Worker, reqwest::Error> {
         let dest = live.borrow().clone();
         let sender = HttpSender::new(dest.concurrency, dest.request.timeout)?;
@@ -81,6 +86,7 @@ impl Worker {
                 cursor,
                 dlq,
                 sender,
+                tokens,
                 metrics,
             }),
             queue,
@@ -256,14 +262,34 @@ impl Shared {
         let first = Instant::now();
         self.metrics.batch_size.observe(batch.items.len() as f64);
         let mut attempts = 0u32;
+        let mut rejected: Option<AccessToken> = None;
         loop {
+            let token = match &self.tokens {
+                None => None,
+                Some(tokens) => match tokens.usable(rejected.as_ref(), &mut shutdown).await {
+                    Some(t) => Some(t),
+                    None => return,
+                },
+            };
             attempts += 1;
             let template = self.live.borrow().request.clone();
-            let request = template.build(&id, body.clone(), chrono::Utc::now().timestamp());
+            let mut request = template.build(&id, body.clone(), chrono::Utc::now().timestamp());
+            if let Some(t) = &token {
+                request.authorize(&t.secret);
+            }
             let attempt = self.sender.send(&request).await;
             self.metrics
                 .request_duration
                 .observe(attempt.latency.as_secs_f64());
+            if let (Some(401), Some(tokens), Some(t)) = (attempt.status, &self.tokens, token) {
+                // A refresh and one retry with the new token; a second 401 holds the events
+                // until the manager has a token again. Neither uses up an attempt.
+                tracing::info!(destination = %dest.name, again = rejected.is_some(), "the endpoint answered 401; refreshing the token");
+                tokens.rejected(&t, rejected.is_some());
+                rejected = Some(t);
+                attempts -= 1;
+                continue;
+            }
             let give_up = match attempt.verdict() {
                 Verdict::Delivered => {
                     self.metrics.delivered.inc_by(batch.items.len() as u64);

@@ -96,6 +96,15 @@ pub fn request_id(message_ids: &[&str]) -> String {
 }
 
 impl OutgoingRequest {
+    /// Adds an OAuth 2.0 access token, fetched just before the attempt.
+    pub fn authorize(&mut self, access_token: &str) {
+        self.headers.push(HeaderEntry {
+            name: "Authorization".into(),
+            value: format!("Bearer {access_token}"),
+            secret: true,
+        });
+    }
+
     /// The request as `render -o json` shows it: secrets redacted, the body as parsed JSON.
     pub fn to_redacted_json(&self) -> serde_json::Value {
         let headers: serde_json::Map<String, serde_json::Value> = self
