@@ -2,10 +2,12 @@
 //! letters), one worker per enabled destination, and the ingestion server. This is what
 //! `hookline run` (and a cluster worker) is.
 
+use crate::api::GrantType;
+use crate::config::destination::token_secret_name;
 use crate::config::destination::{Destination, LiveDestination};
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::oauth::manager::{self, InMemory, TokenSource};
-use crate::oauth::store::{TokenFile, rfc3339};
+use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::ingest::{self, IngestState, Route};
@@ -28,19 +30,21 @@ pub struct EngineOptions {
 }
 
 /// Where OAuth 2.0 destinations keep their tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TokenKeeping {
     /// `hookline run`: a 0600 file per destination in the data dir, shared with `test` and
     /// `connect`.
     DataDir,
-    /// A cluster worker: tokens live in memory; the operator keeps the stored ones.
-    InMemory,
+    /// A cluster worker: with client credentials it fetches its own tokens (in memory, no
+    /// Secret propagation delay); with an authorization code it follows the token Secret the
+    /// operator keeps, mounted under `secrets_dir`.
+    Cluster { secrets_dir: PathBuf },
 }
 
 /// Starts the token lifecycle of each OAuth 2.0 destination.
 pub fn token_source(
     dest: &Destination,
-    keeping: TokenKeeping,
+    keeping: &TokenKeeping,
     data_dir: &Path,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<TokenSource>> {
@@ -56,7 +60,17 @@ pub fn token_source(
             TokenFile::new(data_dir, &dest.namespace, &dest.name, oauth.seed.clone()),
             shutdown,
         ),
-        TokenKeeping::InMemory => manager::spawn(&dest.name, endpoint, InMemory, shutdown),
+        TokenKeeping::Cluster { .. } if oauth.settings.grant == GrantType::ClientCredentials => {
+            manager::spawn(&dest.name, endpoint, InMemory, shutdown)
+        }
+        TokenKeeping::Cluster { secrets_dir } => manager::spawn(
+            &dest.name,
+            endpoint,
+            MountedToken {
+                dir: secrets_dir.join(token_secret_name(&dest.name)),
+            },
+            shutdown,
+        ),
     }))
 }
 
@@ -110,7 +124,7 @@ pub async fn run(
         }
         let cursor = Cursor::open(&cursor_dir.join(&dest.name), queue.head())?;
         cursors.push(cursor.clone());
-        let tokens = token_source(&dest, opts.tokens, &opts.data_dir, shutdown.clone())?;
+        let tokens = token_source(&dest, &opts.tokens, &opts.data_dir, shutdown.clone())?;
         auth.push((dest.name.clone(), tokens.clone()));
         let worker = Worker::new(live.clone(), queue.clone(), cursor, dlq.clone(), tokens)
             .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;

@@ -526,3 +526,200 @@ async fn a_watch_namespace_limits_what_the_operator_touches() {
     );
     op.stop().await;
 }
+
+fn oauth_destination(name: &str, server: &support::oauth::OAuthServer, grant: &str) -> String {
+    let authorize = if grant == "AuthorizationCode" {
+        format!("      authorizeUrl: {}/authorize\n", server.url)
+    } else {
+        String::new()
+    };
+    format!(
+        r#"apiVersion: hookline.dev/v1alpha1
+kind: WebhookDestination
+metadata: {{ name: {name}, namespace: {NS} }}
+spec:
+  endpoint: {{ url: "{url}/api/events" }}
+  auth:
+    type: OAuth2
+    oauth2:
+      grantType: {grant}
+      clientId: "{id}"
+      clientSecretRef: {{ name: crm-oauth, key: clientSecret }}
+      tokenUrl: {url}/token
+{authorize}"#,
+        url = server.url,
+        id = support::oauth::CLIENT_ID,
+    )
+}
+
+async fn token_secret(op: &Operator, name: &str) -> Option<Secret> {
+    op.api::<Secret>()
+        .get_opt(&format!("{name}-oauth-token"))
+        .await
+        .unwrap()
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    let data = secret.data.as_ref()?;
+    data.get(key)
+        .map(|v| String::from_utf8(v.0.clone()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_credentials_tokens_are_kept_in_an_owned_secret() {
+    let server = support::oauth::OAuthServer::start(Duration::from_secs(3600), false).await;
+    let op = Operator::start().await;
+    op.create_secret(
+        "crm-oauth",
+        json!({"clientSecret": support::oauth::CLIENT_SECRET}),
+    )
+    .await;
+    let created = op
+        .create_destination(&oauth_destination("orders", &server, "ClientCredentials"))
+        .await;
+    let (d, reason, _) = wait_condition(&op, "orders", "AuthReady", "True").await;
+    assert_eq!(reason, "TokenAvailable");
+    let auth = d.status.unwrap().auth.unwrap();
+    assert_eq!(
+        auth.token_secret_name.as_deref(),
+        Some("orders-oauth-token")
+    );
+    let expires_at = auth.expires_at.unwrap();
+    assert!(expires_at.ends_with('Z'), "{expires_at}");
+
+    let secret = token_secret(&op, "orders").await.unwrap();
+    let issued = server.issued();
+    assert_eq!(
+        secret_text(&secret, "access_token").unwrap(),
+        issued[0].token
+    );
+    assert!(secret_text(&secret, "expires_at").is_some());
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.uid, created.uid().unwrap());
+    assert!(
+        op.api::<Deployment>()
+            .get_opt("orders-hookline")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Tokens never reach status or events.
+    let everything = format!(
+        "{:?}{:?}",
+        op.destination("orders").await.status,
+        op.server.objects("events.k8s.io/v1/events")
+    );
+    assert!(!everything.contains(&issued[0].token));
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_is_reported_with_the_servers_error() {
+    let server = support::oauth::OAuthServer::start(Duration::from_secs(3600), false).await;
+    let op = Operator::start().await;
+    op.create_secret("crm-oauth", json!({"clientSecret": "wrong"}))
+        .await;
+    op.create_destination(&oauth_destination("orders", &server, "ClientCredentials"))
+        .await;
+    let (_, reason, message) = wait_condition(&op, "orders", "AuthReady", "False").await;
+    let (reason, message) = if reason == "TokenPending" {
+        let (_, r, m) = eventually("InvalidClient", || async {
+            let d = op.destination("orders").await;
+            condition(&d, "AuthReady").filter(|c| c.1 == "InvalidClient")
+        })
+        .await;
+        (r, m)
+    } else {
+        (reason, message)
+    };
+    assert_eq!(reason, "InvalidClient");
+    assert!(message.contains("invalid_client"), "{message}");
+    eventually("a Warning event naming the reason", || async {
+        op.server
+            .objects("events.k8s.io/v1/events")
+            .into_iter()
+            .find(|e| e["reason"] == "InvalidClient" && e["type"] == "Warning")
+    })
+    .await;
+    assert!(token_secret(&op, "orders").await.is_none());
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookline_connect_stores_the_grant_for_the_operator() {
+    let server = support::oauth::OAuthServer::start(Duration::from_secs(3600), false).await;
+    let op = Operator::start().await;
+    op.create_secret(
+        "crm-oauth",
+        json!({"clientSecret": support::oauth::CLIENT_SECRET}),
+    )
+    .await;
+    op.create_destination(&oauth_destination("orders", &server, "AuthorizationCode"))
+        .await;
+    let (d, reason, message) = eventually("ConsentRequired", || async {
+        let d = op.destination("orders").await;
+        condition(&d, "AuthReady")
+            .filter(|c| c.1 == "ConsentRequired")
+            .map(|(_, r, m)| (d, r, m))
+    })
+    .await;
+    assert_eq!(reason, "ConsentRequired");
+    assert!(message.contains("hookline connect"), "{message}");
+    assert_eq!(
+        d.status.unwrap().auth.unwrap().authorization_url,
+        Some(format!("{}/authorize", server.url))
+    );
+
+    let addr = op.server.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, NS)).unwrap();
+    let mut child = std::process::Command::new(support::bin())
+        .args(["connect", "orders", "-n", NS, "--no-browser"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    // The reader stays alive: connect prints once more when it is done.
+    let (url, _stdout) = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        (line, stdout)
+    })
+    .await
+    .unwrap();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let answer = browser.get(url.trim()).send().await.unwrap();
+    let callback = answer.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(browser.get(&callback).send().await.unwrap().status(), 200);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let (_, reason, _) = wait_condition(&op, "orders", "AuthReady", "True").await;
+    assert_eq!(reason, "TokenAvailable");
+    let secret = token_secret(&op, "orders").await.unwrap();
+    assert!(
+        secret_text(&secret, "refresh_token")
+            .unwrap()
+            .starts_with("rt-")
+    );
+    let deploy: Deployment = op.api().get("orders-hookline").await.unwrap();
+    let volumes = deploy.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+    let token_volume = volumes
+        .iter()
+        .find_map(|v| {
+            v.secret
+                .as_ref()
+                .filter(|s| s.secret_name.as_deref() == Some("orders-oauth-token"))
+        })
+        .expect("the worker follows the token Secret");
+    assert_eq!(token_volume.optional, Some(true));
+    op.stop().await;
+}

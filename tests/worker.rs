@@ -9,17 +9,25 @@ use support::*;
 /// Writes `dir/<secret>/<key>` the way the kubelet does: the key is a symlink through `..data`,
 /// and an update swaps `..data` atomically.
 fn mount_secret(dir: &Path, secret: &str, key: &str, value: &str, version: u32) {
+    mount_secret_keys(dir, secret, &[(key, value)], version);
+}
+
+fn mount_secret_keys(dir: &Path, secret: &str, data: &[(&str, &str)], version: u32) {
     let secret_dir = dir.join(secret);
     let versioned = secret_dir.join(format!("..v{version}"));
     std::fs::create_dir_all(&versioned).unwrap();
-    std::fs::write(versioned.join(key), value).unwrap();
+    for (key, value) in data {
+        std::fs::write(versioned.join(key), value).unwrap();
+    }
     let tmp = secret_dir.join("..data_tmp");
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(format!("..v{version}"), &tmp).unwrap();
     std::fs::rename(&tmp, secret_dir.join("..data")).unwrap();
-    let link = secret_dir.join(key);
-    if std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink(format!("..data/{key}"), &link).unwrap();
+    for (key, _) in data {
+        let link = secret_dir.join(key);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{key}"), &link).unwrap();
+        }
     }
 }
 
@@ -102,4 +110,113 @@ fn a_bad_config_file_is_named_with_the_field() {
         err.contains("worker.yaml") && err.contains("listen"),
         "{err}"
     );
+}
+
+/// A token the test server issues, obtained as the operator would.
+async fn issue_token(server: &oauth::OAuthServer) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/token", server.url))
+        .basic_auth("hookline%20client", Some("s3cr%3Aet%2F%2Bvalue"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authorization_code_worker_follows_the_token_secret_the_operator_keeps() {
+    let server = oauth::OAuthServer::start(std::time::Duration::from_secs(3600), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    mount_secret(
+        &secrets,
+        "crm-oauth",
+        "clientSecret",
+        oauth::CLIENT_SECRET,
+        1,
+    );
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let first = issue_token(&server).await;
+    mount_secret_keys(
+        &secrets,
+        "orders-oauth-token",
+        &[
+            ("access_token", &first),
+            ("expires_at", &expires),
+            ("refresh_token", "rt-x"),
+        ],
+        1,
+    );
+    let port = free_port();
+    let config = format!(
+        r#"destination:
+  apiVersion: hookline.dev/v1alpha1
+  kind: WebhookDestination
+  metadata: {{ name: orders, namespace: analytics }}
+  spec:
+    endpoint: {{ url: "{url}/api/events" }}
+    auth:
+      type: OAuth2
+      oauth2:
+        grantType: AuthorizationCode
+        clientId: "{id}"
+        clientSecretRef: {{ name: crm-oauth, key: clientSecret }}
+        authorizeUrl: {url}/authorize
+        tokenUrl: {url}/token
+secretsDir: {secrets}
+dataDir: {data}
+listen: 127.0.0.1:{port}
+"#,
+        url = server.url,
+        id = oauth::CLIENT_ID,
+        secrets = secrets.display(),
+        data = dir.path().join("data").display()
+    );
+    let config_file = manifest(dir.path(), "worker.yaml", &config);
+    let worker = Hookline::start_worker(&config_file, port, &dir.path().join("data")).await;
+    let accepted_with = |token: String| {
+        let server = server.clone();
+        move || {
+            server
+                .api_calls()
+                .iter()
+                .any(|c| c.1.as_deref() == Some(&*token) && c.2 == 200)
+        }
+    };
+    worker
+        .post("/v1/track", track("u1", "E", serde_json::json!({})))
+        .await;
+    oauth::eventually(
+        "delivery with the mounted token",
+        accepted_with(first.clone()),
+    )
+    .await;
+
+    // The operator rotated the token: the worker takes the new one, the old one is revoked.
+    server.revoke_access_tokens();
+    let second = issue_token(&server).await;
+    mount_secret_keys(
+        &secrets,
+        "orders-oauth-token",
+        &[
+            ("access_token", &second),
+            ("expires_at", &expires),
+            ("refresh_token", "rt-y"),
+        ],
+        2,
+    );
+    worker
+        .post("/v1/track", track("u1", "E", serde_json::json!({})))
+        .await;
+    oauth::eventually(
+        "delivery with the rotated token",
+        accepted_with(second.clone()),
+    )
+    .await;
+    // The worker never asked the authorization server itself: the operator is the one refresher.
+    assert_eq!(server.token_requests().len(), 2);
 }

@@ -38,7 +38,7 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
         let sender = HttpSender::new(1, dest.request.timeout)?;
         let tokens = token_source(
             dest,
-            TokenKeeping::DataDir,
+            &TokenKeeping::DataDir,
             &args.data_dir,
             shutdown.clone(),
         )?;

@@ -28,7 +28,9 @@ pub async fn worker(args: Args) -> anyhow::Result<i32> {
     let options = EngineOptions {
         listen: config.listen,
         data_dir: config.data_dir.clone(),
-        tokens: TokenKeeping::InMemory,
+        tokens: TokenKeeping::Cluster {
+            secrets_dir: config.secrets_dir.clone(),
+        },
     };
     tokio::spawn(config.reload_secrets(secrets, publish, shutdown.clone()));
     engine::run(vec![live], options, shutdown).await?;

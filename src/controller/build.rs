@@ -1,7 +1,8 @@
 //! The desired children of a WebhookDestination, built purely from the resource: the worker's
 //! ConfigMap, its ServiceAccount, Deployment and Service. No API calls here; `apply` sends them.
 
-use crate::api::WebhookDestination;
+use crate::api::{AuthType, GrantType, WebhookDestination};
+use crate::config::destination::token_secret_name;
 use crate::config::worker::WorkerConfig;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
@@ -128,14 +129,26 @@ pub fn build(dest: &WebhookDestination, opts: &BuildOptions) -> Children {
     }
 }
 
-/// The Secrets the worker mounts: one volume per referenced Secret, at `SECRETS_DIR/<name>`.
-fn secret_names(dest: &WebhookDestination) -> Vec<String> {
-    let mut names: Vec<String> = dest
+/// The Secrets the worker mounts, at `SECRETS_DIR/<name>`: one volume per referenced Secret,
+/// and (optional, as it appears only once someone consents) the token Secret an
+/// AuthorizationCode worker follows. `(name, optional)`.
+fn secret_mounts(dest: &WebhookDestination) -> Vec<(String, bool)> {
+    let mut names: Vec<(String, bool)> = dest
         .spec
         .secret_refs()
         .into_iter()
-        .map(|(_, r)| r.name.clone())
+        .map(|(_, r)| (r.name.clone(), false))
         .collect();
+    let authorization_code = dest
+        .spec
+        .auth
+        .as_ref()
+        .filter(|a| a.kind == AuthType::OAuth2)
+        .and_then(|a| a.oauth2.as_ref())
+        .is_some_and(|o| o.grant_type == GrantType::AuthorizationCode);
+    if authorization_code {
+        names.push((token_secret_name(&dest.name_any()), true));
+    }
     names.sort();
     names.dedup();
     names
@@ -181,7 +194,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             ..VolumeMount::default()
         },
     ];
-    for (i, secret) in secret_names(dest).into_iter().enumerate() {
+    for (i, (secret, optional)) in secret_mounts(dest).into_iter().enumerate() {
         let volume = format!("secret-{i}");
         mounts.push(VolumeMount {
             name: volume.clone(),
@@ -193,6 +206,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             name: volume,
             secret: Some(SecretVolumeSource {
                 secret_name: Some(secret),
+                optional: optional.then_some(true),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()

@@ -12,6 +12,7 @@ pub mod dereference;
 pub mod operator;
 pub mod reconcile;
 pub mod token_secret;
+pub mod tokens;
 pub mod validate;
 
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 use super::build::{BuildOptions, MANAGED_BY};
 use super::reconcile::{Context, error_policy, reconcile};
+use super::tokens::TokenManagers;
 use crate::api::WebhookDestination;
 use crate::metrics::METRICS;
 use crate::pipeline::worker::stopped;
@@ -142,6 +143,10 @@ async fn run_controller(
     let controller = Controller::new(destinations, watcher::Config::default().any_semantic())
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
     let store = controller.store();
+    let (tokens, token_changes) = TokenManagers::new(client.clone());
+    let token_changes = futures::stream::unfold(token_changes, |mut rx| async move {
+        rx.recv().await.map(|r| (r, rx))
+    });
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -152,6 +157,8 @@ async fn run_controller(
             },
         ),
         build: opts.build.clone(),
+        tokens,
+        destinations: store.clone(),
     });
     ready.store(true, Ordering::Release);
     // Children and Secrets only trigger reconciles, so metadata is all the controller takes from
@@ -170,6 +177,7 @@ async fn run_controller(
             metadata_changes::<Secret>(&client, ns, watcher::Config::default()),
             move |secret| referencing(&store.state(), &secret),
         )
+        .reconcile_on(token_changes)
         .graceful_shutdown_on(async move { stopped(&mut shutdown).await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

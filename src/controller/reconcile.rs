@@ -3,13 +3,19 @@
 
 use super::build::{self, BuildOptions};
 use super::conditions::{self, WorkerState};
+use super::tokens::TokenManagers;
 use super::{Error, apply, dereference, validate};
-use crate::api::{WebhookDestination, WebhookDestinationStatus};
+use crate::api::{AuthStatus, AuthType, WebhookDestination, WebhookDestinationStatus};
+use crate::config::destination::{Credentials, token_secret_name};
+use crate::config::manifests::LoadedDestination;
 use crate::metrics::METRICS;
+use crate::oauth::AuthState;
+use crate::oauth::store::rfc3339;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +24,9 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub build: BuildOptions,
+    pub tokens: TokenManagers,
+    /// The controller's cache of destinations: token managers of deleted ones are stopped.
+    pub destinations: Store<WebhookDestination>,
 }
 
 /// Drift and missed events are caught by this periodic pass even with no watch event.
@@ -52,6 +61,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             .inc();
     }
 
+    let token_state = oauth_state(dest, ctx, &deref, &verdict);
     let deployment = if verdict.can_deploy() {
         let children = build::build(dest, &ctx.build);
         apply::apply(&ctx.client, &children.config_map).await?;
@@ -71,7 +81,10 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     let status = WebhookDestinationStatus {
         observed_generation: dest.meta().generation,
         conditions: conditions::conditions(
-            &verdict,
+            &match &token_state {
+                Some(state) => verdict.with_token_state(state),
+                None => verdict,
+            },
             dest.spec.is_enabled(),
             &worker,
             dest.meta().generation,
@@ -79,6 +92,14 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             &Time(jiff_now()),
         ),
         ingest_url: Some(build::ingest_url(dest)),
+        auth: token_state.as_ref().map(|state| AuthStatus {
+            token_secret_name: Some(token_secret_name(&dest.name_any())),
+            expires_at: state.expires_at().map(rfc3339),
+            authorization_url: state
+                .problem
+                .as_ref()
+                .and_then(|p| p.authorization_url.clone()),
+        }),
         ..old.clone()
     };
     if conditions::differs(&old, &status) {
@@ -90,6 +111,45 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
         _ => Action::requeue(RESYNC),
     })
+}
+
+/// An OAuth 2.0 destination's token state, its manager started as needed; `None` for other
+/// destinations, and while the spec or its client credentials are not usable.
+fn oauth_state(
+    dest: &WebhookDestination,
+    ctx: &Context,
+    deref: &dereference::Dereferenced,
+    verdict: &validate::Verdict,
+) -> Option<AuthState> {
+    ctx.tokens.retain(|key| ctx.destinations.get(key).is_some());
+    let is_oauth2 = dest
+        .spec
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.kind == AuthType::OAuth2);
+    if !is_oauth2 || !verdict.can_deploy() {
+        ctx.tokens.forget(dest);
+        return None;
+    }
+    let loaded = LoadedDestination {
+        resource: dest.clone(),
+        origin: format!(
+            "WebhookDestination {}/{}",
+            dest.namespace().unwrap_or_default(),
+            dest.name_any()
+        ),
+    };
+    let settings = Credentials::resolve(&loaded, &deref.secrets)
+        .ok()?
+        .oauth?
+        .settings;
+    match ctx.tokens.ensure(dest, settings) {
+        Ok(source) => Some(source.state()),
+        Err(e) => {
+            tracing::error!(destination = %dest.name_any(), error = %e, "cannot build the OAuth client");
+            None
+        }
+    }
 }
 
 fn jiff_now() -> k8s_openapi::jiff::Timestamp {

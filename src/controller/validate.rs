@@ -8,6 +8,7 @@ use crate::api::{AuthType, WebhookDestination};
 use crate::config::ConfigError;
 use crate::config::destination::{CompiledSpec, Credentials};
 use crate::config::manifests::LoadedDestination;
+use crate::oauth::AuthState;
 use kube::ResourceExt;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,20 @@ pub struct Verdict {
 impl Verdict {
     pub fn can_deploy(&self) -> bool {
         self.accepted.is_ok() && self.auth.is_ok()
+    }
+
+    /// For OAuth 2.0: `AuthReady` as the token manager sees it. The worker is deployed either
+    /// way — it holds events until a token can be had.
+    pub fn with_token_state(self, state: &AuthState) -> Verdict {
+        let (ok, reason, message) = state.condition();
+        Verdict {
+            auth: if ok {
+                Ok(reason)
+            } else {
+                Err(Problem { reason, message })
+            },
+            ..self
+        }
     }
 }
 

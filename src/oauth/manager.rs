@@ -4,7 +4,7 @@
 //! [`TokenSource`], which only ever hands out tokens that are still valid.
 
 use super::endpoint::{TokenEndpoint, TokenError, refresh_at};
-use super::store::{StoreError, TokenFile};
+use super::store::{MountedToken, StoreError, TokenFile};
 use super::{AccessToken, AuthProblem, AuthState, TokenSet};
 use crate::pipeline::worker::stopped;
 use chrono::Utc;
@@ -20,6 +20,26 @@ pub trait TokenStore: Send + Sync + 'static {
     fn load(&self) -> impl Future<Output = Result<Option<TokenSet>, StoreError>> + Send;
     fn save(&self, token: &TokenSet) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn lock(&self) -> impl Future<Output = Result<Self::Guard, StoreError>> + Send;
+    /// `false` for a store someone else keeps fresh: the manager only follows it.
+    fn refreshes(&self) -> bool {
+        true
+    }
+}
+
+impl TokenStore for MountedToken {
+    type Guard = ();
+    async fn load(&self) -> Result<Option<TokenSet>, StoreError> {
+        MountedToken::load(self)
+    }
+    async fn save(&self, _: &TokenSet) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn lock(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn refreshes(&self) -> bool {
+        false
+    }
 }
 
 impl TokenStore for TokenFile {
@@ -168,6 +188,7 @@ impl<S: TokenStore> TokenManager<S> {
         let mut withheld = false;
         let mut failures = 0u32;
         let mut next = match &current {
+            _ if !self.store.refreshes() => Next::StoreChange,
             Some(t) => self.scheduled(t),
             None => Next::At(tokio::time::Instant::now()),
         };
@@ -197,17 +218,27 @@ impl<S: TokenStore> TokenManager<S> {
                 });
                 tracing::warn!(destination = %self.destination, retry_in = ?delay, "the endpoint rejected a fresh token; holding delivery");
                 withheld = true;
-                next = Next::At(tokio::time::Instant::now() + delay);
+                next = if self.store.refreshes() {
+                    Next::At(tokio::time::Instant::now() + delay)
+                } else {
+                    Next::StoreChange
+                };
                 continue;
             }
+
             if let Next::StoreChange = next {
                 if let Ok(Some(stored)) = self.store.load().await
                     && !same_grant(Some(&stored), current.as_ref())
                 {
                     tracing::info!(destination = %self.destination, "a new token was stored; using it");
+                    next = if self.store.refreshes() {
+                        self.scheduled(&stored)
+                    } else {
+                        Next::StoreChange
+                    };
                     current = Some(stored);
                     problem = None;
-                    next = Next::At(tokio::time::Instant::now());
+                    withheld = false;
                 }
                 continue;
             }

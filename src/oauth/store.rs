@@ -181,3 +181,18 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> StoreError + use<> {
         source,
     }
 }
+
+/// A cluster worker's view of the `<name>-oauth-token` Secret, mounted as files: it follows
+/// what the operator stores and never refreshes itself (two refreshers would burn a rotating
+/// refresh token).
+#[derive(Debug, Clone)]
+pub struct MountedToken {
+    pub dir: PathBuf,
+}
+
+impl MountedToken {
+    pub fn load(&self) -> Result<Option<TokenSet>, StoreError> {
+        let read = |key: &str| std::fs::read_to_string(self.dir.join(key)).ok();
+        from_fields(read, &self.dir.display().to_string())
+    }
+}
