@@ -103,4 +103,8 @@ impl TokenStore for SecretTokenStore {
     async fn lock(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// One GET every few seconds per destination waiting for consent keeps the API server calm.
+    fn poll_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(3)
+    }
 }

@@ -275,3 +275,40 @@ pub fn refresh_at(token: &TokenSet, random: f64) -> DateTime<Utc> {
     token.obtained_at
         + chrono::Duration::milliseconds((lifetime.num_milliseconds() as f64 * fraction) as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(lifetime_secs: i64) -> TokenSet {
+        let obtained_at = Utc::now();
+        TokenSet {
+            access_token: "a".into(),
+            obtained_at,
+            expires_at: obtained_at + chrono::Duration::seconds(lifetime_secs),
+            refresh_token: None,
+        }
+    }
+
+    #[test]
+    fn refreshes_between_75_and_90_percent_of_the_lifetime() {
+        for (lifetime, low, high) in [(15, 11_250, 13_500), (3600, 2_700_000, 3_240_000)] {
+            let t = token(lifetime);
+            let at = |r| (refresh_at(&t, r) - t.obtained_at).num_milliseconds();
+            assert_eq!(at(0.0), low);
+            assert_eq!(at(1.0), high);
+            assert!((low..=high).contains(&at(0.5)));
+            assert_eq!(at(7.0), high, "random input is clamped");
+        }
+    }
+
+    #[test]
+    fn a_token_is_not_handed_out_in_its_last_tenth_or_last_five_seconds() {
+        let short = token(10);
+        assert!(short.usable_at(short.obtained_at + chrono::Duration::milliseconds(8_900)));
+        assert!(!short.usable_at(short.obtained_at + chrono::Duration::milliseconds(9_100)));
+        let long = token(3600);
+        assert!(long.usable_at(long.expires_at - chrono::Duration::seconds(6)));
+        assert!(!long.usable_at(long.expires_at - chrono::Duration::seconds(4)));
+    }
+}

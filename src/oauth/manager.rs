@@ -24,6 +24,11 @@ pub trait TokenStore: Send + Sync + 'static {
     fn refreshes(&self) -> bool {
         true
     }
+    /// How often the store is re-read while waiting for someone else (`hookline connect`, the
+    /// operator) to put a usable token there.
+    fn poll_interval(&self) -> Duration {
+        Duration::from_secs(1)
+    }
 }
 
 impl TokenStore for MountedToken {
@@ -73,9 +78,6 @@ impl TokenStore for InMemory {
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-/// How often a store is re-read while waiting for someone else (`hookline connect`, another
-/// process) to put a usable token there.
-const STORE_POLL: Duration = Duration::from_secs(1);
 
 enum Command {
     /// The endpoint answered 401 to this token; `again` when it was already a fresh one.
@@ -196,7 +198,7 @@ impl<S: TokenStore> TokenManager<S> {
             self.publish(current.as_ref().filter(|_| !withheld), problem.clone());
             let again = tokio::select! {
                 _ = stopped(&mut shutdown) => return,
-                _ = wait(&next) => false,
+                _ = wait(&next, self.store.poll_interval()) => false,
                 Some(Command::Rejected { token, again }) = self.commands.recv() => {
                     // Only the token in use matters; a 401 to an older one is already handled.
                     if current.as_ref().is_none_or(|c| c.access_token.as_str() != &*token) {
@@ -380,10 +382,10 @@ fn same_grant(a: Option<&TokenSet>, b: Option<&TokenSet>) -> bool {
     a.map(|t| (&t.access_token, &t.refresh_token)) == b.map(|t| (&t.access_token, &t.refresh_token))
 }
 
-async fn wait(next: &Next) {
+async fn wait(next: &Next, poll: Duration) {
     match next {
         Next::At(at) => tokio::time::sleep_until(*at).await,
-        Next::StoreChange => tokio::time::sleep(STORE_POLL).await,
+        Next::StoreChange => tokio::time::sleep(poll).await,
     }
 }
 
@@ -392,4 +394,18 @@ fn backoff(failures: u32) -> Duration {
     let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(6));
     base.min(MAX_BACKOFF)
         .mul_f64(1.0 + 0.2 * rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_doubles_up_to_a_minute_with_some_jitter() {
+        for (failures, base) in [(1, 1), (2, 2), (3, 4), (7, 60), (40, 60)] {
+            let d = backoff(failures).as_secs_f64();
+            let base = base as f64;
+            assert!(d >= base && d <= base * 1.2, "{failures} failures: {d}s");
+        }
+    }
 }

@@ -196,3 +196,71 @@ impl MountedToken {
         from_fields(read, &self.dir.display().to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(t: &TokenSet) -> HashMap<String, String> {
+        to_fields(t)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+    }
+
+    #[test]
+    fn token_sets_survive_the_round_trip_to_millisecond_precision() {
+        let obtained_at = DateTime::parse_from_rfc3339("2026-11-28T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let t = TokenSet {
+            access_token: "at".into(),
+            obtained_at,
+            expires_at: obtained_at + chrono::Duration::seconds(2),
+            refresh_token: Some("rt".into()),
+        };
+        let f = fields(&t);
+        assert_eq!(f[EXPIRES_AT], "2026-11-28T10:00:02.123Z");
+        let back = from_fields(|k| f.get(k).cloned(), "test").unwrap().unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn a_hand_seeded_refresh_token_alone_is_due_at_once() {
+        let f = HashMap::from([(REFRESH_TOKEN.to_string(), "seeded".to_string())]);
+        let t = from_fields(|k| f.get(k).cloned(), "test").unwrap().unwrap();
+        assert!(t.access_token.is_empty());
+        assert!(!t.usable_at(Utc::now()));
+        assert!(from_fields(|_| None, "test").unwrap().is_none());
+        let bad = HashMap::from([
+            (ACCESS_TOKEN.to_string(), "a".to_string()),
+            (EXPIRES_AT.to_string(), "tomorrow".to_string()),
+        ]);
+        let e = from_fields(|k| bad.get(k).cloned(), "Secret x").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Secret x: expires_at \"tomorrow\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_token_file_is_private_and_replaced_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = TokenFile::new(dir.path(), "ns", "d", None);
+        assert_eq!(file.load().unwrap(), None);
+        let now = Utc::now();
+        let t = TokenSet {
+            access_token: "at".into(),
+            obtained_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            refresh_token: None,
+        };
+        file.save(&t).unwrap();
+        let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(file.load().unwrap().unwrap().access_token, "at");
+        assert!(!file.path().with_extension("json.tmp").exists());
+    }
+}
