@@ -20,6 +20,7 @@ pub struct Metrics {
     pub reconciles: IntCounterVec,
     pub reconcile_failures: IntCounterVec,
     pub reconcile_duration: Histogram,
+    pub leader: prometheus::IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -66,7 +67,16 @@ impl Metrics {
         registry
             .register(Box::new(reconcile_duration.clone()))
             .expect("metric registered once");
+        let leader = prometheus::IntGauge::new(
+            "hookline_leader",
+            "1 while this operator replica holds the Lease and runs the controller",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("metric registered once");
         Metrics {
+            leader,
             events_received: counter(
                 &registry,
                 "hookline_events_received_total",

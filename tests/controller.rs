@@ -470,10 +470,6 @@ async fn only_the_lease_holder_reconciles() {
     let server = ApiServer::new();
     let a = Operator::start_on(server.clone(), Some("hookline-system"), "op-a").await;
     let b = Operator::start_on(server.clone(), Some("hookline-system"), "op-b").await;
-    eventually("one leader", || async {
-        (a.ready().await != b.ready().await).then_some(())
-    })
-    .await;
     let lease = eventually("the lease", || async {
         server.objects("coordination.k8s.io/v1/leases").pop()
     })
@@ -483,16 +479,31 @@ async fn only_the_lease_holder_reconciles() {
         .unwrap()
         .to_string();
     let (leader, follower) = if holder == "op-a" { (a, b) } else { (b, a) };
-    assert!(leader.ready().await && !follower.ready().await);
+    // Both are ready: a standby serves health and metrics and must not stall a rollout.
+    eventually("both replicas ready", || async {
+        (leader.ready().await && follower.ready().await).then_some(())
+    })
+    .await;
 
     leader.create_secret("crm", json!({"token": "t"})).await;
     leader
         .create_destination(&bearer_destination("orders", ""))
         .await;
     wait_condition(&leader, "orders", "Accepted", "True").await;
+    let reporters: Vec<_> = server
+        .objects("events.k8s.io/v1/events")
+        .iter()
+        .map(|e| {
+            e["reportingInstance"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert!(!reporters.is_empty());
     assert!(
-        !follower.ready().await,
-        "two replicas must never both run the controller"
+        reporters.iter().all(|r| *r == holder),
+        "two replicas must never both run the controller: {reporters:?}"
     );
     leader.stop().await;
     follower.stop().await;

@@ -81,6 +81,9 @@ async fn lead_then_run(
         .build()
         .await
         .context("cannot set up leader election")?;
+    // A standby replica is ready too: it serves health and metrics and takes over when the
+    // leader goes; `hookline_leader` tells which one leads.
+    ready.store(true, Ordering::Release);
     let (mut leading, task) = manager.watch().await;
     loop {
         tokio::select! {
@@ -100,7 +103,6 @@ async fn lead_then_run(
         });
         run_controller(client.clone(), opts, ready.clone(), controller_shutdown).await;
         watchdog.abort();
-        ready.store(false, Ordering::Release);
         if *shutdown.borrow() {
             break;
         }
@@ -161,6 +163,7 @@ async fn run_controller(
         destinations: store.clone(),
     });
     ready.store(true, Ordering::Release);
+    METRICS.leader.set(1);
     // Children and Secrets only trigger reconciles, so metadata is all the controller takes from
     // them: Secret values never travel on the watch, and a cluster full of large Secrets (Helm
     // releases) costs the controller no memory.
@@ -186,6 +189,7 @@ async fn run_controller(
             }
         })
         .await;
+    METRICS.leader.set(0);
 }
 
 fn metadata_changes<K>(
