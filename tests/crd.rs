@@ -188,3 +188,63 @@ fn every_example_loads_and_resolves() {
         ]
     );
 }
+
+/// Field paths under `spec`, as the README writes them; a Secret reference's `name`/`key`
+/// and `worker.resources` (a core type) are covered by their parent's row.
+fn spec_paths(node: &Value, path: &str, out: &mut Vec<String>) {
+    if let Some(props) = node["properties"].as_object() {
+        for (name, child) in props {
+            let p = format!("{path}.{name}");
+            out.push(p.clone());
+            let is_reference = name.ends_with("SecretRef")
+                || name.ends_with("secretKeyRef")
+                || name == "secretRef";
+            if !is_reference && p != "spec.worker.resources" {
+                spec_paths(child, &p, out);
+            }
+        }
+    }
+    if node["type"] == "array" {
+        spec_paths(&node["items"], &format!("{path}[]"), out);
+    }
+}
+
+#[test]
+fn the_readme_reference_names_every_spec_field() {
+    let crd = committed_crd();
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut paths = Vec::new();
+    spec_paths(spec, "spec", &mut paths);
+    assert!(paths.len() > 40, "{paths:?}");
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let missing: Vec<_> = paths
+        .iter()
+        .filter(|p| !readme.contains(&format!("| `{p}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README's WebhookDestination reference lacks {missing:?}"
+    );
+}
+
+/// GitOps tools compare `spec` with what they applied: a schema default would be drift.
+#[test]
+fn the_crd_declares_no_defaults() {
+    fn defaults(node: &Value, path: &str, out: &mut Vec<String>) {
+        match node {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k == "default" {
+                        out.push(path.to_string());
+                    }
+                    defaults(v, &format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| defaults(v, path, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    defaults(&committed_crd()["spec"]["versions"], "versions", &mut found);
+    assert!(found.is_empty(), "{found:?}");
+}
