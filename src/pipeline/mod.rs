@@ -10,4 +10,5 @@ pub mod jsvalue;
 pub mod mapping;
 pub mod queue;
 pub mod subscription;
+pub mod transform;
 pub mod worker;
