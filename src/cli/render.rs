@@ -4,6 +4,7 @@ use super::{ManifestFiles, Output};
 use crate::config::destination::Destination;
 use crate::pipeline::batch::{Batch, Item};
 use crate::pipeline::deliver::request::{OutgoingRequest, request_id};
+use crate::pipeline::transform::Outcome;
 use anyhow::Context;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,10 @@ pub fn render(args: Args) -> anyhow::Result<i32> {
     let event = read_event(&args.event)?;
     let mut requests = Vec::new();
     for dest in &destinations {
-        if dest.subscription.matches(&event) {
+        if !dest.subscription.matches(&event) {
+            continue;
+        }
+        if let Some(event) = through_function(dest, &event)? {
             requests.push(
                 build_request(dest, &event, None)
                     .with_context(|| format!("destination {}", dest.name))?,
@@ -49,6 +53,27 @@ pub fn render(args: Args) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The event after the insert function: `None` when it drops the event; an error when it
+/// fails, so `render` and `test` show why.
+pub fn through_function(dest: &Destination, event: &Value) -> anyhow::Result<Option<Value>> {
+    let Some(function) = &dest.transform else {
+        return Ok(Some(event.clone()));
+    };
+    match function.run(event, &dest.settings) {
+        Outcome::Continue(event) => Ok(Some(event)),
+        Outcome::Drop { reason, message } => {
+            eprintln!("{}: the insert function dropped the event ({reason}{}{message})", dest.name, if message.is_empty() { "" } else { ": " });
+            Ok(None)
+        }
+        Outcome::Retry(message) => {
+            anyhow::bail!("destination {}: the insert function asked for a retry: {message}", dest.name)
+        }
+        Outcome::Fail(message) => {
+            anyhow::bail!("destination {}: the insert function failed: {message}", dest.name)
+        }
+    }
 }
 
 pub fn read_event(path: &Path) -> anyhow::Result<Value> {

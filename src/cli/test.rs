@@ -1,7 +1,7 @@
 //! `hookline test -f FILE [--event EVENT.json]`: one real request per destination, with the answer.
 
 use super::ManifestFiles;
-use super::render::{build_request, read_event};
+use super::render::{build_request, read_event, through_function};
 use super::samples;
 use crate::engine::{TokenKeeping, token_source};
 use crate::oauth::AccessToken;
@@ -35,6 +35,11 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
     let mut all_ok = true;
     let (_stop, shutdown) = watch::channel(false);
     for dest in &destinations {
+        let Some(event) = through_function(dest, &event)? else {
+            println!("--- {} ---\nnot sent: the insert function dropped the test event\n", dest.name);
+            all_ok = false;
+            continue;
+        };
         let sender = HttpSender::new(1, dest.request.timeout)?;
         let tokens = token_source(
             dest,

@@ -13,6 +13,7 @@ use crate::pipeline::deliver::retry::RetryPolicy;
 use crate::pipeline::deliver::signing::Signer;
 use crate::pipeline::mapping::Mapping;
 use crate::pipeline::subscription::Subscription;
+use crate::pipeline::transform::InsertFunction;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -31,6 +32,9 @@ pub struct Destination {
     pub namespace: String,
     pub enabled: bool,
     pub subscription: Subscription,
+    pub transform: Option<InsertFunction>,
+    /// What an insert function gets as `settings`: the destination's non-secret settings.
+    pub settings: serde_json::Value,
     pub mapping: Mapping,
     /// Shared, so a delivery in flight keeps the template it started with while a reload swaps it.
     pub request: Arc<RequestTemplate>,
@@ -55,6 +59,7 @@ pub struct CompiledSpec {
     pub url: reqwest::Url,
     pub subscription: Subscription,
     pub mapping: Mapping,
+    pub transform: Option<InsertFunction>,
     pub batching: BatchPolicy,
     pub retry: RetryPolicy,
     pub concurrency: usize,
@@ -83,6 +88,8 @@ impl Destination {
             namespace: loaded.namespace().to_string(),
             enabled: spec.is_enabled(),
             subscription: compiled.subscription,
+            transform: compiled.transform,
+            settings: settings(loaded),
             mapping: compiled.mapping,
             request: Arc::new(RequestTemplate {
                 method: spec.endpoint.method(),
@@ -155,13 +162,13 @@ impl CompiledSpec {
         };
         let mapping = Mapping::compile(spec.mapping.as_ref())
             .map_err(|e| bad("spec.mapping", e.to_string()))?;
-        if spec.transform.is_some() {
-            return Err(bad(
-                "spec.transform",
-                "insert functions are not supported by this build yet; remove spec.transform"
-                    .into(),
-            ));
-        }
+        let transform = match &spec.transform {
+            None => None,
+            Some(t) => Some(
+                InsertFunction::compile(&t.javascript, loaded.name())
+                    .map_err(|e| bad("spec.transform.javascript", e.message))?,
+            ),
+        };
 
         let b = spec.batching.clone().unwrap_or_default();
         let defaults = BatchPolicy::default();
@@ -198,6 +205,7 @@ impl CompiledSpec {
             url,
             subscription,
             mapping,
+            transform,
             batching,
             retry,
             concurrency,
@@ -294,6 +302,23 @@ impl Credentials {
             oauth,
         })
     }
+}
+
+/// Name, namespace and endpoint without anything read from a Secret.
+fn settings(loaded: &LoadedDestination) -> serde_json::Value {
+    let endpoint = &loaded.resource.spec.endpoint;
+    let headers: serde_json::Map<String, serde_json::Value> = endpoint
+        .headers
+        .iter()
+        .filter_map(|h| Some((h.name.clone(), h.value.clone()?.into())))
+        .collect();
+    serde_json::json!({
+        "destination": loaded.name(),
+        "namespace": loaded.namespace(),
+        "url": endpoint.url,
+        "method": endpoint.method().as_str(),
+        "headers": headers,
+    })
 }
 
 fn check_oauth2(

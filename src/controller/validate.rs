@@ -88,6 +88,8 @@ fn spec_problem(e: &ConfigError) -> Problem {
         "InvalidSubscription"
     } else if field == "spec.mapping" {
         "InvalidMapping"
+    } else if field.starts_with("spec.transform") {
+        "InvalidTransform"
     } else if field.starts_with("spec.auth") {
         "InvalidAuth"
     } else {

@@ -69,6 +69,15 @@ pub fn handler_for(event_type: &str) -> Option<&'static str> {
 }
 
 pub const BATCH_HANDLER: &str = "onBatch";
+const HANDLERS: [&str; 7] = [
+    "onTrack",
+    "onIdentify",
+    "onPage",
+    "onScreen",
+    "onGroup",
+    "onAlias",
+    BATCH_HANDLER,
+];
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
@@ -101,7 +110,8 @@ pub struct InsertFunction {
     source: Arc<str>,
     destination: Arc<str>,
     engine: Arc<Mutex<Engine>>,
-    has_batch_handler: bool,
+    /// The handlers the function defines, found once at compile time.
+    handlers: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for InsertFunction {
@@ -115,32 +125,43 @@ impl std::fmt::Debug for InsertFunction {
 impl InsertFunction {
     pub fn compile(source: &str, destination: &str) -> Result<InsertFunction, CompileError> {
         let engine = Engine::new(source, destination)?;
-        let has_batch_handler = engine.has(BATCH_HANDLER);
+        let handlers = HANDLERS
+            .iter()
+            .copied()
+            .filter(|h| engine.has(h))
+            .collect();
         Ok(InsertFunction {
             source: source.into(),
             destination: destination.into(),
             engine: Arc::new(Mutex::new(engine)),
-            has_batch_handler,
+            handlers,
         })
     }
 
     pub fn has_batch_handler(&self) -> bool {
-        self.has_batch_handler
+        self.handlers.contains(&BATCH_HANDLER)
     }
 
-    /// Runs the handler for the event's `type`; a type without a handler is dropped.
+    /// One event: the handler for its `type`, else `onBatch` with a batch of one; a type with
+    /// neither is dropped.
     pub fn run(&self, event: &Value, settings: &Value) -> Outcome {
         let kind = event
             .get("type")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let Some(handler) = handler_for(kind) else {
-            return Outcome::Drop {
+        match handler_for(kind).filter(|h| self.handlers.contains(h)) {
+            Some(handler) => self.call(handler, event, settings),
+            None if self.has_batch_handler() => {
+                match self.run_batch(std::slice::from_ref(event), settings) {
+                    Ok(mut one) => one.remove(0),
+                    Err(outcome) => outcome,
+                }
+            }
+            None => Outcome::Drop {
                 reason: "NoHandler".into(),
-                message: format!("no handler for event type {kind:?}"),
-            };
-        };
-        self.call(handler, event, settings)
+                message: format!("the function has no handler for event type {kind:?}"),
+            },
+        }
     }
 
     /// `onBatch`: the events in, the events out in the same order (each `null` drops one).

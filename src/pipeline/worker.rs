@@ -13,6 +13,7 @@ use crate::config::destination::{Destination, LiveDestination};
 use crate::metrics::METRICS;
 use crate::oauth::AccessToken;
 use crate::oauth::manager::TokenSource;
+use crate::pipeline::transform::Outcome;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -32,7 +33,7 @@ struct Shared {
 
 /// This destination's metric series, resolved once rather than per request.
 struct DestinationMetrics {
-    filtered: prometheus::IntCounter,
+    name: String,
     delivered: prometheus::IntCounter,
     dead_lettered: prometheus::IntCounter,
     request_duration: prometheus::Histogram,
@@ -41,11 +42,18 @@ struct DestinationMetrics {
 }
 
 impl DestinationMetrics {
+    /// `reason`: `subscription`, or why the insert function dropped the event (its error
+    /// class, `ReturnedNull`, `NoHandler`) — a small fixed set.
+    fn filtered(&self, reason: &str) {
+        METRICS
+            .events_filtered
+            .with_label_values(&[&self.name, reason])
+            .inc();
+    }
+
     fn new(name: &str) -> Self {
         DestinationMetrics {
-            filtered: METRICS
-                .events_filtered
-                .with_label_values(&[name, "subscription"]),
+            name: name.to_string(),
             delivered: METRICS.events_delivered.with_label_values(&[name]),
             dead_lettered: METRICS.events_dead_lettered.with_label_values(&[name]),
             request_duration: METRICS.request_duration.with_label_values(&[name]),
@@ -63,9 +71,21 @@ pub struct Worker {
 /// What becomes of one queue record before batching.
 enum Prepared {
     NotForUs,
-    Filtered,
+    /// Dropped by the subscription or the insert function, with the reason counted.
+    Filtered(String),
     Ready(Item),
     Failed(DeadLetter),
+    /// The insert function threw `RetryError`.
+    Retry(String),
+    /// Waits for `onBatch` with the events around it.
+    ForBatchFunction(serde_json::Value),
+}
+
+/// Events waiting for the insert function's `onBatch`, collected like a batch.
+#[derive(Default)]
+struct FunctionBatch {
+    events: Vec<(u64, serde_json::Value)>,
+    opened: Option<Instant>,
 }
 
 impl Worker {
@@ -123,16 +143,35 @@ impl Worker {
         let dest = &self.shared.dest;
         let mut reader = self.queue.reader(self.shared.cursor.committed());
         let mut batcher = Batcher::new(dest.batching.clone());
+        let mut waiting = FunctionBatch::default();
         loop {
-            let deadline = batcher.deadline();
+            let deadline = [
+                batcher.deadline(),
+                waiting.opened.map(|t| t + dest.batching.max_wait),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let record = tokio::select! {
                 _ = stopped(&mut shutdown) => return,
-                _ = sleep_until_opt(deadline) => {
-                    if let Some(batch) = batcher.take()
-                        && batches.send(batch).await.is_err() { return; }
-                    continue;
+                _ = sleep_until_opt(deadline) => None,
+                record = reader.next() => Some(record),
+            };
+            let Some(record) = record else {
+                let now = Instant::now();
+                if waiting.opened.is_some_and(|t| t + dest.batching.max_wait <= now) {
+                    let ready = self.through_batch_function(&mut waiting, &mut shutdown).await;
+                    if !self.push_all(ready, &mut batcher, &batches, &mut shutdown).await {
+                        return;
+                    }
                 }
-                record = reader.next() => record,
+                if batcher.deadline().is_some_and(|d| d <= now)
+                    && let Some(batch) = batcher.take()
+                    && batches.send(batch).await.is_err()
+                {
+                    return;
+                }
+                continue;
             };
             let (seq, bytes) = match record {
                 Ok(r) => r,
@@ -141,25 +180,182 @@ impl Worker {
                     return;
                 }
             };
-            match self.prepare(seq, &bytes) {
+            let Some(prepared) = self.prepare_retrying(seq, &bytes, &mut shutdown).await else {
+                return;
+            };
+            match prepared {
+                Prepared::ForBatchFunction(event) => {
+                    waiting.opened.get_or_insert_with(Instant::now);
+                    waiting.events.push((seq, event));
+                    if waiting.events.len() >= dest.batching.size {
+                        let ready = self.through_batch_function(&mut waiting, &mut shutdown).await;
+                        if !self.push_all(ready, &mut batcher, &batches, &mut shutdown).await {
+                            return;
+                        }
+                    }
+                }
+                other => {
+                    if !self
+                        .push_all(vec![(seq, other)], &mut batcher, &batches, &mut shutdown)
+                        .await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acts on prepared records in order: completes what is not delivered, dead-letters
+    /// failures, batches the rest. `false` when the worker is stopping.
+    async fn push_all(
+        &self,
+        prepared: Vec<(u64, Prepared)>,
+        batcher: &mut Batcher,
+        batches: &mpsc::Sender<Batch>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        for (seq, p) in prepared {
+            match p {
                 Prepared::NotForUs => self.shared.cursor.complete([seq]),
-                Prepared::Filtered => {
-                    self.shared.metrics.filtered.inc();
+                Prepared::Filtered(reason) => {
+                    self.shared.metrics.filtered(&reason);
                     self.shared.cursor.complete([seq]);
                 }
                 Prepared::Failed(letter) => {
-                    if self.shared.dead_letter(vec![letter], &mut shutdown).await {
+                    if self.shared.dead_letter(vec![letter], shutdown).await {
                         self.shared.cursor.complete([seq]);
                     }
                 }
                 Prepared::Ready(item) => {
                     for batch in batcher.push(item, Instant::now()) {
                         if batches.send(batch).await.is_err() {
-                            return;
+                            return false;
                         }
                     }
                 }
+                Prepared::Retry(_) | Prepared::ForBatchFunction(_) => {
+                    unreachable!("resolved before batching")
+                }
             }
+        }
+        true
+    }
+
+    /// Prepares a record; a `RetryError` from the insert function is retried on the
+    /// destination's retry policy, then dead-lettered. `None` when the worker stops.
+    async fn prepare_retrying(
+        &self,
+        seq: u64,
+        bytes: &[u8],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Prepared> {
+        let first = Instant::now();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.prepare(seq, bytes) {
+                Prepared::Retry(message) => {
+                    let event = serde_json::from_slice::<Envelope>(bytes)
+                        .map(|e| e.event)
+                        .unwrap_or_default();
+                    match self.retry_delay(attempts, first) {
+                        None => {
+                            return Some(Prepared::Failed(dead_letter(
+                                &self.shared.dest,
+                                event,
+                                attempts,
+                                None,
+                                format!("the insert function kept asking for a retry: {message}"),
+                            )));
+                        }
+                        Some(delay) => {
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = stopped(shutdown) => return None,
+                            }
+                        }
+                    }
+                }
+                other => return Some(other),
+            }
+        }
+    }
+
+    fn retry_delay(&self, attempts: u32, first: Instant) -> Option<Duration> {
+        self.shared
+            .dest
+            .retry
+            .next_delay(attempts, first.elapsed(), None, rand::random())
+    }
+
+    /// Runs `onBatch` over the waiting events (retrying a `RetryError` like a 5xx) and maps
+    /// what it returns; the waiting batch is emptied.
+    async fn through_batch_function(
+        &self,
+        waiting: &mut FunctionBatch,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Vec<(u64, Prepared)> {
+        let events = std::mem::take(waiting).events;
+        let dest = &self.shared.dest;
+        let function = dest.transform.as_ref().expect("only with an insert function");
+        let inputs: Vec<serde_json::Value> = events.iter().map(|(_, e)| e.clone()).collect();
+        let first = Instant::now();
+        let mut attempts = 0;
+        let outcomes = loop {
+            attempts += 1;
+            match function.run_batch(&inputs, &dest.settings) {
+                Ok(outcomes) => break Ok(outcomes),
+                Err(Outcome::Retry(message)) => match self.retry_delay(attempts, first) {
+                    Some(delay) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = stopped(shutdown) => return Vec::new(),
+                        }
+                    }
+                    None => {
+                        break Err(format!(
+                            "the insert function kept asking for a retry: {message}"
+                        ));
+                    }
+                },
+                Err(Outcome::Fail(message)) => break Err(message),
+                Err(other) => break Err(format!("onBatch: {other:?}")),
+            }
+        };
+        match outcomes {
+            Ok(outcomes) => events
+                .into_iter()
+                .zip(outcomes)
+                .map(|((seq, event), outcome)| (seq, self.after_function(seq, &event, outcome)))
+                .collect(),
+            Err(message) => events
+                .into_iter()
+                .map(|(seq, event)| {
+                    let letter = dead_letter(dest, event, attempts, None, message.clone());
+                    (seq, Prepared::Failed(letter))
+                })
+                .collect(),
+        }
+    }
+
+    /// An insert function's verdict on `original`, mapped when it continues.
+    fn after_function(&self, seq: u64, original: &serde_json::Value, outcome: Outcome) -> Prepared {
+        let dest = &self.shared.dest;
+        match outcome {
+            Outcome::Continue(event) => match Item::mapped(seq, event.clone(), &dest.mapping) {
+                Ok(item) => Prepared::Ready(item),
+                Err(e) => Prepared::Failed(dead_letter(dest, event, 0, None, e.to_string())),
+            },
+            Outcome::Drop { reason, .. } => Prepared::Filtered(reason),
+            Outcome::Retry(message) => Prepared::Retry(message),
+            Outcome::Fail(message) => Prepared::Failed(dead_letter(
+                dest,
+                original.clone(),
+                0,
+                None,
+                format!("insert function: {message}"),
+            )),
         }
     }
 
@@ -182,11 +378,15 @@ impl Worker {
             return Prepared::NotForUs;
         }
         if !dest.subscription.matches(&envelope.event) {
-            return Prepared::Filtered;
+            return Prepared::Filtered("subscription".into());
         }
-        match Item::mapped(seq, envelope.event.clone(), &dest.mapping) {
-            Ok(item) => Prepared::Ready(item),
-            Err(e) => Prepared::Failed(dead_letter(dest, envelope.event, 0, None, e.to_string())),
+        let event = envelope.event;
+        match &dest.transform {
+            None => self.after_function(seq, &event, Outcome::Continue(event.clone())),
+            Some(f) if f.has_batch_handler() && dest.batching.size > 1 => {
+                Prepared::ForBatchFunction(event)
+            }
+            Some(f) => self.after_function(seq, &event, f.run(&event, &dest.settings)),
         }
     }
 }
