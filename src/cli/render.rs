@@ -64,14 +64,24 @@ pub fn through_function(dest: &Destination, event: &Value) -> anyhow::Result<Opt
     match function.run(event, &dest.settings) {
         Outcome::Continue(event) => Ok(Some(event)),
         Outcome::Drop { reason, message } => {
-            eprintln!("{}: the insert function dropped the event ({reason}{}{message})", dest.name, if message.is_empty() { "" } else { ": " });
+            eprintln!(
+                "{}: the insert function dropped the event ({reason}{}{message})",
+                dest.name,
+                if message.is_empty() { "" } else { ": " }
+            );
             Ok(None)
         }
         Outcome::Retry(message) => {
-            anyhow::bail!("destination {}: the insert function asked for a retry: {message}", dest.name)
+            anyhow::bail!(
+                "destination {}: the insert function asked for a retry: {message}",
+                dest.name
+            )
         }
         Outcome::Fail(message) => {
-            anyhow::bail!("destination {}: the insert function failed: {message}", dest.name)
+            anyhow::bail!(
+                "destination {}: the insert function failed: {message}",
+                dest.name
+            )
         }
     }
 }

@@ -36,7 +36,10 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
     let (_stop, shutdown) = watch::channel(false);
     for dest in &destinations {
         let Some(event) = through_function(dest, &event)? else {
-            println!("--- {} ---\nnot sent: the insert function dropped the test event\n", dest.name);
+            println!(
+                "--- {} ---\nnot sent: the insert function dropped the test event\n",
+                dest.name
+            );
             all_ok = false;
             continue;
         };

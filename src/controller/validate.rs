@@ -180,6 +180,7 @@ mod tests {
             ("subscription", "InvalidSubscription", "spec.subscription"),
             ("mapping", "InvalidMapping", "/x/@path"),
             ("batching", "InvalidSpec", "spec.batching.size"),
+            ("transform", "InvalidTransform", "SyntaxError"),
         ];
         for (what, reason, mentions) in cases {
             let mut d = fixture("full");
@@ -187,6 +188,11 @@ mod tests {
                 "endpoint" => d.spec.endpoint.url = "ftp://files".into(),
                 "subscription" => d.spec.subscription = Some("event = ".into()),
                 "mapping" => d.spec.mapping = Some(serde_json::json!({"x": {"@path": 1}})),
+                "transform" => {
+                    d.spec.transform = Some(crate::api::Transform {
+                        javascript: "function onTrack(e) {\n  return e +;\n}".into(),
+                    })
+                }
                 _ => {
                     d.spec.batching = Some(crate::api::Batching {
                         size: Some(0),

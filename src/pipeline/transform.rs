@@ -125,11 +125,7 @@ impl std::fmt::Debug for InsertFunction {
 impl InsertFunction {
     pub fn compile(source: &str, destination: &str) -> Result<InsertFunction, CompileError> {
         let engine = Engine::new(source, destination)?;
-        let handlers = HANDLERS
-            .iter()
-            .copied()
-            .filter(|h| engine.has(h))
-            .collect();
+        let handlers = HANDLERS.iter().copied().filter(|h| engine.has(h)).collect();
         Ok(InsertFunction {
             source: source.into(),
             destination: destination.into(),

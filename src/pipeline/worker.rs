@@ -159,11 +159,14 @@ impl Worker {
             };
             let Some(record) = record else {
                 let now = Instant::now();
-                if waiting.opened.is_some_and(|t| t + dest.batching.max_wait <= now) {
-                    let ready = self.through_batch_function(&mut waiting, &mut shutdown).await;
-                    if !self.push_all(ready, &mut batcher, &batches, &mut shutdown).await {
-                        return;
-                    }
+                if waiting
+                    .opened
+                    .is_some_and(|t| t + dest.batching.max_wait <= now)
+                    && !self
+                        .flush_function_batch(&mut waiting, &mut batcher, &batches, &mut shutdown)
+                        .await
+                {
+                    return;
                 }
                 if batcher.deadline().is_some_and(|d| d <= now)
                     && let Some(batch) = batcher.take()
@@ -187,11 +190,17 @@ impl Worker {
                 Prepared::ForBatchFunction(event) => {
                     waiting.opened.get_or_insert_with(Instant::now);
                     waiting.events.push((seq, event));
-                    if waiting.events.len() >= dest.batching.size {
-                        let ready = self.through_batch_function(&mut waiting, &mut shutdown).await;
-                        if !self.push_all(ready, &mut batcher, &batches, &mut shutdown).await {
-                            return;
-                        }
+                    if waiting.events.len() >= dest.batching.size
+                        && !self
+                            .flush_function_batch(
+                                &mut waiting,
+                                &mut batcher,
+                                &batches,
+                                &mut shutdown,
+                            )
+                            .await
+                    {
+                        return;
                     }
                 }
                 other => {
@@ -240,6 +249,25 @@ impl Worker {
             }
         }
         true
+    }
+
+    /// `onBatch` over the waiting events; what it returns goes out as one request batch (even
+    /// when it dropped some). `false` when the worker is stopping.
+    async fn flush_function_batch(
+        &self,
+        waiting: &mut FunctionBatch,
+        batcher: &mut Batcher,
+        batches: &mpsc::Sender<Batch>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let ready = self.through_batch_function(waiting, shutdown).await;
+        if !self.push_all(ready, batcher, batches, shutdown).await {
+            return false;
+        }
+        match batcher.take() {
+            Some(batch) => batches.send(batch).await.is_ok(),
+            None => true,
+        }
     }
 
     /// Prepares a record; a `RetryError` from the insert function is retried on the
@@ -298,7 +326,10 @@ impl Worker {
     ) -> Vec<(u64, Prepared)> {
         let events = std::mem::take(waiting).events;
         let dest = &self.shared.dest;
-        let function = dest.transform.as_ref().expect("only with an insert function");
+        let function = dest
+            .transform
+            .as_ref()
+            .expect("only with an insert function");
         let inputs: Vec<serde_json::Value> = events.iter().map(|(_, e)| e.clone()).collect();
         let first = Instant::now();
         let mut attempts = 0;
