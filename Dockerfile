@@ -26,6 +26,7 @@ RUN mkdir -p src/bin benches \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > src/bin/bench.rs \
  && echo 'fn main() {}' > benches/controller.rs \
+ && echo 'fn main() {}' > benches/transform.rs \
  && touch src/lib.rs \
  && cargo build --release --locked --target "$(cat /rust-target)" --bin hookline \
  && rm -rf src benches

@@ -182,6 +182,7 @@ fn every_example_loads_and_resolves() {
             "all-events",
             "events-to-warehouse",
             "marketing-to-ads",
+            "orders-to-billing",
             "orders-to-crm",
             "orders-to-erp",
             "signups-to-crm"
