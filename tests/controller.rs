@@ -881,3 +881,70 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
         "RBAC rules nothing uses: {unused:?}; used: {used:?}"
     );
 }
+
+/// `hookline test NAME -n NS` as a user runs it: a real process, the API server over HTTP.
+async fn hookline_test(op: &Operator, name: &str, extra: &[&str]) -> std::process::Output {
+    let addr = op.server.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, NS)).unwrap();
+    let mut command = std::process::Command::new(support::bin());
+    command
+        .args(["test", name, "-n", NS, "--timeout", "20"])
+        .args(extra)
+        .env("KUBECONFIG", &kubeconfig);
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
+    let endpoint = support::Endpoint::start().await;
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "cluster-token"}))
+        .await;
+    let yaml = bearer_destination("orders", "").replace(
+        "https://crm.example.com/api/events",
+        &format!("{}/in", endpoint.url),
+    );
+    op.create_destination(&yaml).await;
+    wait_condition(&op, "orders", "Accepted", "True").await;
+
+    let out = hookline_test(&op, "orders", &[]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("response: 200"), "{stdout}");
+    let got = endpoint.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].headers["authorization"], "Bearer cluster-token");
+    let last = op
+        .destination("orders")
+        .await
+        .status
+        .unwrap()
+        .last_test_event
+        .unwrap();
+    assert_eq!(last.status_code, Some(200));
+    assert!(last.request_id.is_some() && last.latency_millis.is_some());
+
+    // A failing endpoint that echoes the request: exit 1, and the token never reaches status.
+    endpoint.respond(|_| (500, vec![]));
+    let event = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        event.path(),
+        r#"{"type":"track","event":"Custom","messageId":"m-7"}"#,
+    )
+    .unwrap();
+    let out = hookline_test(&op, "orders", &["--event", event.path().to_str().unwrap()]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("response: 500"));
+    assert_eq!(endpoint.received()[1].body["id"], "m-7");
+    let status = format!("{:?}", op.destination("orders").await.status);
+    assert!(!status.contains("cluster-token"), "{status}");
+    op.stop().await;
+}

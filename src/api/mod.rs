@@ -281,6 +281,9 @@ pub struct AuthStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestEventStatus {
+    /// The id `hookline test NAME` asked with (annotation `hookline.dev/test-event`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     pub at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,

@@ -6,7 +6,6 @@ pub mod crd;
 mod dlq;
 mod render;
 mod run;
-mod samples;
 mod test;
 mod worker;
 
@@ -61,23 +60,30 @@ pub struct ManifestFiles {
 
 impl ManifestFiles {
     pub fn destinations(&self) -> anyhow::Result<Vec<crate::config::destination::Destination>> {
-        let manifests = crate::config::manifests::Manifests::load(&self.files)?;
-        if manifests.destinations.is_empty() {
-            let names: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
-            anyhow::bail!(
-                "{}: no WebhookDestination found (kind: WebhookDestination, apiVersion: hookline.dev/v1alpha1)",
-                names.join(", ")
-            );
-        }
-        manifests
-            .destinations
-            .iter()
-            .map(|d| {
-                crate::config::destination::Destination::resolve(d, &manifests.secrets)
-                    .map_err(Into::into)
-            })
-            .collect()
+        load_destinations(&self.files)
     }
+}
+
+/// Every WebhookDestination in `files`, resolved against the Secrets in them.
+pub fn load_destinations(
+    files: &[PathBuf],
+) -> anyhow::Result<Vec<crate::config::destination::Destination>> {
+    let manifests = crate::config::manifests::Manifests::load(files)?;
+    if manifests.destinations.is_empty() {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        anyhow::bail!(
+            "{}: no WebhookDestination found (kind: WebhookDestination, apiVersion: hookline.dev/v1alpha1)",
+            names.join(", ")
+        );
+    }
+    manifests
+        .destinations
+        .iter()
+        .map(|d| {
+            crate::config::destination::Destination::resolve(d, &manifests.secrets)
+                .map_err(Into::into)
+        })
+        .collect()
 }
 
 /// Runs the parsed command; the exit status is the returned code.

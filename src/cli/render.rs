@@ -1,10 +1,8 @@
 //! `hookline render -f FILE --event EVENT.json`: what an event would become, sending nothing.
 
 use super::{ManifestFiles, Output};
-use crate::config::destination::Destination;
-use crate::pipeline::batch::{Batch, Item};
-use crate::pipeline::deliver::request::{OutgoingRequest, request_id};
-use crate::pipeline::transform::Outcome;
+use crate::pipeline::deliver::request::OutgoingRequest;
+use crate::pipeline::single::{SingleError, build_request, through_function};
 use anyhow::Context;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -28,11 +26,13 @@ pub fn render(args: Args) -> anyhow::Result<i32> {
         if !dest.subscription.matches(&event) {
             continue;
         }
-        if let Some(event) = through_function(dest, &event)? {
-            requests.push(
+        match through_function(dest, &event) {
+            Ok(event) => requests.push(
                 build_request(dest, &event, None)
                     .with_context(|| format!("destination {}", dest.name))?,
-            );
+            ),
+            Err(e @ SingleError::Dropped(_)) => eprintln!("{}: {e}", dest.name),
+            Err(e) => return Err(e).with_context(|| format!("destination {}", dest.name)),
         }
     }
     match args.output {
@@ -55,37 +55,6 @@ pub fn render(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The event after the insert function: `None` when it drops the event; an error when it
-/// fails, so `render` and `test` show why.
-pub fn through_function(dest: &Destination, event: &Value) -> anyhow::Result<Option<Value>> {
-    let Some(function) = &dest.transform else {
-        return Ok(Some(event.clone()));
-    };
-    match function.run(event, &dest.settings) {
-        Outcome::Continue(event) => Ok(Some(event)),
-        Outcome::Drop { reason, message } => {
-            eprintln!(
-                "{}: the insert function dropped the event ({reason}{}{message})",
-                dest.name,
-                if message.is_empty() { "" } else { ": " }
-            );
-            Ok(None)
-        }
-        Outcome::Retry(message) => {
-            anyhow::bail!(
-                "destination {}: the insert function asked for a retry: {message}",
-                dest.name
-            )
-        }
-        Outcome::Fail(message) => {
-            anyhow::bail!(
-                "destination {}: the insert function failed: {message}",
-                dest.name
-            )
-        }
-    }
-}
-
 pub fn read_event(path: &Path) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -97,27 +66,4 @@ pub fn read_event(path: &Path) -> anyhow::Result<Value> {
         path.display()
     );
     Ok(event)
-}
-
-/// The single request one event becomes at `dest` (mapped, batched as one, signed).
-/// The request an event becomes; an OAuth 2.0 destination's `Authorization` header carries
-/// `access_token`, or shows redacted when there is none (render fetches no token).
-pub fn build_request(
-    dest: &Destination,
-    event: &Value,
-    access_token: Option<&str>,
-) -> anyhow::Result<OutgoingRequest> {
-    let batch = Batch {
-        items: vec![Item::mapped(0, event.clone(), &dest.mapping)?],
-        as_array: dest.batching.size > 1,
-    };
-    let mut request = dest.request.build(
-        &request_id(&batch.message_ids()),
-        batch.body(),
-        chrono::Utc::now().timestamp(),
-    );
-    if dest.oauth.is_some() {
-        request.authorize(access_token.unwrap_or_default());
-    }
-    Ok(request)
 }

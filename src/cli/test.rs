@@ -1,70 +1,84 @@
-//! `hookline test -f FILE [--event EVENT.json]`: one real request per destination, with the answer.
+//! `hookline test`: one real request with the destination's real credentials, and the answer.
+//! `-f FILE...` sends from this machine; `NAME -n NS` asks the operator to send it from the
+//! cluster (an annotation carrying a request id) and waits for `status.lastTestEvent`.
 
-use super::ManifestFiles;
-use super::render::{build_request, read_event, through_function};
-use super::samples;
+use super::render::read_event;
+use crate::api::WebhookDestination;
+use crate::controller::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION};
 use crate::engine::{TokenKeeping, token_source};
-use crate::oauth::AccessToken;
-use crate::oauth::manager::TokenSource;
-use crate::pipeline::deliver::{HttpSender, Verdict};
-use anyhow::Context;
+use crate::pipeline::deliver::Verdict;
+use crate::pipeline::samples;
+use crate::pipeline::single::send_test;
+use anyhow::{Context, bail};
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[command(flatten)]
-    manifests: ManifestFiles,
+    /// A WebhookDestination in the cluster (with -n); omit it to use -f
+    name: Option<String>,
+    /// Namespace of NAME (default: the kubeconfig's)
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// WebhookDestination and Secret manifests, to send from this machine
+    #[arg(short = 'f', long = "filename", value_name = "FILE", num_args = 1..)]
+    files: Vec<PathBuf>,
     /// The event to send (a JSON object); a built-in sample when not given
     #[arg(long, value_name = "EVENT.json")]
     event: Option<PathBuf>,
     /// Which built-in sample to send when --event is not given
     #[arg(long = "type", value_name = "TYPE", default_value = "track", value_parser = samples::TYPES)]
     event_type: String,
-    /// The data dir of `hookline run`, where OAuth tokens are kept
+    /// The data dir of `hookline run`, where OAuth tokens are kept (with -f)
     #[arg(long, default_value = "./.hookline")]
     data_dir: PathBuf,
+    /// How long to wait for the operator's answer, in seconds (with NAME)
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
 }
 
 pub async fn test(args: Args) -> anyhow::Result<i32> {
-    let destinations = args.manifests.destinations()?;
     let event = match &args.event {
         Some(path) => read_event(path)?,
         None => samples::sample(&args.event_type),
     };
+    match (&args.name, args.files.is_empty()) {
+        (Some(_), false) => {
+            bail!("give either NAME (a destination in the cluster) or -f FILE, not both")
+        }
+        (None, true) => bail!(
+            "give -f FILE to send from this machine, or NAME -n NAMESPACE to send from the cluster"
+        ),
+        (Some(name), true) => test_in_cluster(&args, name, &event).await,
+        (None, false) => test_local(&args, &event).await,
+    }
+}
+
+async fn test_local(args: &Args, event: &Value) -> anyhow::Result<i32> {
+    let destinations = super::load_destinations(&args.files)?;
+    let (_keep, shutdown) = watch::channel(false);
     let mut all_ok = true;
-    let (_stop, shutdown) = watch::channel(false);
     for dest in &destinations {
-        let Some(event) = through_function(dest, &event)? else {
-            println!(
-                "--- {} ---\nnot sent: the insert function dropped the test event\n",
-                dest.name
-            );
-            all_ok = false;
-            continue;
-        };
-        let sender = HttpSender::new(1, dest.request.timeout)?;
         let tokens = token_source(
             dest,
             &TokenKeeping::DataDir,
             &args.data_dir,
             shutdown.clone(),
         )?;
-        let token = match &tokens {
-            Some(tokens) => Some(first_token(&dest.name, tokens, None).await?),
-            None => None,
+        println!("--- {} ---", dest.name);
+        let sent = match send_test(dest, event, tokens.as_ref()).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                println!("not sent: {e}\n");
+                all_ok = false;
+                continue;
+            }
         };
-        let request = build_request(dest, &event, token.as_ref().map(|t| &*t.secret))?;
-        println!("--- {} ---\n{}", dest.name, request.to_redacted_text());
-        let mut attempt = sender.send(&request).await;
-        if let (Some(401), Some(tokens), Some(token)) = (attempt.status, &tokens, &token) {
-            // Like delivery: one refresh and one retry.
-            println!("401 with the stored token; refreshing it and trying once more");
-            tokens.rejected(token, false);
-            let fresh = first_token(&dest.name, tokens, Some(token)).await?;
-            let request = build_request(dest, &event, Some(&fresh.secret))?;
-            attempt = sender.send(&request).await;
-        }
+        println!("{}", sent.request.to_redacted_text());
+        let attempt = sent.attempt;
         let latency = attempt.latency.as_millis();
         match (attempt.status, &attempt.error) {
             (Some(status), _) => {
@@ -87,31 +101,57 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
     Ok(if all_ok { 0 } else { 1 })
 }
 
-/// Waits for a usable token; gives up with the reason when the token manager reports a problem
-/// it cannot get past alone, or after a while.
-async fn first_token(
-    name: &str,
-    tokens: &TokenSource,
-    rejected: Option<&AccessToken>,
-) -> anyhow::Result<AccessToken> {
-    let (_stop, mut never) = watch::channel(false);
-    let mut state = tokens.watch();
-    let deadline = tokio::time::Instant::now() + TOKEN_WAIT;
+async fn test_in_cluster(args: &Args, name: &str, event: &Value) -> anyhow::Result<i32> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config)")?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let api: kube::Api<WebhookDestination> = kube::Api::namespaced(client, &namespace);
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let patch = json!({"metadata": {"annotations": {
+        REQUEST_ANNOTATION: request_id,
+        EVENT_ANNOTATION: serde_json::to_string(event)?,
+    }}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| {
+            format!("cannot ask for a test event on WebhookDestination {namespace}/{name}")
+        })?;
+    eprintln!("{namespace}/{name}: test event {request_id} requested; waiting for the operator");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     loop {
-        tokio::select! {
-            t = tokens.usable(rejected, &mut never) => return t.context("stopped"),
-            _ = tokio::time::sleep_until(deadline) => {
-                let (_, reason, message) = tokens.state().condition();
-                anyhow::bail!("destination {name}: no OAuth access token after {}s ({reason}: {message})", TOKEN_WAIT.as_secs());
+        let dest = api
+            .get(name)
+            .await
+            .with_context(|| format!("cannot read WebhookDestination {namespace}/{name}"))?;
+        let result = dest
+            .status
+            .and_then(|s| s.last_test_event)
+            .filter(|t| t.request_id.as_deref() == Some(&request_id));
+        if let Some(t) = result {
+            println!("at: {}", t.at);
+            match t.status_code {
+                Some(code) => println!("response: {code} in {} ms", t.latency_millis.unwrap_or(0)),
+                None => println!("no response"),
             }
-            _ = state.changed() => {
-                let s = state.borrow_and_update().clone();
-                if let Some(p) = s.problem && p.reason == "ConsentRequired" {
-                    anyhow::bail!("destination {name}: {} ({})", p.message, p.reason);
-                }
+            if let Some(error) = t.error.filter(|e| !e.is_empty()) {
+                println!("{error}");
             }
+            return Ok(if t.status_code.is_some_and(|c| (200..300).contains(&c)) {
+                0
+            } else {
+                1
+            });
         }
+        if tokio::time::Instant::now() > deadline {
+            bail!(
+                "{namespace}/{name}: no answer from the operator within {} s; is it running? (kubectl get pods -l app.kubernetes.io/name=hookline)",
+                args.timeout
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
-
-const TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);

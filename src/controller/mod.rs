@@ -11,6 +11,7 @@ pub mod conditions;
 pub mod dereference;
 pub mod operator;
 pub mod reconcile;
+pub mod test_event;
 pub mod token_secret;
 pub mod tokens;
 pub mod validate;

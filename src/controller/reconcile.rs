@@ -3,13 +3,16 @@
 
 use super::build::{self, BuildOptions};
 use super::conditions::{self, WorkerState};
+use super::test_event;
 use super::tokens::TokenManagers;
 use super::{Error, apply, dereference, validate};
-use crate::api::{AuthStatus, AuthType, WebhookDestination, WebhookDestinationStatus};
+use crate::api::{
+    AuthStatus, AuthType, TestEventStatus, WebhookDestination, WebhookDestinationStatus,
+};
 use crate::config::destination::{Credentials, token_secret_name};
 use crate::config::manifests::LoadedDestination;
 use crate::metrics::METRICS;
-use crate::oauth::AuthState;
+use crate::oauth::manager::TokenSource;
 use crate::oauth::store::rfc3339;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -61,7 +64,14 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             .inc();
     }
 
-    let token_state = oauth_state(dest, ctx, &deref, &verdict);
+    let tokens = token_source(dest, ctx, &deref, &verdict);
+    let token_state = tokens.as_ref().map(TokenSource::state);
+    let last_test_event = match test_event::requested(dest) {
+        Some((id, event)) => {
+            Some(test_event::send(dest, id, &event, &deref, &verdict, tokens.as_ref()).await)
+        }
+        None => old_test_event(dest),
+    };
     let deployment = if verdict.can_deploy() {
         let children = build::build(dest, &ctx.build);
         apply::apply(&ctx.client, &children.config_map).await?;
@@ -100,7 +110,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
                 .as_ref()
                 .and_then(|p| p.authorization_url.clone()),
         }),
-        ..old.clone()
+        last_test_event,
     };
     if conditions::differs(&old, &status) {
         let api: Api<WebhookDestination> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -113,14 +123,18 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     })
 }
 
-/// An OAuth 2.0 destination's token state, its manager started as needed; `None` for other
+fn old_test_event(dest: &WebhookDestination) -> Option<TestEventStatus> {
+    dest.status.as_ref().and_then(|s| s.last_test_event.clone())
+}
+
+/// An OAuth 2.0 destination's tokens, its manager started as needed; `None` for other
 /// destinations, and while the spec or its client credentials are not usable.
-fn oauth_state(
+fn token_source(
     dest: &WebhookDestination,
     ctx: &Context,
     deref: &dereference::Dereferenced,
     verdict: &validate::Verdict,
-) -> Option<AuthState> {
+) -> Option<TokenSource> {
     ctx.tokens.retain(|key| ctx.destinations.get(key).is_some());
     let is_oauth2 = dest
         .spec
@@ -144,7 +158,7 @@ fn oauth_state(
         .oauth?
         .settings;
     match ctx.tokens.ensure(dest, settings) {
-        Ok(source) => Some(source.state()),
+        Ok(source) => Some(source),
         Err(e) => {
             tracing::error!(destination = %dest.name_any(), error = %e, "cannot build the OAuth client");
             None

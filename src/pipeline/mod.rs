@@ -9,6 +9,8 @@ pub mod ingest;
 pub mod jsvalue;
 pub mod mapping;
 pub mod queue;
+pub mod samples;
+pub mod single;
 pub mod subscription;
 pub mod transform;
 pub mod worker;

@@ -1,0 +1,156 @@
+//! One event to one request, outside the queue: what `render` shows, what `test` sends, and the
+//! test event the operator sends for `hookline test NAME -n NS`. Same stages as the worker:
+//! insert function → mapping → request (batched as one, signed, authorized).
+
+use super::batch::{Batch, Item};
+use super::deliver::request::{OutgoingRequest, request_id};
+use super::deliver::{Attempt, HttpSender};
+use super::mapping::MappingError;
+use super::transform::Outcome;
+use crate::config::destination::Destination;
+use crate::oauth::AccessToken;
+use crate::oauth::manager::TokenSource;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SingleError {
+    #[error("the insert function dropped the event ({0})")]
+    Dropped(String),
+    #[error("the insert function asked for a retry: {0}")]
+    Retry(String),
+    #[error("the insert function failed: {0}")]
+    Failed(String),
+    #[error("the mapping failed: {0}")]
+    Mapping(#[from] MappingError),
+    #[error("no OAuth access token within 30 s ({0})")]
+    NoToken(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// How long a test waits for an OAuth token (the manager may be refreshing an expired one).
+pub const TOKEN_WAIT: Duration = Duration::from_secs(30);
+
+/// The event after the insert function (the event itself when there is none).
+pub fn through_function(dest: &Destination, event: &Value) -> Result<Value, SingleError> {
+    let Some(function) = &dest.transform else {
+        return Ok(event.clone());
+    };
+    match function.run(event, &dest.settings) {
+        Outcome::Continue(event) => Ok(event),
+        Outcome::Drop { reason, message } if message.is_empty() => {
+            Err(SingleError::Dropped(reason))
+        }
+        Outcome::Drop { reason, message } => {
+            Err(SingleError::Dropped(format!("{reason}: {message}")))
+        }
+        Outcome::Retry(message) => Err(SingleError::Retry(message)),
+        Outcome::Fail(message) => Err(SingleError::Failed(message)),
+    }
+}
+
+/// The request an (already transformed) event becomes; an OAuth 2.0 destination's
+/// `Authorization` header carries `access_token`, or shows redacted when there is none.
+pub fn build_request(
+    dest: &Destination,
+    event: &Value,
+    access_token: Option<&str>,
+) -> Result<OutgoingRequest, SingleError> {
+    let batch = Batch {
+        items: vec![Item::mapped(0, event.clone(), &dest.mapping)?],
+        as_array: dest.batching.size > 1,
+    };
+    let mut request = dest.request.build(
+        &request_id(&batch.message_ids()),
+        batch.body(),
+        chrono::Utc::now().timestamp(),
+    );
+    if dest.oauth.is_some() {
+        request.authorize(access_token.unwrap_or_default());
+    }
+    Ok(request)
+}
+
+/// What a test event came to: the request as sent (secrets redacted when shown) and the answer.
+pub struct TestSend {
+    pub request: OutgoingRequest,
+    pub attempt: Attempt,
+}
+
+/// Sends `event` once with the destination's real credentials; an OAuth token is taken valid
+/// (refreshed first when it expired), and a 401 gets one refresh and one retry, as in delivery.
+pub async fn send_test(
+    dest: &Destination,
+    event: &Value,
+    tokens: Option<&TokenSource>,
+) -> Result<TestSend, SingleError> {
+    let event = through_function(dest, event)?;
+    let sender = HttpSender::new(1, dest.request.timeout)?;
+    let token = match tokens {
+        Some(t) => Some(usable_token(t, None).await?),
+        None => None,
+    };
+    let request = build_request(dest, &event, token.as_ref().map(|t| &*t.secret))?;
+    let attempt = sender.send(&request).await;
+    if let (Some(401), Some(tokens), Some(token)) = (attempt.status, tokens, &token) {
+        tokens.rejected(token, false);
+        let fresh = usable_token(tokens, Some(token)).await?;
+        let request = build_request(dest, &event, Some(&fresh.secret))?;
+        let attempt = sender.send(&request).await;
+        return Ok(TestSend { request, attempt });
+    }
+    Ok(TestSend { request, attempt })
+}
+
+/// A usable token, giving up with the manager's reason after [`TOKEN_WAIT`], or at once when
+/// a person has to consent first.
+async fn usable_token(
+    tokens: &TokenSource,
+    rejected: Option<&AccessToken>,
+) -> Result<AccessToken, SingleError> {
+    let (_keep, mut never) = watch::channel(false);
+    let mut state = tokens.watch();
+    let deadline = tokio::time::Instant::now() + TOKEN_WAIT;
+    loop {
+        tokio::select! {
+            t = tokens.usable(rejected, &mut never) => {
+                return t.ok_or_else(|| SingleError::NoToken("stopped".into()));
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let (_, reason, message) = tokens.state().condition();
+                return Err(SingleError::NoToken(format!("{reason}: {message}")));
+            }
+            _ = state.changed() => {
+                if let Some(p) = state.borrow_and_update().problem.clone()
+                    && p.reason == "ConsentRequired"
+                {
+                    return Err(SingleError::NoToken(format!("{}: {}", p.reason, p.message)));
+                }
+            }
+        }
+    }
+}
+
+impl TestSend {
+    /// The answer in a line or two for `status.lastTestEvent`: the error, or for a non-2xx
+    /// answer the start of its body — with every secret the request carried cut out, in case
+    /// the endpoint echoes it back.
+    pub fn summary(&self, limit: usize) -> String {
+        let a = &self.attempt;
+        let text = match (&a.error, a.status) {
+            (Some(e), _) => e.clone(),
+            (None, Some(s)) if (200..300).contains(&s) => String::new(),
+            (None, _) => a.body_excerpt.clone(),
+        };
+        let mut text = text;
+        for h in self.request.headers.iter().filter(|h| h.secret) {
+            let value = h.value.strip_prefix("Bearer ").unwrap_or(&h.value);
+            if !value.is_empty() {
+                text = text.replace(value, super::deliver::request::REDACTED);
+            }
+        }
+        text.chars().take(limit).collect()
+    }
+}
