@@ -29,7 +29,9 @@ pub struct WebhookDestinationSpec {
     /// `false`: nothing is delivered and the worker is scaled to zero. Default `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// Where events are sent.
     pub endpoint: Endpoint,
+    /// How requests authenticate; none when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
     /// Segment trigger (FQL) expression; every event matches when unset.
@@ -39,16 +41,22 @@ pub struct WebhookDestinationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_json")]
     pub mapping: Option<serde_json::Value>,
+    /// Insert function run on each event after the subscription and before the mapping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transform: Option<Transform>,
+    /// How events are grouped into requests; one event per request when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batching: Option<Batching>,
+    /// Retries and concurrency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+    /// Request signatures; unsigned when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
+    /// Ingestion: the write key Segment libraries must send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+    /// The worker Deployment the operator runs for this destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<Worker>,
 }
@@ -72,10 +80,13 @@ pub struct Endpoint {
         "message": "must be an http:// or https:// URL with a host"
     }]))]
     pub url: String,
+    /// POST (default), PUT or PATCH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<HttpMethod>,
+    /// Extra request headers; Content-Type defaults to application/json.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<Header>,
+    /// Per-request timeout in seconds. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u32>,
@@ -97,9 +108,12 @@ pub enum HttpMethod {
     "message": "set exactly one of value and valueFrom"
 }]))]
 pub struct Header {
+    /// Header name.
     pub name: String,
+    /// A literal value; set exactly one of value and valueFrom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The value from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<ValueFrom>,
 }
@@ -107,13 +121,16 @@ pub struct Header {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ValueFrom {
+    /// A key of a Secret in the destination's namespace.
     pub secret_key_ref: SecretKeyRef,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
+    /// Name of a Secret in the destination's namespace.
     pub name: String,
+    /// Key in that Secret.
     pub key: String,
 }
 
@@ -124,10 +141,13 @@ pub struct SecretKeyRef {
     {"rule": "self.type != 'OAuth2' || has(self.oauth2)", "message": "oauth2 is required when type is OAuth2"}
 ]))]
 pub struct Auth {
+    /// None, Bearer or OAuth2.
     #[serde(rename = "type")]
     pub kind: AuthType,
+    /// Required when type is Bearer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer: Option<BearerAuth>,
+    /// Required when type is OAuth2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth2: Option<OAuth2>,
 }
@@ -143,6 +163,7 @@ pub enum AuthType {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BearerAuth {
+    /// The static token, sent as `Authorization: Bearer <token>`.
     pub token_secret_ref: SecretKeyRef,
 }
 
@@ -153,20 +174,29 @@ pub struct BearerAuth {
     {"rule": "self.grantType != 'AuthorizationCode' || has(self.authorizeUrl)", "message": "authorizeUrl is required when grantType is AuthorizationCode"}
 ]))]
 pub struct OAuth2 {
+    /// ClientCredentials or AuthorizationCode (consent with `hookline connect`).
     pub grant_type: GrantType,
+    /// The client id; set exactly one of clientId and clientIdSecretRef.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The client id from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id_secret_ref: Option<SecretKeyRef>,
+    /// The client secret. Required for ClientCredentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret_ref: Option<SecretKeyRef>,
+    /// Where a person consents. Required for AuthorizationCode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorize_url: Option<String>,
+    /// The token endpoint.
     pub token_url: String,
+    /// The endpoint for refresh-token grants. Default tokenUrl.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token_url: Option<String>,
+    /// Requested scopes, sent space-joined exactly as given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
+    /// ClientSecretBasic (default) or ClientSecretPost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth_method: Option<ClientAuthMethod>,
     /// Extra parameters of every token request, e.g. `audience` or `resource`.
@@ -190,18 +220,22 @@ pub enum ClientAuthMethod {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Transform {
+    /// Segment-style handlers (onTrack, onIdentify, …, onBatch), run in QuickJS.
     pub javascript: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Batching {
+    /// Events per request; above 1 the body is a JSON array. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub size: Option<u32>,
+    /// A batch is sent before its body grows past this many bytes. Default 1048576.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_bytes: Option<u64>,
+    /// A partial batch is sent after this many milliseconds. Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_wait_millis: Option<u64>,
 }
@@ -209,11 +243,14 @@ pub struct Batching {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delivery {
+    /// Attempts before an event is dead-lettered. Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_attempts: Option<u32>,
+    /// Retrying stops after this many seconds. Default 3600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retry_duration_seconds: Option<u64>,
+    /// Requests in flight per worker; 1 (the default) keeps event order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
@@ -222,7 +259,9 @@ pub struct Delivery {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Signing {
+    /// StandardWebhooks or SegmentHmacSha1 (X-Signature, as Segment).
     pub scheme: SigningScheme,
+    /// The signing secret (whsec_… base64 for StandardWebhooks).
     pub secret_ref: SecretKeyRef,
 }
 
@@ -235,6 +274,7 @@ pub enum SigningScheme {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
+    /// The write key ingestion requires; none required when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_key_secret_ref: Option<SecretKeyRef>,
 }
@@ -242,11 +282,14 @@ pub struct Source {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Worker {
+    /// Worker pods. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
+    /// Worker image; the operator's --worker-image when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// Worker container resources. Default 100m/64Mi requested, 256Mi limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
