@@ -2,6 +2,7 @@
 //! token is stored where the destination's token lifecycle picks it up — the data dir for
 //! `hookline run` (`-f`), the `<name>-oauth-token` Secret in the cluster (`NAME -n NS`).
 
+use super::{DestinationTarget, Target};
 use crate::api::{GrantType, WebhookDestination};
 use crate::config::destination::{Destination, OAuth};
 use crate::config::manifests::{LoadedDestination, Manifests};
@@ -16,14 +17,8 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The WebhookDestination in the cluster (with -n); omit it to use -f
-    name: Option<String>,
-    /// Namespace of NAME (default: the kubeconfig's)
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
-    /// Manifests for `hookline run` (WebhookDestination and Secrets); tokens go to --data-dir
-    #[arg(short = 'f', long = "filename", value_name = "FILE", num_args = 1..)]
-    files: Vec<PathBuf>,
+    #[command(flatten)]
+    target: DestinationTarget,
     /// The data dir of `hookline run`, where its tokens are kept
     #[arg(long, default_value = "./.hookline")]
     data_dir: PathBuf,
@@ -39,20 +34,18 @@ pub struct Args {
 }
 
 pub async fn connect(args: Args) -> anyhow::Result<i32> {
-    match (&args.name, args.files.is_empty()) {
-        (Some(_), false) => {
-            bail!("give either NAME (a destination in the cluster) or -f FILE, not both")
-        }
-        (None, true) => bail!(
-            "give NAME -n NAMESPACE for a destination in the cluster, or -f FILE for `hookline run`"
-        ),
-        (Some(name), true) => connect_in_cluster(&args, name).await,
-        (None, false) => connect_local(&args).await,
+    match args.target.target().await? {
+        Target::Files(files) => connect_local(&args, files).await,
+        Target::Cluster {
+            api,
+            namespace,
+            name,
+        } => connect_in_cluster(&args, *api, &namespace, name).await,
     }
 }
 
-async fn connect_local(args: &Args) -> anyhow::Result<i32> {
-    let manifests = Manifests::load(&args.files)?;
+async fn connect_local(args: &Args, files: &[PathBuf]) -> anyhow::Result<i32> {
+    let manifests = Manifests::load(files)?;
     let mut connected = 0;
     for loaded in &manifests.destinations {
         if !is_authorization_code(&loaded.resource) {
@@ -75,7 +68,7 @@ async fn connect_local(args: &Args) -> anyhow::Result<i32> {
     if connected == 0 {
         bail!(
             "{}: no WebhookDestination with spec.auth.oauth2.grantType AuthorizationCode",
-            args.files
+            files
                 .iter()
                 .map(|f| f.display().to_string())
                 .collect::<Vec<_>>()
@@ -85,15 +78,12 @@ async fn connect_local(args: &Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-async fn connect_in_cluster(args: &Args, name: &str) -> anyhow::Result<i32> {
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config)")?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let api: kube::Api<WebhookDestination> = kube::Api::namespaced(client.clone(), &namespace);
+async fn connect_in_cluster(
+    args: &Args,
+    api: kube::Api<WebhookDestination>,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<i32> {
     let resource = api
         .get_opt(name)
         .await
@@ -104,7 +94,8 @@ async fn connect_in_cluster(args: &Args, name: &str) -> anyhow::Result<i32> {
             "WebhookDestination {namespace}/{name}: spec.auth.oauth2.grantType is not AuthorizationCode; nothing to connect"
         );
     }
-    let secrets = token_secret::read_referenced(&client, &namespace, &resource).await?;
+    let client = api.clone().into_client();
+    let secrets = token_secret::read_referenced(&client, namespace, &resource).await?;
     let loaded = LoadedDestination {
         resource: resource.clone(),
         origin: format!("WebhookDestination {namespace}/{name}"),

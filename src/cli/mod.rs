@@ -64,6 +64,62 @@ impl ManifestFiles {
     }
 }
 
+/// `NAME -n NAMESPACE` (a destination in the cluster) or `-f FILE...` (manifests, as for
+/// `hookline run`), as `test` and `connect` take them.
+#[derive(clap::Args, Debug)]
+pub struct DestinationTarget {
+    /// A WebhookDestination in the cluster (with -n); omit it to use -f
+    name: Option<String>,
+    /// Namespace of NAME (default: the kubeconfig's)
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// WebhookDestination and Secret manifests, as for `hookline run`
+    #[arg(short = 'f', long = "filename", value_name = "FILE", num_args = 1..)]
+    files: Vec<PathBuf>,
+}
+
+pub enum Target<'a> {
+    Cluster {
+        api: Box<kube::Api<crate::api::WebhookDestination>>,
+        namespace: String,
+        name: &'a str,
+    },
+    Files(&'a [PathBuf]),
+}
+
+impl DestinationTarget {
+    /// Which of the two was given; for the cluster, a client from the kubeconfig.
+    pub async fn target(&self) -> anyhow::Result<Target<'_>> {
+        match (&self.name, self.files.is_empty()) {
+            (Some(_), false) => {
+                anyhow::bail!(
+                    "give either NAME (a destination in the cluster) or -f FILE, not both"
+                )
+            }
+            (None, true) => anyhow::bail!(
+                "give NAME -n NAMESPACE for a destination in the cluster, or -f FILE for one run on this machine"
+            ),
+            (None, false) => Ok(Target::Files(&self.files)),
+            (Some(name), true) => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}"
+                    )
+                })?;
+                let namespace = self
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_string());
+                Ok(Target::Cluster {
+                    api: Box::new(kube::Api::namespaced(client, &namespace)),
+                    namespace,
+                    name,
+                })
+            }
+        }
+    }
+}
+
 /// Every WebhookDestination in `files`, resolved against the Secrets in them.
 pub fn load_destinations(
     files: &[PathBuf],

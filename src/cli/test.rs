@@ -3,6 +3,7 @@
 //! cluster (an annotation carrying a request id) and waits for `status.lastTestEvent`.
 
 use super::render::read_event;
+use super::{DestinationTarget, Target};
 use crate::api::WebhookDestination;
 use crate::controller::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION};
 use crate::engine::{TokenKeeping, token_source};
@@ -18,14 +19,8 @@ use tokio::sync::watch;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A WebhookDestination in the cluster (with -n); omit it to use -f
-    name: Option<String>,
-    /// Namespace of NAME (default: the kubeconfig's)
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
-    /// WebhookDestination and Secret manifests, to send from this machine
-    #[arg(short = 'f', long = "filename", value_name = "FILE", num_args = 1..)]
-    files: Vec<PathBuf>,
+    #[command(flatten)]
+    target: DestinationTarget,
     /// The event to send (a JSON object); a built-in sample when not given
     #[arg(long, value_name = "EVENT.json")]
     event: Option<PathBuf>,
@@ -45,20 +40,18 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
         Some(path) => read_event(path)?,
         None => samples::sample(&args.event_type),
     };
-    match (&args.name, args.files.is_empty()) {
-        (Some(_), false) => {
-            bail!("give either NAME (a destination in the cluster) or -f FILE, not both")
-        }
-        (None, true) => bail!(
-            "give -f FILE to send from this machine, or NAME -n NAMESPACE to send from the cluster"
-        ),
-        (Some(name), true) => test_in_cluster(&args, name, &event).await,
-        (None, false) => test_local(&args, &event).await,
+    match args.target.target().await? {
+        Target::Files(files) => test_local(&args, files, &event).await,
+        Target::Cluster {
+            api,
+            namespace,
+            name,
+        } => test_in_cluster(&args, *api, &namespace, name, &event).await,
     }
 }
 
-async fn test_local(args: &Args, event: &Value) -> anyhow::Result<i32> {
-    let destinations = super::load_destinations(&args.files)?;
+async fn test_local(args: &Args, files: &[PathBuf], event: &Value) -> anyhow::Result<i32> {
+    let destinations = super::load_destinations(files)?;
     let (_keep, shutdown) = watch::channel(false);
     let mut all_ok = true;
     for dest in &destinations {
@@ -101,15 +94,13 @@ async fn test_local(args: &Args, event: &Value) -> anyhow::Result<i32> {
     Ok(if all_ok { 0 } else { 1 })
 }
 
-async fn test_in_cluster(args: &Args, name: &str, event: &Value) -> anyhow::Result<i32> {
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config)")?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let api: kube::Api<WebhookDestination> = kube::Api::namespaced(client, &namespace);
+async fn test_in_cluster(
+    args: &Args,
+    api: kube::Api<WebhookDestination>,
+    namespace: &str,
+    name: &str,
+    event: &Value,
+) -> anyhow::Result<i32> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let patch = json!({"metadata": {"annotations": {
         REQUEST_ANNOTATION: request_id,
