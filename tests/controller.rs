@@ -119,6 +119,16 @@ impl Operator {
             .is_ok_and(|r| r.status().is_success())
     }
 
+    /// Serves the API server over HTTP and writes a kubeconfig for a `hookline` process; the
+    /// file lives as long as the returned directory.
+    async fn kubeconfig(&self) -> (tempfile::TempDir, std::path::PathBuf) {
+        let addr = self.server.serve().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, NS)).unwrap();
+        (dir, kubeconfig)
+    }
+
     async fn stop(self) {
         self.stop.send(true).unwrap();
         self.task.await.unwrap().unwrap();
@@ -681,10 +691,7 @@ async fn hookline_connect_stores_the_grant_for_the_operator() {
         Some(format!("{}/authorize", server.url))
     );
 
-    let addr = op.server.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, NS)).unwrap();
+    let (_dir, kubeconfig) = op.kubeconfig().await;
     let mut child = std::process::Command::new(support::bin())
         .args(["connect", "orders", "-n", NS, "--no-browser"])
         .env("KUBECONFIG", &kubeconfig)
@@ -884,10 +891,7 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
 
 /// `hookline test NAME -n NS` as a user runs it: a real process, the API server over HTTP.
 async fn hookline_test(op: &Operator, name: &str, extra: &[&str]) -> std::process::Output {
-    let addr = op.server.serve().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, NS)).unwrap();
+    let (_dir, kubeconfig) = op.kubeconfig().await;
     let mut command = std::process::Command::new(support::bin());
     command
         .args(["test", name, "-n", NS, "--timeout", "20"])

@@ -217,13 +217,7 @@ async fn client_secret_post_is_used_when_asked_and_tried_once_when_basic_is_refu
     );
     let file = manifest(dir.path(), "post.yaml", &configured);
     let data = dir.path().join("data");
-    let out = run_cli(&[
-        "test",
-        "-f",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let out = test_with(&file, &data);
     assert!(
         out.status.success(),
         "{}{}",
@@ -245,13 +239,7 @@ async fn client_secret_post_is_used_when_asked_and_tried_once_when_basic_is_refu
         &oauth_destination(&server, "ClientCredentials", ""),
     );
     let data2 = dir.path().join("data2");
-    let out = run_cli(&[
-        "test",
-        "-f",
-        unset.to_str().unwrap(),
-        "--data-dir",
-        data2.to_str().unwrap(),
-    ]);
+    let out = test_with(&unset, &data2);
     assert!(
         out.status.success(),
         "{}",
@@ -270,13 +258,7 @@ async fn client_secret_post_is_used_when_asked_and_tried_once_when_basic_is_refu
     );
 
     // `test` reuses the token `run` (or an earlier `test`) stored: no new request.
-    let out = run_cli(&[
-        "test",
-        "-f",
-        file.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
+    let out = test_with(&file, &data);
     assert!(out.status.success());
     assert_eq!(server.token_requests().len(), 3);
     let token_file = data.join("oauth/sales/crm.json");
@@ -308,6 +290,16 @@ async fn a_401_leads_to_exactly_one_refresh_and_one_retry() {
     assert_eq!(accepted(&server), 2);
 }
 
+fn test_with(file: &Path, data: &Path) -> std::process::Output {
+    run_cli(&[
+        "test",
+        "-f",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ])
+}
+
 /// Plays the person: follows the authorize URL `hookline connect --no-browser` printed, as a
 /// browser would, up to the loopback redirect.
 async fn consent_as_a_browser(url: &str) {
@@ -323,8 +315,17 @@ async fn consent_as_a_browser(url: &str) {
     assert_eq!(page.status(), 200);
 }
 
-fn connect(file: &Path, data: &Path) -> std::process::Child {
-    Command::new(bin())
+/// Starts `hookline connect --no-browser -f FILE` and reads the authorize URL it prints; the
+/// reader must outlive the process, which prints once more when it is done.
+fn connect(
+    file: &Path,
+    data: &Path,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    let mut child = Command::new(bin())
         .args(["connect", "--no-browser", "-f"])
         .arg(file)
         .arg("--data-dir")
@@ -332,7 +333,11 @@ fn connect(file: &Path, data: &Path) -> std::process::Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut url = String::new();
+    stdout.read_line(&mut url).unwrap();
+    (child, stdout, url.trim().to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,11 +356,7 @@ async fn authorization_code_end_to_end_with_rotating_refresh_tokens() {
     );
     let data = dir.path().join("data");
 
-    let mut child = connect(&file, &data);
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut url = String::new();
-    stdout.read_line(&mut url).unwrap();
-    let url = url.trim().to_string();
+    let (mut child, _stdout, url) = connect(&file, &data);
     assert!(
         url.starts_with(&format!("{}/authorize?", server.url)),
         "{url}"
@@ -399,11 +400,8 @@ async fn authorization_code_end_to_end_with_rotating_refresh_tokens() {
     );
 
     // Consent again while `run` is running: it picks the new grant up by itself.
-    let mut child = connect(&file, &data);
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut url = String::new();
-    stdout.read_line(&mut url).unwrap();
-    consent_as_a_browser(url.trim()).await;
+    let (mut child, _stdout, url) = connect(&file, &data);
+    consent_as_a_browser(&url).await;
     assert!(
         tokio::task::spawn_blocking(move || child.wait().unwrap())
             .await
