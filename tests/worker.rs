@@ -31,6 +31,19 @@ fn mount_secret_keys(dir: &Path, secret: &str, data: &[(&str, &str)], version: u
     }
 }
 
+/// Starts `hookline worker` for the destination `orders` in `analytics` with `spec` (YAML,
+/// indented four spaces), Secrets mounted from `dir/secrets`, its data in `dir/data`.
+async fn start_worker(dir: &Path, spec: &str) -> Hookline {
+    let port = free_port();
+    let config = format!(
+        "destination:\n  apiVersion: hookline.dev/v1alpha1\n  kind: WebhookDestination\n  metadata: {{ name: orders, namespace: analytics }}\n  spec:\n{spec}secretsDir: {}\ndataDir: {}\nlisten: 127.0.0.1:{port}\n",
+        dir.join("secrets").display(),
+        dir.join("data").display()
+    );
+    let config_file = manifest(dir, "worker.yaml", &config);
+    Hookline::start_worker(&config_file, port, &dir.join("data")).await
+}
+
 #[tokio::test]
 async fn delivers_with_mounted_secrets_and_picks_up_a_rotated_token_without_restarting() {
     let endpoint = Endpoint::start().await;
@@ -38,29 +51,17 @@ async fn delivers_with_mounted_secrets_and_picks_up_a_rotated_token_without_rest
     let secrets = dir.path().join("secrets");
     mount_secret(&secrets, "crm", "token", "first-token\n", 1);
     mount_secret(&secrets, "src", "writeKey", "wk", 1);
-    let port = free_port();
-    let config = format!(
-        r#"destination:
-  apiVersion: hookline.dev/v1alpha1
-  kind: WebhookDestination
-  metadata: {{ name: orders, namespace: analytics }}
-  spec:
-    endpoint: {{ url: "{}/in" }}
+    let spec = format!(
+        r#"    endpoint: {{ url: "{}/in" }}
     auth:
       type: Bearer
       bearer: {{ tokenSecretRef: {{ name: crm, key: token }} }}
     mapping: {{ id: {{ "@path": "$.properties.id" }} }}
     source: {{ writeKeySecretRef: {{ name: src, key: writeKey }} }}
-secretsDir: {}
-dataDir: {}
-listen: 127.0.0.1:{port}
 "#,
-        endpoint.url,
-        secrets.display(),
-        dir.path().join("data").display()
+        endpoint.url
     );
-    let config_file = manifest(dir.path(), "worker.yaml", &config);
-    let worker = Hookline::start_worker(&config_file, port, &dir.path().join("data")).await;
+    let worker = start_worker(dir.path(), &spec).await;
     let client = reqwest::Client::new();
     let send = |id: u32| {
         client
@@ -151,14 +152,8 @@ async fn an_authorization_code_worker_follows_the_token_secret_the_operator_keep
         ],
         1,
     );
-    let port = free_port();
-    let config = format!(
-        r#"destination:
-  apiVersion: hookline.dev/v1alpha1
-  kind: WebhookDestination
-  metadata: {{ name: orders, namespace: analytics }}
-  spec:
-    endpoint: {{ url: "{url}/api/events" }}
+    let spec = format!(
+        r#"    endpoint: {{ url: "{url}/api/events" }}
     auth:
       type: OAuth2
       oauth2:
@@ -167,17 +162,11 @@ async fn an_authorization_code_worker_follows_the_token_secret_the_operator_keep
         clientSecretRef: {{ name: crm-oauth, key: clientSecret }}
         authorizeUrl: {url}/authorize
         tokenUrl: {url}/token
-secretsDir: {secrets}
-dataDir: {data}
-listen: 127.0.0.1:{port}
 "#,
         url = server.url,
         id = oauth::CLIENT_ID,
-        secrets = secrets.display(),
-        data = dir.path().join("data").display()
     );
-    let config_file = manifest(dir.path(), "worker.yaml", &config);
-    let worker = Hookline::start_worker(&config_file, port, &dir.path().join("data")).await;
+    let worker = start_worker(dir.path(), &spec).await;
     let accepted_with = |token: String| {
         let server = server.clone();
         move || {
