@@ -96,10 +96,7 @@ async fn connect_in_cluster(
     }
     let client = api.clone().into_client();
     let secrets = token_secret::read_referenced(&client, namespace, &resource).await?;
-    let loaded = LoadedDestination {
-        resource: resource.clone(),
-        origin: format!("WebhookDestination {namespace}/{name}"),
-    };
+    let loaded = LoadedDestination::from_resource(resource.clone());
     let dest = Destination::resolve(&loaded, &secrets)?;
     let oauth = dest.oauth.as_ref().expect("an OAuth2 destination");
     let tokens = authorize(args, name, oauth).await?;

@@ -18,6 +18,21 @@ pub struct LoadedDestination {
 }
 
 impl LoadedDestination {
+    /// A resource from the cluster (or a worker's config), named as `WebhookDestination ns/name`
+    /// in errors.
+    pub fn from_resource(resource: WebhookDestination) -> LoadedDestination {
+        let mut loaded = LoadedDestination {
+            resource,
+            origin: String::new(),
+        };
+        loaded.origin = format!(
+            "WebhookDestination {}/{}",
+            loaded.namespace(),
+            loaded.name()
+        );
+        loaded
+    }
+
     pub fn name(&self) -> &str {
         self.resource.metadata.name.as_deref().unwrap_or_default()
     }
@@ -116,19 +131,7 @@ impl Manifests {
                         .namespace
                         .as_deref()
                         .unwrap_or(DEFAULT_NAMESPACE);
-                    let mut data: HashMap<String, Vec<u8>> = secret
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    data.extend(
-                        secret
-                            .string_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes())),
-                    );
+                    let data = super::secrets::secret_data(&secret);
                     self.secrets.insert(namespace, &name, data);
                 }
                 "" => {

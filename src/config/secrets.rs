@@ -27,6 +27,21 @@ pub enum SecretError {
     },
 }
 
+/// A Secret's keys and values as the API server stores them: `stringData` folded into `data`,
+/// winning over it (a manifest or an object that skipped the API server may have both).
+pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> HashMap<String, Vec<u8>> {
+    let mut data: HashMap<String, Vec<u8>> = secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.0.clone()))
+        .collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), v.clone().into_bytes());
+    }
+    data
+}
+
 impl SecretStore {
     /// Secrets mounted as volumes, as a worker pod sees them: `dir/<secret name>/<key>`. The
     /// kubelet's own entries (`..data`, `..2026_…`) are skipped; a missing `dir` holds nothing.

@@ -51,18 +51,7 @@ impl WorkerConfig {
     }
 
     fn loaded(&self) -> LoadedDestination {
-        LoadedDestination {
-            resource: self.destination.clone(),
-            origin: format!(
-                "WebhookDestination {}/{}",
-                self.namespace(),
-                self.destination
-                    .metadata
-                    .name
-                    .as_deref()
-                    .unwrap_or_default()
-            ),
-        }
+        LoadedDestination::from_resource(self.destination.clone())
     }
 
     fn namespace(&self) -> &str {

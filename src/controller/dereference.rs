@@ -2,10 +2,10 @@
 //! check that they resolve; nothing secret is written anywhere.
 
 use crate::api::WebhookDestinationSpec;
-use crate::config::secrets::SecretStore;
+use crate::config::secrets::{SecretStore, secret_data};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// The referenced Secrets that exist, by the names the spec uses.
 #[derive(Debug, Default)]
@@ -29,25 +29,11 @@ pub async fn secrets(
     let mut out = Dereferenced::default();
     for name in names {
         match api.get_opt(&name).await? {
-            Some(secret) => out.secrets.insert(namespace, &name, secret_data(secret)),
+            Some(secret) => out.secrets.insert(namespace, &name, secret_data(&secret)),
             None => {
                 out.missing.insert(name);
             }
         }
     }
     Ok(out)
-}
-
-pub(crate) fn secret_data(secret: Secret) -> HashMap<String, Vec<u8>> {
-    let mut data: HashMap<String, Vec<u8>> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
-    // The API server folds stringData into data, but a mock or an old object may not have.
-    for (k, v) in secret.string_data.unwrap_or_default() {
-        data.entry(k).or_insert_with(|| v.into_bytes());
-    }
-    data
 }

@@ -145,14 +145,7 @@ fn token_source(
         ctx.tokens.forget(dest);
         return None;
     }
-    let loaded = LoadedDestination {
-        resource: dest.clone(),
-        origin: format!(
-            "WebhookDestination {}/{}",
-            dest.namespace().unwrap_or_default(),
-            dest.name_any()
-        ),
-    };
+    let loaded = LoadedDestination::from_resource(dest.clone());
     let settings = Credentials::resolve(&loaded, &deref.secrets)
         .ok()?
         .oauth?

@@ -66,14 +66,7 @@ pub async fn send(
             format!("not sent: {}: {}", problem.reason, problem.message),
         );
     }
-    let loaded = LoadedDestination {
-        resource: dest.clone(),
-        origin: format!(
-            "WebhookDestination {}/{}",
-            dest.namespace().unwrap_or_default(),
-            dest.name_any()
-        ),
-    };
+    let loaded = LoadedDestination::from_resource(dest.clone());
     let resolved = match Destination::resolve(&loaded, &deref.secrets) {
         Ok(d) => d,
         Err(e) => return answer(None, None, format!("not sent: {e}")),

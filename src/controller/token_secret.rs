@@ -7,7 +7,7 @@ use super::build::labels;
 use super::dereference;
 use crate::api::WebhookDestination;
 use crate::config::destination::token_secret_name;
-use crate::config::secrets::SecretStore;
+use crate::config::secrets::{SecretStore, secret_data};
 use crate::oauth::TokenSet;
 use crate::oauth::manager::TokenStore;
 use crate::oauth::store::{StoreError, from_fields, to_fields};
@@ -57,7 +57,7 @@ pub async fn load(
     let Some(secret) = secret else {
         return Ok(None);
     };
-    let data = dereference::secret_data(secret);
+    let data = secret_data(&secret);
     from_fields(
         |k| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned()),
         &format!("Secret {name}"),
