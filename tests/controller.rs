@@ -119,6 +119,18 @@ impl Operator {
             .is_ok_and(|r| r.status().is_success())
     }
 
+    /// Deletes a child Service, as drift, and waits for the operator to recreate it.
+    async fn delete_service_and_wait_for_it(&self, name: &str) {
+        self.api::<Service>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("the deleted Service to be recreated", || async {
+            self.api::<Service>().get_opt(name).await.unwrap()
+        })
+        .await;
+    }
+
     /// Serves the API server over HTTP and writes a kubeconfig for a `hookline` process; the
     /// file lives as long as the returned directory.
     async fn kubeconfig(&self) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -415,17 +427,7 @@ async fn drift_in_children_is_corrected() {
         .await;
     wait_condition(&op, "orders", "WorkerAvailable", "False").await;
 
-    op.api::<Service>()
-        .delete("orders-hookline", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the deleted Service to be recreated", || async {
-        op.api::<Service>()
-            .get_opt("orders-hookline")
-            .await
-            .unwrap()
-    })
-    .await;
+    op.delete_service_and_wait_for_it("orders-hookline").await;
 
     let scale = json!({"spec": {"replicas": 7}});
     op.api::<Deployment>()
@@ -549,28 +551,7 @@ async fn a_watch_namespace_limits_what_the_operator_touches() {
 }
 
 fn oauth_destination(name: &str, server: &support::oauth::OAuthServer, grant: &str) -> String {
-    let authorize = if grant == "AuthorizationCode" {
-        format!("      authorizeUrl: {}/authorize\n", server.url)
-    } else {
-        String::new()
-    };
-    format!(
-        r#"apiVersion: hookline.dev/v1alpha1
-kind: WebhookDestination
-metadata: {{ name: {name}, namespace: {NS} }}
-spec:
-  endpoint: {{ url: "{url}/api/events" }}
-  auth:
-    type: OAuth2
-    oauth2:
-      grantType: {grant}
-      clientId: "{id}"
-      clientSecretRef: {{ name: crm-oauth, key: clientSecret }}
-      tokenUrl: {url}/token
-{authorize}"#,
-        url = server.url,
-        id = support::oauth::CLIENT_ID,
-    )
+    server.destination(name, NS, grant, "")
 }
 
 async fn token_secret(op: &Operator, name: &str) -> Option<Secret> {
@@ -814,17 +795,7 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
     wait_condition(&op, "tokens", "AuthReady", "True").await;
     op.make_available("orders-hookline").await;
     wait_condition(&op, "orders", "Ready", "True").await;
-    op.api::<Service>()
-        .delete("orders-hookline", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the Service recreated", || async {
-        op.api::<Service>()
-            .get_opt("orders-hookline")
-            .await
-            .unwrap()
-    })
-    .await;
+    op.delete_service_and_wait_for_it("orders-hookline").await;
     op.stop().await;
 
     // What the test did meanwhile (playing the Deployment controller, deleting a Service, reading

@@ -8,36 +8,14 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::oauth::{CLIENT_ID, CLIENT_SECRET, OAuthServer, eventually};
+use support::oauth::{CLIENT_SECRET, OAuthServer, eventually};
 use support::*;
 
+/// The destination `crm` in `sales`, with its client-secret Secret in the same file.
 fn oauth_destination(server: &OAuthServer, grant: &str, extra_oauth: &str) -> String {
-    let authorize = if grant == "AuthorizationCode" {
-        format!("      authorizeUrl: {}/authorize\n", server.url)
-    } else {
-        String::new()
-    };
     format!(
-        r#"apiVersion: hookline.dev/v1alpha1
-kind: WebhookDestination
-metadata: {{ name: crm, namespace: sales }}
-spec:
-  endpoint: {{ url: "{url}/api/events" }}
-  auth:
-    type: OAuth2
-    oauth2:
-      grantType: {grant}
-      clientId: "{CLIENT_ID}"
-      clientSecretRef: {{ name: crm-oauth, key: clientSecret }}
-      tokenUrl: {url}/token
-{authorize}{extra_oauth}---
-apiVersion: v1
-kind: Secret
-metadata: {{ name: crm-oauth, namespace: sales }}
-stringData: {{ clientSecret: "{secret}" }}
-"#,
-        url = server.url,
-        secret = CLIENT_SECRET,
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{ name: crm-oauth, namespace: sales }}\nstringData: {{ clientSecret: \"{CLIENT_SECRET}\" }}\n",
+        server.destination("crm", "sales", grant, extra_oauth)
     )
 }
 

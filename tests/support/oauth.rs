@@ -320,6 +320,40 @@ async fn api(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Stat
     StatusCode::from_u16(status).unwrap()
 }
 
+impl OAuthServer {
+    /// A WebhookDestination (YAML) sending to this server's protected API with `grant`, its
+    /// client secret in the Secret `crm-oauth`; `extra_oauth` adds lines under `oauth2:`.
+    pub fn destination(
+        &self,
+        name: &str,
+        namespace: &str,
+        grant: &str,
+        extra_oauth: &str,
+    ) -> String {
+        let authorize = if grant == "AuthorizationCode" {
+            format!("      authorizeUrl: {}/authorize\n", self.url)
+        } else {
+            String::new()
+        };
+        format!(
+            r#"apiVersion: hookline.dev/v1alpha1
+kind: WebhookDestination
+metadata: {{ name: {name}, namespace: {namespace} }}
+spec:
+  endpoint: {{ url: "{url}/api/events" }}
+  auth:
+    type: OAuth2
+    oauth2:
+      grantType: {grant}
+      clientId: "{CLIENT_ID}"
+      clientSecretRef: {{ name: crm-oauth, key: clientSecret }}
+      tokenUrl: {url}/token
+{authorize}{extra_oauth}"#,
+            url = self.url,
+        )
+    }
+}
+
 /// Polls `pred` until it holds, failing with `what` after a deadline.
 pub async fn eventually(what: &str, pred: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
