@@ -119,6 +119,18 @@ impl Operator {
             .is_ok_and(|r| r.status().is_success())
     }
 
+    /// An operator with `orders` (Bearer, its Secret `crm`) deployed and `Ready`.
+    async fn with_a_ready_destination() -> Operator {
+        let op = Operator::start().await;
+        op.create_secret("crm", json!({"token": "t"})).await;
+        op.create_destination(&bearer_destination("orders", ""))
+            .await;
+        wait_condition(&op, "orders", "WorkerAvailable", "False").await;
+        op.make_available("orders-hookline").await;
+        wait_condition(&op, "orders", "Ready", "True").await;
+        op
+    }
+
     /// Deletes a child Service, as drift, and waits for the operator to recreate it.
     async fn delete_service_and_wait_for_it(&self, name: &str) {
         self.api::<Service>()
@@ -276,13 +288,7 @@ async fn a_destination_becomes_owned_children_and_ready_follows_the_worker() {
 
 #[tokio::test]
 async fn a_spec_edit_is_observed_and_rolls_the_deployment() {
-    let op = Operator::start().await;
-    op.create_secret("crm", json!({"token": "t"})).await;
-    op.create_destination(&bearer_destination("orders", ""))
-        .await;
-    wait_condition(&op, "orders", "WorkerAvailable", "False").await;
-    op.make_available("orders-hookline").await;
-    wait_condition(&op, "orders", "Ready", "True").await;
+    let op = Operator::with_a_ready_destination().await;
     let hash = |d: &Deployment| {
         d.spec
             .as_ref()
@@ -448,13 +454,7 @@ async fn drift_in_children_is_corrected() {
 
 #[tokio::test]
 async fn an_unchanged_status_is_not_written_again() {
-    let op = Operator::start().await;
-    op.create_secret("crm", json!({"token": "t"})).await;
-    op.create_destination(&bearer_destination("orders", ""))
-        .await;
-    wait_condition(&op, "orders", "WorkerAvailable", "False").await;
-    op.make_available("orders-hookline").await;
-    wait_condition(&op, "orders", "Ready", "True").await;
+    let op = Operator::with_a_ready_destination().await;
 
     let status_writes =
         |op: &Operator| op.server.calls()["patch hookline.dev/v1alpha1/webhookdestinations/status"];
