@@ -1,5 +1,5 @@
 //! One destination's delivery loop, reading the durable queue from its cursor:
-//! route → subscription → mapping → batch → send (with `concurrency` requests in flight) →
+//! route → subscription → insert function → mapping → batch → send (with `concurrency` requests in flight) →
 //! retry or dead-letter → move the cursor. Batches pass through a channel bounded by the
 //! concurrency, so a slow endpoint holds events on disk, not in memory.
 
@@ -335,7 +335,7 @@ impl Worker {
         let mut attempts = 0;
         let outcomes = loop {
             attempts += 1;
-            match function.run_batch(&inputs, &dest.settings) {
+            match blocking(|| function.run_batch(&inputs, &dest.settings)) {
                 Ok(outcomes) => break Ok(outcomes),
                 Err(Outcome::Retry(message)) => match self.retry_delay(attempts, first) {
                     Some(delay) => {
@@ -417,9 +417,18 @@ impl Worker {
             Some(f) if f.has_batch_handler() && dest.batching.size > 1 => {
                 Prepared::ForBatchFunction(event)
             }
-            Some(f) => self.after_function(seq, &event, f.run(&event, &dest.settings)),
+            Some(f) => {
+                let outcome = blocking(|| f.run(&event, &dest.settings));
+                self.after_function(seq, &event, outcome)
+            }
         }
     }
+}
+
+/// Runs an insert function, which may compute for up to its time limit, without holding up
+/// the other tasks (ingestion, other destinations) on this runtime thread.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
 }
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
