@@ -1,7 +1,7 @@
 //! One destination's delivery loop, reading the durable queue from its cursor:
-//! route → subscription → insert function → mapping → batch → send (with `concurrency` requests in flight) →
-//! retry or dead-letter → move the cursor. Batches pass through a channel bounded by the
-//! concurrency, so a slow endpoint holds events on disk, not in memory.
+//! route → subscription → insert function → mapping → batch → send (with `concurrency`
+//! requests in flight) → retry or dead-letter → move the cursor. Batches pass through a channel
+//! bounded by the concurrency, so a slow endpoint holds events on disk, not in memory.
 
 use super::batch::{Batch, Batcher, Item};
 use super::deliver::dlq::{DeadLetter, DeadLetterStore};
