@@ -605,6 +605,21 @@ async fn client_credentials_tokens_are_kept_in_an_owned_secret() {
             .unwrap()
             .is_some()
     );
+    // Deleting the token Secret is drift: the operator stores its token again.
+    op.api::<Secret>()
+        .delete("orders-oauth-token", &DeleteParams::default())
+        .await
+        .unwrap();
+    let restored = eventually("the token Secret restored", || async {
+        token_secret(&op, "orders").await
+    })
+    .await;
+    assert_eq!(
+        secret_text(&restored, "access_token").unwrap(),
+        issued[0].token
+    );
+    assert_eq!(server.issued().len(), 1, "restored, not fetched again");
+
     // Tokens never reach status or events.
     let everything = format!(
         "{:?}{:?}",

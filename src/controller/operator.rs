@@ -208,16 +208,25 @@ where
     watcher(api::<PartialObjectMeta<K>>(client, namespace), config).touched_objects()
 }
 
-/// The destinations in the Secret's namespace that refer to it.
+/// The destinations in the Secret's namespace that refer to it, or own it (a token Secret).
 fn referencing(
     destinations: &[Arc<WebhookDestination>],
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<WebhookDestination>> {
     let name = secret.name_any();
+    let owners: Vec<&str> = secret
+        .owner_references()
+        .iter()
+        .filter(|o| o.kind == "WebhookDestination")
+        .map(|o| o.uid.as_str())
+        .collect();
     destinations
         .iter()
         .filter(|d| d.namespace() == secret.namespace())
-        .filter(|d| d.spec.secret_refs().iter().any(|(_, r)| r.name == name))
+        .filter(|d| {
+            d.spec.secret_refs().iter().any(|(_, r)| r.name == name)
+                || d.uid().is_some_and(|uid| owners.contains(&uid.as_str()))
+        })
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
 }

@@ -3,9 +3,9 @@
 
 use super::build::{self, BuildOptions};
 use super::conditions::{self, WorkerState};
-use super::test_event;
 use super::tokens::TokenManagers;
 use super::{Error, apply, dereference, validate};
+use super::{test_event, token_secret};
 use crate::api::{
     AuthStatus, AuthType, TestEventStatus, WebhookDestination, WebhookDestinationStatus,
 };
@@ -66,6 +66,12 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
 
     let tokens = token_source(dest, ctx, &deref, &verdict);
     let token_state = tokens.as_ref().map(TokenSource::state);
+    if let (Some(source), Some(state)) = (&tokens, &token_state)
+        && state.token.is_some()
+        && token_secret::missing(&ctx.client, dest).await?
+    {
+        source.restore();
+    }
     let last_test_event = match test_event::requested(dest) {
         Some((id, event)) => {
             Some(test_event::send(dest, id, &event, &deref, &verdict, tokens.as_ref()).await)

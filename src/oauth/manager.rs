@@ -82,6 +82,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 enum Command {
     /// The endpoint answered 401 to this token; `again` when it was already a fresh one.
     Rejected { token: Arc<str>, again: bool },
+    /// The stored copy went missing (someone deleted the token Secret): store it again.
+    Restore,
 }
 
 /// Delivery's handle on a destination's tokens.
@@ -125,6 +127,11 @@ impl TokenSource {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
         }
+    }
+
+    /// Stores the current token again, e.g. after someone deleted the token Secret.
+    pub fn restore(&self) {
+        let _ = self.commands.try_send(Command::Restore);
     }
 
     /// The endpoint answered 401 to `token`: refresh now. `again` when the token was already a
@@ -199,12 +206,23 @@ impl<S: TokenStore> TokenManager<S> {
             let again = tokio::select! {
                 _ = stopped(&mut shutdown) => return,
                 _ = wait(&next, self.store.poll_interval()) => false,
-                Some(Command::Rejected { token, again }) = self.commands.recv() => {
-                    // Only the token in use matters; a 401 to an older one is already handled.
-                    if current.as_ref().is_none_or(|c| c.access_token.as_str() != &*token) {
+                Some(command) = self.commands.recv() => match command {
+                    Command::Rejected { token, again } => {
+                        // Only the token in use matters; a 401 to an older one is handled.
+                        if current.as_ref().is_none_or(|c| c.access_token.as_str() != &*token) {
+                            continue;
+                        }
+                        again
+                    }
+                    Command::Restore => {
+                        // The manager is the only writer, so its copy is the newest.
+                        if let Some(t) = &current
+                            && let Err(e) = self.store.save(t).await
+                        {
+                            tracing::warn!(destination = %self.destination, error = %e, "cannot store the token again");
+                        }
                         continue;
                     }
-                    again
                 }
             };
             if again {
