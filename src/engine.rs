@@ -132,24 +132,28 @@ pub async fn run(
     }
     requeue_spooled(&queue, &opts.data_dir).await;
 
-    let status_view: Vec<(String, Option<TokenSource>)> = destinations
+    let status_view: Vec<StatusView> = destinations
         .iter()
         .map(|d| {
-            let name = d.borrow().name.clone();
+            let d = d.borrow();
             let tokens = auth
                 .iter()
-                .find(|(n, _)| *n == name)
+                .find(|(n, _)| *n == d.name)
                 .and_then(|(_, t)| t.clone());
-            (name, tokens)
+            StatusView {
+                name: d.name.clone(),
+                enabled: d.enabled,
+                bearer: d.request.bearer_token.is_some(),
+                tokens,
+            }
         })
         .collect();
     let status_view_len = status_view.len();
-    let enabled: Vec<bool> = destinations.iter().map(|d| d.borrow().enabled).collect();
     let state = Arc::new(IngestState {
         queue: queue.clone(),
         routes: Box::new(move || routes(&destinations)),
         ready: false.into(),
-        status: Box::new(move || status_json(&status_view, &enabled)),
+        status: Box::new(move || status_json(&status_view)),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -189,22 +193,27 @@ fn routes(destinations: &[LiveDestination]) -> Vec<Route> {
         .collect()
 }
 
+/// What `GET /status` reports on, per destination.
+struct StatusView {
+    name: String,
+    enabled: bool,
+    bearer: bool,
+    tokens: Option<TokenSource>,
+}
+
 /// `GET /status`: each destination's conditions, with the same types and reasons as the
 /// resource's status, and `auth.expiresAt` for OAuth 2.0 destinations. Never a token.
-fn status_json(
-    destinations: &[(String, Option<TokenSource>)],
-    enabled: &[bool],
-) -> serde_json::Value {
+fn status_json(destinations: &[StatusView]) -> serde_json::Value {
     let list: Vec<_> = destinations
         .iter()
-        .zip(enabled)
-        .map(|((name, tokens), enabled)| {
-            let auth_state = tokens.as_ref().map(TokenSource::state);
+        .map(|d| {
+            let auth_state = d.tokens.as_ref().map(TokenSource::state);
             let (auth_ok, auth_reason, auth_message) = match &auth_state {
-                None => (true, "NotRequired", String::new()),
                 Some(state) => state.condition(),
+                None if d.bearer => (true, "BearerToken", String::new()),
+                None => (true, "NotRequired", String::new()),
             };
-            let (ready, ready_reason, ready_message) = if !enabled {
+            let (ready, ready_reason, ready_message) = if !d.enabled {
                 (true, "Disabled", "spec.enabled is false: nothing is delivered".to_string())
             } else if !auth_ok {
                 (false, auth_reason, auth_message.clone())
@@ -212,7 +221,7 @@ fn status_json(
                 (true, "Delivering", String::new())
             };
             let mut entry = json!({
-                "name": name,
+                "name": d.name,
                 "conditions": [
                     condition("Accepted", true, "Valid", ""),
                     condition("AuthReady", auth_ok, auth_reason, &auth_message),

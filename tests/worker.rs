@@ -75,6 +75,18 @@ async fn delivers_with_mounted_secrets_and_picks_up_a_rotated_token_without_rest
     let got = endpoint.wait_for("the first event", |r| r.len() == 1).await;
     assert_eq!(got[0].body, serde_json::json!({"id": 1}));
     assert_eq!(got[0].headers["authorization"], "Bearer first-token");
+    let status: serde_json::Value = reqwest::get(format!("{}/status", worker.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let auth = &status["destinations"][0]["conditions"][1];
+    assert_eq!(
+        (&auth["type"], &auth["reason"]),
+        (&"AuthReady".into(), &"BearerToken".into())
+    );
+    assert!(!status.to_string().contains("first-token"));
 
     mount_secret(&secrets, "crm", "token", "second-token", 2);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
