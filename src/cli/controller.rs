@@ -1,6 +1,6 @@
 //! `hookline controller`: the operator, against the cluster it runs in (or `KUBECONFIG`).
 
-use super::run::wait_for_signal;
+use super::run::shutdown_on_signal;
 use crate::controller::build::BuildOptions;
 use crate::controller::operator::{self, OperatorOptions};
 use anyhow::Context;
@@ -41,12 +41,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: finishing reconciles in flight");
-        let _ = stop.send(true);
-    });
+    let shutdown = shutdown_on_signal("stopping: finishing reconciles in flight");
     operator::run(
         client,
         OperatorOptions {

@@ -25,12 +25,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         .into_iter()
         .map(destination::fixed)
         .collect();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: finishing requests in flight");
-        let _ = stop.send(true);
-    });
+    let shutdown = shutdown_on_signal("stopping: finishing requests in flight");
     engine::run(
         destinations,
         EngineOptions {
@@ -44,7 +39,18 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-pub(super) async fn wait_for_signal() {
+/// Turns true on SIGTERM or Ctrl-C, after logging `what` (what is being finished).
+pub(super) fn shutdown_on_signal(what: &'static str) -> tokio::sync::watch::Receiver<bool> {
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("{what}");
+        let _ = stop.send(true);
+    });
+    shutdown
+}
+
+async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

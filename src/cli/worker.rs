@@ -1,7 +1,7 @@
 //! `hookline worker --config FILE`: one destination's delivery worker, as the operator's
 //! Deployments run it.
 
-use super::run::wait_for_signal;
+use super::run::shutdown_on_signal;
 use crate::config::worker::WorkerConfig;
 use crate::engine::{self, EngineOptions, TokenKeeping};
 use std::path::PathBuf;
@@ -19,12 +19,7 @@ pub async fn worker(args: Args) -> anyhow::Result<i32> {
     let secrets = config.read_secrets()?;
     let dest = config.resolve(&secrets)?;
     let (publish, live) = tokio::sync::watch::channel(Arc::new(dest));
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: finishing requests in flight");
-        let _ = stop.send(true);
-    });
+    let shutdown = shutdown_on_signal("stopping: finishing requests in flight");
     let options = EngineOptions {
         listen: config.listen,
         data_dir: config.data_dir.clone(),
