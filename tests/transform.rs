@@ -69,15 +69,7 @@ async fn run_delivers_what_the_function_returns_and_counts_what_it_drops() {
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
     drop(h);
-    let out = run_cli(&[
-        "dlq",
-        "list",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
-    let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let letters = dead_letters(&data);
     let letters = letters.as_array().unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     let error = letters[0]["lastError"].as_str().unwrap();

@@ -249,6 +249,24 @@ pub fn track(user: &str, event: &str, props: serde_json::Value) -> serde_json::V
     serde_json::json!({"userId": user, "event": event, "properties": props})
 }
 
+/// `hookline dlq list -o json` for a data dir: the dead letters, as an array.
+pub fn dead_letters(data_dir: &Path) -> serde_json::Value {
+    let out = run_cli(&[
+        "dlq",
+        "list",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 pub fn run_cli(args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(args)
