@@ -197,9 +197,8 @@ impl<S: TokenStore> TokenManager<S> {
         let mut withheld = false;
         let mut failures = 0u32;
         let mut next = match &current {
-            _ if !self.store.refreshes() => Next::StoreChange,
             Some(t) => self.scheduled(t),
-            None => Next::At(tokio::time::Instant::now()),
+            None => self.next_refresh(tokio::time::Instant::now()),
         };
         loop {
             self.publish(current.as_ref().filter(|_| !withheld), problem.clone());
@@ -238,11 +237,7 @@ impl<S: TokenStore> TokenManager<S> {
                 });
                 tracing::warn!(destination = %self.destination, retry_in = ?delay, "the endpoint rejected a fresh token; holding delivery");
                 withheld = true;
-                next = if self.store.refreshes() {
-                    Next::At(tokio::time::Instant::now() + delay)
-                } else {
-                    Next::StoreChange
-                };
+                next = self.next_refresh(tokio::time::Instant::now() + delay);
                 continue;
             }
 
@@ -251,11 +246,7 @@ impl<S: TokenStore> TokenManager<S> {
                     && !same_grant(Some(&stored), current.as_ref())
                 {
                     tracing::info!(destination = %self.destination, "a new token was stored; using it");
-                    next = if self.store.refreshes() {
-                        self.scheduled(&stored)
-                    } else {
-                        Next::StoreChange
-                    };
+                    next = self.scheduled(&stored);
                     current = Some(stored);
                     problem = None;
                     withheld = false;
@@ -281,10 +272,20 @@ impl<S: TokenStore> TokenManager<S> {
         }
     }
 
+    /// The next refresh of `token`, at 75–90% of its lifetime.
     fn scheduled(&self, token: &TokenSet) -> Next {
         let at = refresh_at(token, rand::random());
         let wait = (at - Utc::now()).to_std().unwrap_or_default();
-        Next::At(tokio::time::Instant::now() + wait)
+        self.next_refresh(tokio::time::Instant::now() + wait)
+    }
+
+    /// A refresh at `at`; a follower, which never refreshes, watches its store instead.
+    fn next_refresh(&self, at: tokio::time::Instant) -> Next {
+        if self.store.refreshes() {
+            Next::At(at)
+        } else {
+            Next::StoreChange
+        }
     }
 
     /// One refresh under the store's lock: another process may have refreshed meanwhile, in
