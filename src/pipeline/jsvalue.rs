@@ -4,23 +4,66 @@
 use serde_json::Value;
 use std::borrow::Cow;
 
-/// Segment's `get(obj, path)`: splits on `.`, `[` and `]`, and walks with `acc && acc[key]`, so a
-/// falsy intermediate (null, 0, "", false) is returned as it is instead of `undefined`.
+/// mapping-kit's `get(obj, path)` (`@path`, `@arrayPath`, `@template` placeholders): the path is
+/// split on `.`, on `[` before a quote or digit and on `]`s after one, then quotes are removed —
+/// so `a["b"]` and `a.b` are the same key while `[txt] name` stays one key.
 pub fn get<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
-    if path.is_empty() || path == "." {
-        return root.map(Cow::Borrowed);
-    }
+    walk(root, mapping_kit_keys(path))
+}
+
+/// destination-subscriptions' `get`: the path is split on every `.`, `[` and `]`.
+pub fn get_split<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
+    walk(root, path.split(['.', '[', ']']).filter(|k| !k.is_empty()))
+}
+
+/// Walks `keys` with `acc && acc[key]`, so a falsy intermediate (null, 0, "", false) is returned
+/// as it is instead of `undefined`; no keys is the root itself.
+fn walk<'a, K: AsRef<str>>(
+    root: Option<&'a Value>,
+    keys: impl IntoIterator<Item = K>,
+) -> Option<Cow<'a, Value>> {
     let mut current = Cow::Borrowed(root?);
-    for key in path.split(['.', '[', ']']).filter(|k| !k.is_empty()) {
+    for key in keys {
         if !is_truthy(&current) {
             return Some(current);
         }
         current = match current {
-            Cow::Borrowed(v) => index(v, key)?,
-            Cow::Owned(v) => Cow::Owned(index(&v, key)?.into_owned()),
+            Cow::Borrowed(v) => index(v, key.as_ref())?,
+            Cow::Owned(v) => Cow::Owned(index(&v, key.as_ref())?.into_owned()),
         };
     }
     Some(current)
+}
+
+/// The keys of a mapping-kit path, as `path.split(/\[(?="|'|\d)|\.|(?<="|'|\d)]+/)` gives them,
+/// empty pieces dropped and quotes removed.
+fn mapping_kit_keys(path: &str) -> Vec<String> {
+    let quote_or_digit = |c: Option<&char>| c.is_some_and(|c| matches!(c, '"' | '\'' | '0'..='9'));
+    let chars: Vec<char> = path.chars().collect();
+    let mut pieces = vec![String::new()];
+    let mut i = 0;
+    while i < chars.len() {
+        let separator = match chars[i] {
+            '.' => 1,
+            '[' if quote_or_digit(chars.get(i + 1)) => 1,
+            ']' if i > 0 && quote_or_digit(chars.get(i - 1)) => {
+                chars[i..].iter().take_while(|c| **c == ']').count()
+            }
+            _ => 0,
+        };
+        if separator == 0 {
+            pieces.last_mut().expect("never empty").push(chars[i]);
+            i += 1;
+        } else {
+            pieces.push(String::new());
+            i += separator;
+        }
+    }
+    pieces
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| p.replace(['"', '\''], ""))
+        .collect()
 }
 
 /// `value[key]` for JSON values, including what JS gives for strings and arrays (`length`, indices).
@@ -165,6 +208,28 @@ mod tests {
         assert_eq!(get(Some(&v), "a.b[1].c").unwrap().into_owned(), json!(2));
         assert_eq!(get(Some(&v), "a.b.length").unwrap().into_owned(), json!(2));
         assert!(get(Some(&v), "a.x.y").is_none());
+        assert_eq!(get(Some(&v), "a.b[1]['c']").unwrap().into_owned(), json!(2));
+        assert_eq!(
+            get(Some(&v), "[\"a\"].b[0].c").unwrap().into_owned(),
+            json!(1)
+        );
+        assert_eq!(get(Some(&v), "").unwrap().into_owned(), v);
+        assert_eq!(get(Some(&v), ".").unwrap().into_owned(), v);
+    }
+
+    #[test]
+    fn mapping_kit_brackets_without_quote_or_digit_are_part_of_the_key() {
+        let v = json!({"[txt] non": true, "[txt] nest": {"inner": 3}, "a": {"b": 1}});
+        assert_eq!(
+            get(Some(&v), "[txt] non").unwrap().into_owned(),
+            json!(true)
+        );
+        assert_eq!(
+            get(Some(&v), "[txt] nest.inner").unwrap().into_owned(),
+            json!(3)
+        );
+        assert!(get(Some(&v), "a[b]").is_none());
+        assert_eq!(get_split(Some(&v), "a[b]").unwrap().into_owned(), json!(1));
     }
 
     #[test]

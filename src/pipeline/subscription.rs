@@ -24,7 +24,7 @@ enum Expr {
     Or(Box<Expr>, Box<Expr>),
     And(Box<Expr>, Box<Expr>),
     Not(Box<Expr>),
-    Compare(Field, CompareOp, Literal),
+    Compare(Field, Check),
     /// `contains` / `match`; `negated` comes from a `!`/`not` written directly before the call and,
     /// as in Segment, still requires the field to be a string.
     Text {
@@ -60,13 +60,97 @@ enum Literal {
     Null,
 }
 
+impl Literal {
+    /// JavaScript's `String(value)` of the literal (`null` is the text "null").
+    fn js_string(&self) -> String {
+        match self {
+            Literal::String(s) => s.clone(),
+            Literal::Number(n) => jsvalue::to_js_string(&Value::from(*n)),
+            Literal::Bool(b) => b.to_string(),
+            Literal::Null => "null".into(),
+        }
+    }
+}
+
+/// One comparison as Segment's destination-subscriptions evaluates it: which operator a written
+/// `field op literal` becomes depends on the field and the literal (`!= null` is `exists` only
+/// for `name`, `userId` and paths; `= 3` is `number_equals` only for paths, and so on).
+#[derive(Debug, Clone, PartialEq)]
+enum Check {
+    /// `actual === String(expected)`.
+    Equals(String),
+    /// `actual !== String(expected)`: a missing field matches.
+    NotEquals(String),
+    /// `<`, `<=`, `>`, `>=`, `number_equals`, `number_not_equals`: only a JSON number matches.
+    Number(CompareOp, f64),
+    Exists,
+    NotExists,
+    IsTrue,
+    IsFalse,
+}
+
+impl Check {
+    fn new(field: &Field, op: CompareOp, literal: &Literal) -> Check {
+        let path = matches!(field, Field::Path(..));
+        let user_id = field == &Field::TopLevel("userId");
+        let exists_checks = path || user_id || field == &Field::TopLevel("name");
+        match (op, literal) {
+            (CompareOp::Ne, Literal::Null) if exists_checks => Check::Exists,
+            (CompareOp::Eq, Literal::Null) if exists_checks => Check::NotExists,
+            (CompareOp::Eq, Literal::Bool(true)) if path || user_id => Check::IsTrue,
+            (CompareOp::Eq, Literal::Bool(false)) if path || user_id => Check::IsFalse,
+            (CompareOp::Eq | CompareOp::Ne, Literal::Number(n)) if path => Check::Number(op, *n),
+            (CompareOp::Eq, _) => Check::Equals(literal.js_string()),
+            (CompareOp::Ne, _) => Check::NotEquals(literal.js_string()),
+            // Paths keep the literal's type (`Number(true)` is 1); the other fields compare with
+            // `Number(String(literal))`.
+            (_, Literal::Bool(b)) if path => Check::Number(op, f64::from(u8::from(*b))),
+            (_, _) => Check::Number(op, js_number(&literal.js_string())),
+        }
+    }
+
+    fn matches(&self, actual: Option<&Value>) -> bool {
+        match self {
+            Check::Equals(s) => matches!(actual, Some(Value::String(a)) if a == s),
+            Check::NotEquals(s) => !matches!(actual, Some(Value::String(a)) if a == s),
+            Check::Number(op, n) => actual.and_then(Value::as_f64).is_some_and(|a| match op {
+                CompareOp::Eq => a == *n,
+                CompareOp::Ne => a != *n,
+                CompareOp::Lt => a < *n,
+                CompareOp::Le => a <= *n,
+                CompareOp::Gt => a > *n,
+                CompareOp::Ge => a >= *n,
+            }),
+            Check::Exists => !matches!(actual, None | Some(Value::Null)),
+            Check::NotExists => matches!(actual, None | Some(Value::Null)),
+            Check::IsTrue => actual == Some(&Value::Bool(true)),
+            Check::IsFalse => actual == Some(&Value::Bool(false)),
+        }
+    }
+}
+
+/// JavaScript's `Number(text)`: surrounding whitespace ignored, '' is 0, anything else that is
+/// not a decimal number is NaN (which no comparison matches).
+fn js_number(text: &str) -> f64 {
+    let t = text.trim();
+    if t.is_empty() {
+        return 0.0;
+    }
+    let finite_syntax = t
+        .trim_start_matches(['+', '-'])
+        .starts_with(|c: char| c.is_ascii_digit() || c == '.');
+    if finite_syntax {
+        t.parse().unwrap_or(f64::NAN)
+    } else {
+        f64::NAN
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Field {
     TopLevel(&'static str),
-    /// `properties.x` and `traits.x`: Segment reads both from `traits` on identify/group events
-    /// and from `properties` on every other type.
-    PropertyOrTrait(String),
-    Context(String),
+    /// `properties.x`, `traits.x`, `context.x`: a path under that object of the event.
+    Path(&'static str, String),
 }
 
 impl Subscription {
@@ -107,7 +191,7 @@ impl Expr {
             Expr::Or(a, b) => a.eval(event) || b.eval(event),
             Expr::And(a, b) => a.eval(event) && b.eval(event),
             Expr::Not(e) => !e.eval(event),
-            Expr::Compare(field, op, lit) => compare(field.lookup(event).as_deref(), *op, lit),
+            Expr::Compare(field, check) => check.matches(field.lookup(event).as_deref()),
             Expr::Text {
                 field,
                 op,
@@ -128,45 +212,11 @@ impl Expr {
     }
 }
 
-fn compare(actual: Option<&Value>, op: CompareOp, expected: &Literal) -> bool {
-    let exists = !matches!(actual, None | Some(Value::Null));
-    let equal = match expected {
-        Literal::Null => !exists,
-        Literal::String(s) => matches!(actual, Some(Value::String(a)) if a == s),
-        Literal::Bool(b) => matches!(actual, Some(Value::Bool(a)) if a == b),
-        Literal::Number(n) => actual.and_then(Value::as_f64).is_some_and(|a| a == *n),
-    };
-    let number = || actual.and_then(Value::as_f64);
-    let Literal::Number(n) = expected else {
-        return match op {
-            CompareOp::Eq => equal,
-            _ => !equal,
-        };
-    };
-    match op {
-        CompareOp::Eq => equal,
-        CompareOp::Ne => !equal,
-        CompareOp::Lt => number().is_some_and(|a| a < *n),
-        CompareOp::Le => number().is_some_and(|a| a <= *n),
-        CompareOp::Gt => number().is_some_and(|a| a > *n),
-        CompareOp::Ge => number().is_some_and(|a| a >= *n),
-    }
-}
-
 impl Field {
     fn lookup<'a>(&self, event: &'a Value) -> Option<std::borrow::Cow<'a, Value>> {
         match self {
             Field::TopLevel(name) => event.get(*name).map(std::borrow::Cow::Borrowed),
-            Field::PropertyOrTrait(path) => {
-                let ty = event.get("type").and_then(Value::as_str);
-                let base = if matches!(ty, Some("identify" | "group")) {
-                    "traits"
-                } else {
-                    "properties"
-                };
-                jsvalue::get(event.get(base), path)
-            }
-            Field::Context(path) => jsvalue::get(event.get("context"), path),
+            Field::Path(base, path) => jsvalue::get_split(event.get(*base), path),
         }
     }
 
@@ -179,11 +229,9 @@ impl Field {
         if rest.is_empty() {
             return None;
         }
-        match head {
-            "properties" | "traits" => Some(Field::PropertyOrTrait(rest.to_string())),
-            "context" => Some(Field::Context(rest.to_string())),
-            _ => None,
-        }
+        const BASES: [&str; 3] = ["properties", "traits", "context"];
+        let base = BASES.iter().find(|b| **b == head)?;
+        Some(Field::Path(base, rest.to_string()))
     }
 }
 
@@ -464,15 +512,12 @@ impl Parser<'_> {
                         )));
                     }
                 };
-                let literal = self.literal()?;
-                if matches!(
-                    op,
-                    CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge
-                ) && !matches!(literal, Literal::Number(_))
-                {
+                let check = Check::new(&field, op, &self.literal()?);
+                // Segment compares with NaN here, which never matches: refuse it instead.
+                if matches!(check, Check::Number(_, n) if n.is_nan()) {
                     return Err(self.error_at(tok.start, format!("'{word}' is compared with <, <=, > or >= to something that is not a number")));
                 }
-                Ok(Expr::Compare(field, op, literal))
+                Ok(Expr::Compare(field, check))
             }
             _ => Err(self.error_at(
                 tok.start,
@@ -522,12 +567,15 @@ impl Parser<'_> {
                 ),
             ));
         };
-        let field = Field::parse(path).ok_or_else(|| {
-            self.error_at(
-                field_tok.start,
-                format!("unknown field '{path}' in {name}()"),
-            )
-        })?;
+        // Segment's functions take no `type` (they silently drop the condition): refuse it.
+        let field = Field::parse(path)
+            .filter(|f| f != &Field::TopLevel("type"))
+            .ok_or_else(|| {
+                self.error_at(
+                    field_tok.start,
+                    format!("unknown field '{path}' in {name}() (use event, name, userId, properties.<path>, traits.<path> or context.<path>)"),
+                )
+            })?;
         self.expect(TokenKind::Comma, "','")?;
         let needle = match self.next() {
             Some(Token {
@@ -594,15 +642,45 @@ mod tests {
     }
 
     #[test]
-    fn traits_are_read_from_traits_on_identify() {
-        assert!(m(
-            r#"traits.plan = "pro""#,
-            json!({"type": "identify", "traits": {"plan": "pro"}})
-        ));
-        assert!(m(
-            r#"properties.plan = "pro""#,
-            json!({"type": "group", "traits": {"plan": "pro"}})
-        ));
+    fn each_path_reads_its_own_object() {
+        let identify =
+            json!({"type": "identify", "traits": {"plan": "pro"}, "context": {"ip": "1"}});
+        assert!(m(r#"traits.plan = "pro""#, identify.clone()));
+        assert!(!m(r#"properties.plan = "pro""#, identify.clone()));
+        assert!(m(r#"context.ip = "1""#, identify));
+    }
+
+    #[test]
+    fn operators_follow_the_field_and_the_literal_as_in_segment() {
+        let event = json!({"type": "track", "event": "5", "userId": true,
+            "properties": {"n": 4, "s": "4", "t": true, "f": false}});
+        // Paths: typed number/boolean checks.
+        assert!(m("properties.n != 3", event.clone()));
+        assert!(!m("properties.s != 3", event.clone()));
+        assert!(!m("properties.missing != 3", event.clone()));
+        assert!(m("properties.t = true", event.clone()));
+        assert!(m("properties.f = false", event.clone()));
+        // `!= true` compares with the text "true": a boolean true is not that text.
+        assert!(m("properties.t != true", event.clone()));
+        assert!(m("properties.n > true", event.clone()));
+        // Top-level fields compare with String(literal).
+        assert!(m("event = 5", event.clone()));
+        assert!(m("userId = true", event.clone()));
+        assert!(m("type != null", event.clone()));
+        assert!(!m("event = null", event.clone()));
+        assert!(m(r#"properties.n >= "4""#, event.clone()));
+        assert!(!m("name != null", event));
+    }
+
+    #[test]
+    fn conditions_that_can_never_match_are_refused() {
+        for text in [
+            r#"properties.x > "abc""#,
+            "event < null",
+            r#"contains(type, "t")"#,
+        ] {
+            assert!(Subscription::parse(text).is_err(), "{text}");
+        }
     }
 
     #[test]

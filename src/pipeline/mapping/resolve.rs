@@ -29,7 +29,7 @@ fn truthy(v: Option<&Value>) -> bool {
 impl Resolver<'_> {
     pub fn resolve(&self, mapping: &Value, payload: &Value) -> Resolved {
         match mapping {
-            Value::Object(obj) => match obj.keys().find(|k| k.starts_with('@')) {
+            Value::Object(obj) => match directive_name(obj) {
                 Some(name) => self.directive(name, &obj[name], payload),
                 None => {
                     let mut out = Map::with_capacity(obj.len());
@@ -79,10 +79,11 @@ impl Resolver<'_> {
                 Some(Value::Null) | None => None,
                 Some(v) => Some(remove_null_keys(v)),
             }),
-            "@liquid" => match self.resolve(value, payload)? {
-                Some(Value::String(text)) => self
+            // The template is taken as written, never resolved first.
+            "@liquid" => match value {
+                Value::String(text) => self
                     .liquid
-                    .render(&text, payload)
+                    .render(text, payload)
                     .map(|s| Some(Value::String(s))),
                 _ => fail("liquid template value must be a string"),
             },
@@ -276,9 +277,10 @@ impl Resolver<'_> {
         let resolved = self.resolve(input, payload)?;
         match (mode.as_str(), resolved) {
             (Some("encode"), v) => Ok(v.map(|v| Value::String(jsvalue::stringify(&v)))),
-            (Some("decode"), Some(Value::String(s))) => serde_json::from_str(&s)
-                .map(Some)
-                .map_err(|e| MappingError(format!("@json: cannot decode {s:?}: {e}"))),
+            // A string that is not JSON passes through unchanged, as `JSON.parse` in a try/catch.
+            (Some("decode"), Some(Value::String(s))) => {
+                Ok(Some(serde_json::from_str(&s).unwrap_or(Value::String(s))))
+            }
             (Some("decode"), v) => Ok(v),
             _ => Ok(None),
         }
@@ -330,20 +332,36 @@ impl Resolver<'_> {
         if !apply.is_object() {
             return fail("@transform \"apply\" key should be an object");
         }
+        if !payload.is_object() {
+            return fail(format!(
+                "data must be an object, got {}",
+                type_name(Some(payload))
+            ));
+        }
         let new_payload = self.resolve(apply, payload)?.unwrap_or(Value::Null);
         self.resolve(mapping, &new_payload)
     }
 }
 
-/// JavaScript's `value != ''` is false for '', 0, false and [] (loose equality).
+/// JavaScript's `value == ''` (loose equality): true for '', 0, false and every array whose
+/// `String()` is empty (`[]`, `[null]`, `[[]]`), never for an object.
 fn loosely_equals_empty_string(v: &Value) -> bool {
     match v {
         Value::String(s) => s.is_empty(),
         Value::Number(n) => n.as_f64() == Some(0.0),
         Value::Bool(b) => !b,
-        Value::Array(a) => a.is_empty() || (a.len() == 1 && loosely_equals_empty_string(&a[0])),
-        _ => false,
+        Value::Array(_) => jsvalue::to_js_string(v).is_empty(),
+        Value::Null | Value::Object(_) => false,
     }
+}
+
+/// mapping-kit's `isDirective`: an object with an `@` key and no other keys but `@…` and
+/// `_metadata` (anything else is a plain object); the first `@` key names the directive.
+pub(super) fn directive_name(obj: &Map<String, Value>) -> Option<&str> {
+    let name = obj.keys().find(|k| k.starts_with('@'))?;
+    obj.keys()
+        .all(|k| k.starts_with('@') || k == "_metadata")
+        .then_some(name.as_str())
 }
 
 fn flatten_into(
@@ -409,5 +427,99 @@ fn remove_null_keys(v: Value) -> Value {
                 .collect(),
         ),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::pipeline::mapping::Mapping;
+    use serde_json::{Value, json};
+
+    fn apply(mapping: Value, event: Value) -> Result<Value, String> {
+        Mapping::compile(Some(&mapping))
+            .map_err(|e| e.to_string())?
+            .apply(&event)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn options_mapping_kit_checks_only_when_used_fail_then_with_its_message() {
+        let e = apply(
+            json!({"f": {"@flatten": {"value": {"@path": "$.a"}}}}),
+            json!({}),
+        );
+        assert!(
+            e.unwrap_err()
+                .contains("@flatten requires a \"separator\" key")
+        );
+        let e = apply(json!({"m": {"@merge": {"objects": [{"a": 1}]}}}), json!({}));
+        assert!(
+            e.unwrap_err()
+                .contains("@merge requires a \"direction\" key")
+        );
+        let long = json!({"r": {"@replace": {"pattern": "a", "pattern2": "bbbbbbbbbbbb",
+            "value": "abc"}}});
+        assert!(
+            apply(long, json!({}))
+                .unwrap_err()
+                .contains("@replace requires a \"pattern\" less than 10 characters")
+        );
+    }
+
+    #[test]
+    fn validation_matches_mapping_kit() {
+        let invalid = |m: Value| Mapping::compile(Some(&m)).unwrap_err().0;
+        assert_eq!(
+            invalid(json!({"p": {"@path": ["a"]}})),
+            ["/p/@path should be a string or a mapping directive but it is an array."]
+        );
+        assert_eq!(
+            invalid(json!({"m": {"@merge": {"direction": "up", "objects": []}}})),
+            ["/m/@merge/direction should be one of left, right but it is \"up\"."]
+        );
+        // The objects are checked from the root, as mapping-kit does.
+        assert_eq!(
+            invalid(json!({"m": {"@merge": {"direction": "left", "objects": ["x"]}}})),
+            ["/ should be a object or a mapping directive but it is a string."]
+        );
+        assert_eq!(
+            invalid(json!({"a": {"@arrayPath": []}})),
+            ["/a/@arrayPath should be a string or a mapping directive but it is an undefined."]
+        );
+        assert!(
+            Mapping::compile(Some(
+                &json!({"j": {"@json": {"mode": "ENCODE", "value": 1}}})
+            ))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn resolution_matches_mapping_kit() {
+        let event = json!({"a": {"b": 1}, "zero": [0], "nul": [null], "s": "x"});
+        // `[0] != ''` is true in JavaScript; `[null] != ''` is false.
+        let got = apply(
+            json!({
+                "z": {"@if": {"blank": {"@path": "$.zero"}, "then": 1, "else": 2}},
+                "n": {"@if": {"blank": {"@path": "$.nul"}, "then": 1, "else": 2}},
+                "t": {"@transform": {"apply": {"@path": "$.a"}, "mapping": {"b": {"@path": "$.b"}}}},
+                // Not a directive (another key beside `@path`; arrays are not validated): a plain
+                // object, resolved key by key.
+                "mixed": [{"@path": "$.s", "x": 1}],
+            }),
+            event.clone(),
+        );
+        assert_eq!(
+            got.unwrap(),
+            json!({"z": 1, "n": 2, "t": {"b": 1}, "mixed": [{"@path": "$.s", "x": 1}]})
+        );
+        let e = apply(
+            json!({"x": {"@arrayPath": ["$.s", {"@transform": {"apply": {}, "mapping": {}}}]}}),
+            json!({"s": ["str"]}),
+        );
+        assert!(
+            e.unwrap_err()
+                .contains("data must be an object, got string")
+        );
     }
 }

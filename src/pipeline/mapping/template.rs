@@ -1,7 +1,7 @@
 //! Text directives: `@template` placeholders, `@replace`'s literal patterns and `@liquid`.
 
 use super::MappingError;
-use super::validate::MAX_LIQUID_LENGTH;
+use super::validate::{MAX_LIQUID_LENGTH, MAX_PATTERN_LENGTH};
 use crate::pipeline::jsvalue::{self, to_js_string};
 use regex::{Captures, Regex};
 use serde_json::Value;
@@ -13,43 +13,21 @@ static TRIPLE: LazyLock<Regex> =
 static DOUBLE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\{\{([^}]+)\}\}").expect("valid regex"));
 
-/// `@template`: `{{{path}}}` is inserted as is, then `{{path}}` HTML-escaped (strings only);
-/// missing and null values render as ''. The two passes run in this order, as in mapping-kit.
+/// `@template`: `{{{path}}}`, then `{{path}}`, each replaced by the value as it is (`String(v)`;
+/// missing and null render as ''). Current mapping-kit no longer HTML-escapes `{{path}}`; the two
+/// passes still run in this order, so a `{{{…}}}` value that contains `{{…}}` is filled in too.
 pub fn render_placeholders(template: &str, data: &Value) -> String {
-    let lookup = |caps: &Captures| jsvalue::get(Some(data), caps[1].trim()).map(|v| v.into_owned());
-    let unescaped = TRIPLE.replace_all(template, |caps: &Captures| match lookup(caps) {
+    let placeholder = |caps: &Captures| match jsvalue::get(Some(data), caps[1].trim()).as_deref() {
         None | Some(Value::Null) => String::new(),
-        Some(v) => to_js_string(&v),
-    });
-    DOUBLE
-        .replace_all(&unescaped, |caps: &Captures| match lookup(caps) {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => escape_html(&s),
-            Some(v) => to_js_string(&v),
-        })
-        .into_owned()
-}
-
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            '/' => out.push_str("&#x2F;"),
-            '`' => out.push_str("&#x60;"),
-            '=' => out.push_str("&#x3D;"),
-            c => out.push(c),
-        }
-    }
-    out
+        Some(v) => to_js_string(v),
+    };
+    let unescaped = TRIPLE.replace_all(template, placeholder);
+    DOUBLE.replace_all(&unescaped, placeholder).into_owned()
 }
 
 /// `@replace`: the pattern is a literal (never a regex); the replacement keeps JS's `$&`, `$$`,
-/// `` $` `` and `$'` substitutions.
+/// `` $` `` and `$'` substitutions. Both are limited to ten characters here too, because
+/// `pattern2`/`replacement2` are only checked when they are used.
 pub fn replace_literal(
     subject: &str,
     pattern: &str,
@@ -57,6 +35,13 @@ pub fn replace_literal(
     ignore_case: bool,
     global: bool,
 ) -> Result<String, MappingError> {
+    for (name, text) in [("pattern", pattern), ("replacement", replacement)] {
+        if text.encode_utf16().count() > MAX_PATTERN_LENGTH {
+            return Err(MappingError(format!(
+                "@replace requires a \"{name}\" less than {MAX_PATTERN_LENGTH} characters"
+            )));
+        }
+    }
     let re = regex::RegexBuilder::new(&regex::escape(pattern))
         .case_insensitive(ignore_case)
         .build()
@@ -200,7 +185,7 @@ impl LiquidTemplates {
 }
 
 fn parse(text: &str) -> Result<liquid::Template, MappingError> {
-    if text.chars().count() > MAX_LIQUID_LENGTH {
+    if text.encode_utf16().count() > MAX_LIQUID_LENGTH {
         return Err(MappingError(format!(
             "liquid template values are limited to {MAX_LIQUID_LENGTH} characters"
         )));
@@ -230,11 +215,11 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn placeholders_escape_html_unless_tripled() {
-        let data = json!({"a": "<b>", "n": 2});
+    fn placeholders_insert_values_as_they_are() {
+        let data = json!({"a": "<b>&'", "n": 2, "t": "{{n}}"});
         assert_eq!(
-            render_placeholders("{{a}}|{{{a}}}|{{ n }}|{{x}}", &data),
-            "&lt;b&gt;|<b>|2|"
+            render_placeholders("{{a}}|{{{a}}}|{{ n }}|{{x}}|{{{t}}}", &data),
+            "<b>&'|<b>&'|2||2"
         );
     }
 

@@ -91,7 +91,6 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
             errors,
             &[
                 ("exists", Need::Optional, directive_or_raw),
-                ("blank", Need::Optional, directive_or_raw),
                 ("then", Need::Optional, directive_or_raw),
                 ("else", Need::Optional, directive_or_raw),
             ],
@@ -112,8 +111,6 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
             &[
                 ("pattern", Need::Required, pattern),
                 ("replacement", Need::Optional, replacement),
-                ("pattern2", Need::Optional, pattern),
-                ("replacement2", Need::Optional, replacement),
                 ("value", Need::Required, directive_or_string),
                 ("ignorecase", Need::Optional, boolean),
                 ("global", Need::Optional, boolean),
@@ -125,7 +122,7 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
                     Some(path) => directive_or_string(path, inner, errors),
                     None => errors.push(message(
                         inner,
-                        "should be a string or a mapping directive but it is undefined",
+                        "should be a string or a mapping directive but it is an undefined",
                     )),
                 }
                 if let Some(shape) = items.get(1) {
@@ -134,12 +131,7 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
             }
             None => array(value, inner, errors),
         },
-        "@path" => {
-            if !value.is_array() {
-                directive_or_string(value, inner, errors);
-            }
-        }
-        "@template" => directive_or_string(value, inner, errors),
+        "@path" | "@template" => directive_or_string(value, inner, errors),
         "@literal" | "@excludeWhenNull" => directive_or_raw(value, inner, errors),
         "@json" => fields(
             value,
@@ -155,30 +147,35 @@ fn validate_directive(v: &Value, stack: Stack, errors: &mut Vec<String>) {
             inner,
             errors,
             &[
+                ("separator", Need::Optional, string),
                 ("value", Need::Required, directive_or_raw),
-                ("separator", Need::Required, string),
-                ("omitArrays", Need::Optional, boolean),
             ],
         ),
-        "@merge" => fields(
-            value,
-            inner,
-            errors,
-            &[
-                ("objects", Need::Required, merge_objects),
-                ("direction", Need::Required, merge_direction),
-            ],
-        ),
+        "@merge" => {
+            let before = errors.len();
+            fields(
+                value,
+                inner,
+                errors,
+                &[
+                    ("direction", Need::Optional, merge_direction),
+                    ("objects", Need::Required, array),
+                ],
+            );
+            if errors.len() == before {
+                merge_objects(&value["objects"], errors);
+            }
+        }
         "@transform" => fields(
             value,
             inner,
             errors,
             &[
-                ("apply", Need::Required, transform_apply),
-                ("mapping", Need::Required, validate_value),
+                ("apply", Need::Required, directive_or_object),
+                ("mapping", Need::Required, directive_or_object),
             ],
         ),
-        "@liquid" => liquid(value, inner, errors),
+        "@liquid" => string(value, inner, errors),
         _ => errors.push(message(stack, format!("has an invalid directive: {name}"))),
     }
 }
@@ -200,6 +197,13 @@ fn fields(v: &Value, stack: Stack, errors: &mut Vec<String>, spec: &[(&str, Need
         ));
         return;
     };
+    // As mapping-kit's validateObject: every option is first validated as a mapping of its own,
+    // and the field rules apply only when that passes.
+    let before = errors.len();
+    validate_plain_object(obj, stack, errors);
+    if errors.len() > before {
+        return;
+    }
     for (name, need, check) in spec {
         match (obj.get(*name), need) {
             (None, Need::Required) => errors.push(message(
@@ -296,11 +300,15 @@ fn replacement(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     string_of_length(v, stack, errors, 0, MAX_PATTERN_LENGTH);
 }
 
+/// mapping-kit's `validateAllowedStrings`: a string, compared case-insensitively.
 fn one_of(v: &Value, stack: Stack, errors: &mut Vec<String>, allowed: &[&str]) {
-    if !v.as_str().is_some_and(|s| allowed.contains(&s)) {
+    let Some(text) = v.as_str() else {
+        return string(v, stack, errors);
+    };
+    if !allowed.contains(&text.to_lowercase().as_str()) {
         errors.push(message(
             stack,
-            format!("should be one of {}", allowed.join(", ")),
+            format!("should be one of {} but it is {v}", allowed.join(", ")),
         ));
     }
 }
@@ -313,39 +321,36 @@ fn merge_direction(v: &Value, stack: Stack, errors: &mut Vec<String>) {
     one_of(v, stack, errors, &["left", "right"]);
 }
 
-fn merge_objects(v: &Value, stack: Stack, errors: &mut Vec<String>) {
-    array(v, stack, errors);
-    for (i, item) in v.as_array().into_iter().flatten().enumerate() {
-        let index = i.to_string();
-        let child: Vec<&str> = stack.iter().copied().chain([index.as_str()]).collect();
-        validate_value(item, &child, errors);
+fn directive_or_object(v: &Value, stack: Stack, errors: &mut Vec<String>) {
+    match v {
+        _ if is_directive(v) => validate_directive(v, stack, errors),
+        Value::Object(obj) => validate_plain_object(obj, stack, errors),
+        _ => {
+            let k = kind(v);
+            errors.push(message(
+                stack,
+                format!(
+                    "should be a object or a mapping directive but it is {} {k}",
+                    article(k)
+                ),
+            ));
+        }
     }
 }
 
-fn transform_apply(v: &Value, stack: Stack, errors: &mut Vec<String>) {
-    if !v.is_object() {
-        let k = kind(v);
-        errors.push(message(
-            stack,
-            format!("should be an object but it is {} {k}", article(k)),
-        ));
+/// `@merge`'s objects are checked after its fields, from the mapping's root (mapping-kit passes
+/// no path there, so messages start with `/ `), stopping at the first object that fails.
+fn merge_objects(objects: &Value, errors: &mut Vec<String>) {
+    for item in objects.as_array().into_iter().flatten() {
+        let before = errors.len();
+        directive_or_object(item, &[], errors);
+        if errors.len() > before {
+            return;
+        }
     }
-    validate_value(v, stack, errors);
 }
 
 pub const MAX_LIQUID_LENGTH: usize = 1000;
-
-fn liquid(v: &Value, stack: Stack, errors: &mut Vec<String>) {
-    directive_or_string(v, stack, errors);
-    if v.as_str()
-        .is_some_and(|s| s.chars().count() > MAX_LIQUID_LENGTH)
-    {
-        errors.push(message(
-            stack,
-            format!("should be a string of length {MAX_LIQUID_LENGTH} or less"),
-        ));
-    }
-}
 
 #[cfg(test)]
 mod tests {
