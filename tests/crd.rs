@@ -83,6 +83,80 @@ fn schema_is_structural() {
     );
 }
 
+/// Every `format` outside the ones Kubernetes knows (each one draws an `unrecognized format`
+/// warning on every `kubectl apply` and `helm install`).
+fn unknown_formats(node: &Value, path: &str, out: &mut Vec<String>) {
+    const KNOWN: &[&str] = &[
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "byte",
+        "binary",
+        "password",
+        "date",
+        "date-time",
+        "datetime",
+        "duration",
+        "uri",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "cidr",
+        "mac",
+        "uuid",
+        "uuid3",
+        "uuid4",
+        "uuid5",
+        "isbn",
+        "isbn10",
+        "isbn13",
+        "creditcard",
+        "ssn",
+        "hexcolor",
+        "rgbcolor",
+        "bsonobjectid",
+    ];
+    match node {
+        Value::Object(obj) => {
+            if let Some(format) = obj.get("format").and_then(Value::as_str)
+                && !KNOWN.contains(&format)
+            {
+                out.push(format!("{path}: format {format:?}"));
+            }
+            for (key, child) in obj {
+                unknown_formats(child, &format!("{path}.{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                unknown_formats(child, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn schema_uses_only_formats_kubernetes_knows() {
+    let crd = committed_crd();
+    let mut found = Vec::new();
+    unknown_formats(&crd, "crd", &mut found);
+    assert!(
+        found.is_empty(),
+        "formats a real API server warns about:\n{}",
+        found.join("\n")
+    );
+    let mut bad = Vec::new();
+    unknown_formats(
+        &serde_json::json!({"p": {"format": "uint32"}}),
+        "s",
+        &mut bad,
+    );
+    assert_eq!(bad, ["s.p: format \"uint32\""]);
+}
+
 #[test]
 fn the_api_server_rejects_a_property_with_no_type() {
     let mut errors = Vec::new();

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = kubernetes_formats)]
 pub struct WebhookDestinationSpec {
     /// `false`: nothing is delivered and the worker is scaled to zero. Default `true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +60,21 @@ pub struct WebhookDestinationSpec {
     /// The worker Deployment the operator runs for this destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<Worker>,
+}
+
+/// schemars writes `uint16`/`uint32`/`uint64` for unsigned fields, formats a real API server warns
+/// about on every apply; these become the signed formats Kubernetes knows, wide enough for the
+/// value (`minimum: 0` stays).
+fn kubernetes_formats(schema: &mut schemars::Schema) {
+    let format = match schema.get("format").and_then(serde_json::Value::as_str) {
+        Some("uint8" | "uint16" | "int8" | "int16") => Some("int32"),
+        Some("uint32" | "uint64" | "uint") => Some("int64"),
+        _ => None,
+    };
+    if let Some(format) = format {
+        schema.insert("format".into(), format.into());
+    }
+    schemars::transform::transform_subschemas(&mut kubernetes_formats, schema);
 }
 
 fn free_form_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -296,6 +312,7 @@ pub struct Worker {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_formats)]
 pub struct WebhookDestinationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
