@@ -1,5 +1,6 @@
-//! Prometheus metrics for the data path and the operator. Labels carry destination names and reasons, never
-//! secrets or event data.
+//! Prometheus metrics for the data path and the operator, in two registries so that each process
+//! (`run`/`worker`, or `controller`) shows only its own series. Labels carry destination names and
+//! reasons, never secrets or event data.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -17,66 +18,70 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub batch_size: HistogramVec,
+}
+
+/// The data path's series: `hookline run` and `hookline worker`.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+pub struct OperatorMetrics {
+    registry: Registry,
     pub reconciles: IntCounterVec,
     pub reconcile_failures: IntCounterVec,
     pub reconcile_duration: Histogram,
     pub leader: prometheus::IntGauge,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+/// The operator's series: `hookline controller`.
+pub static OPERATOR_METRICS: LazyLock<OperatorMetrics> = LazyLock::new(OperatorMetrics::new);
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric registered once");
+    metric
+}
+
+fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding cannot fail");
+    String::from_utf8(buf).expect("prometheus text is UTF-8")
+}
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric registered once");
-    c
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 
 fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets),
-        &["destination"],
+    register(
+        registry,
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets),
+            &["destination"],
+        )
+        .expect("valid metric"),
     )
-    .expect("valid metric");
-    registry
-        .register(Box::new(h.clone()))
-        .expect("metric registered once");
-    h
 }
 
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
-        let queue_depth = IntGaugeVec::new(
-            Opts::new(
-                "hookline_queue_depth",
-                "Events accepted but not yet delivered, filtered or dead-lettered",
-            ),
-            &["destination"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(queue_depth.clone()))
-            .expect("metric registered once");
-        let reconcile_duration = Histogram::with_opts(HistogramOpts::new(
-            "hookline_reconcile_duration_seconds",
-            "Time one reconcile of a WebhookDestination takes",
-        ))
-        .expect("valid metric");
-        registry
-            .register(Box::new(reconcile_duration.clone()))
-            .expect("metric registered once");
-        let leader = prometheus::IntGauge::new(
-            "hookline_leader",
-            "1 while this operator replica holds the Lease and runs the controller",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(leader.clone()))
-            .expect("metric registered once");
+        let queue_depth = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "hookline_queue_depth",
+                    "Events accepted but not yet delivered, filtered or dead-lettered",
+                ),
+                &["destination"],
+            )
+            .expect("valid metric"),
+        );
         Metrics {
-            leader,
             events_received: counter(
                 &registry,
                 "hookline_events_received_total",
@@ -120,6 +125,19 @@ impl Metrics {
                 "Events per delivery request",
                 vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
             ),
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+impl OperatorMetrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        OperatorMetrics {
             reconciles: counter(
                 &registry,
                 "hookline_reconciles_total",
@@ -132,16 +150,46 @@ impl Metrics {
                 "Reconciles that found a problem (a condition reason, or an API error kind)",
                 &["reason"],
             ),
-            reconcile_duration,
+            reconcile_duration: register(
+                &registry,
+                Histogram::with_opts(HistogramOpts::new(
+                    "hookline_reconcile_duration_seconds",
+                    "Time one reconcile of a WebhookDestination takes",
+                ))
+                .expect("valid metric"),
+            ),
+            leader: register(
+                &registry,
+                prometheus::IntGauge::new(
+                    "hookline_leader",
+                    "1 while this operator replica holds the Lease and runs the controller",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         }
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
-        String::from_utf8(buf).expect("prometheus text is UTF-8")
+        render(&self.registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_process_shows_only_its_own_series() {
+        METRICS.events_delivered.with_label_values(&["d"]).inc();
+        OPERATOR_METRICS.reconciles.with_label_values(&["ok"]).inc();
+        let data_path = METRICS.render();
+        let operator = OPERATOR_METRICS.render();
+        assert!(data_path.contains("hookline_events_delivered_total"));
+        assert!(!data_path.contains("hookline_leader") && !data_path.contains("reconcile"));
+        assert!(
+            operator.contains("hookline_leader") && operator.contains("hookline_reconciles_total")
+        );
+        assert!(!operator.contains("hookline_events"));
     }
 }

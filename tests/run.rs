@@ -117,6 +117,10 @@ async fn mapped_events_arrive_with_headers_auth_and_signature() {
         metrics.contains("hookline_events_received_total"),
         "{metrics}"
     );
+    assert!(
+        !metrics.contains("hookline_leader") && !metrics.contains("hookline_reconcile"),
+        "run shows operator series: {metrics}"
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let m = h.metrics().await;

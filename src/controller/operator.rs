@@ -5,7 +5,7 @@ use super::build::{BuildOptions, MANAGED_BY};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::tokens::TokenManagers;
 use crate::api::WebhookDestination;
-use crate::metrics::METRICS;
+use crate::metrics::OPERATOR_METRICS;
 use crate::pipeline::worker::stopped;
 use anyhow::Context as _;
 use futures::{Stream, StreamExt};
@@ -163,7 +163,7 @@ async fn run_controller(
         destinations: store.clone(),
     });
     ready.store(true, Ordering::Release);
-    METRICS.leader.set(1);
+    OPERATOR_METRICS.leader.set(1);
     // Children and Secrets only trigger reconciles, so metadata is all the controller takes from
     // them: Secret values never travel on the watch, and a cluster full of large Secrets (Helm
     // releases) costs the controller no memory.
@@ -189,7 +189,7 @@ async fn run_controller(
             }
         })
         .await;
-    METRICS.leader.set(0);
+    OPERATOR_METRICS.leader.set(0);
 }
 
 fn metadata_changes<K>(
@@ -260,7 +260,7 @@ async fn serve_health(
                         axum::http::header::CONTENT_TYPE,
                         "text/plain; version=0.0.4",
                     )],
-                    METRICS.render(),
+                    OPERATOR_METRICS.render(),
                 )
             }),
         );

@@ -11,7 +11,7 @@ use crate::api::{
 };
 use crate::config::destination::{Credentials, token_secret_name};
 use crate::config::manifests::LoadedDestination;
-use crate::metrics::METRICS;
+use crate::metrics::OPERATOR_METRICS;
 use crate::oauth::manager::TokenSource;
 use crate::oauth::store::rfc3339;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -38,11 +38,14 @@ const RESYNC: Duration = Duration::from_secs(600);
 pub async fn reconcile(dest: Arc<WebhookDestination>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&dest, &ctx).await;
-    METRICS
+    OPERATOR_METRICS
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     let outcome = if result.is_ok() { "success" } else { "error" };
-    METRICS.reconciles.with_label_values(&[outcome]).inc();
+    OPERATOR_METRICS
+        .reconciles
+        .with_label_values(&[outcome])
+        .inc();
     result
 }
 
@@ -58,7 +61,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         .into_iter()
         .flatten()
     {
-        METRICS
+        OPERATOR_METRICS
             .reconcile_failures
             .with_label_values(&[problem.reason])
             .inc();
@@ -207,7 +210,7 @@ async fn publish_transitions(
 /// Transient API errors are retried with a growing delay; everything else about a bad spec is
 /// reported in status and waits for a change, so it never reaches here.
 pub fn error_policy(dest: Arc<WebhookDestination>, error: &Error, _ctx: Arc<Context>) -> Action {
-    METRICS
+    OPERATOR_METRICS
         .reconcile_failures
         .with_label_values(&[error.reason()])
         .inc();
