@@ -13,9 +13,12 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::apiserver::ApiServer;
 use support::free_port;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 const NS: &str = "analytics";
@@ -936,5 +939,92 @@ async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
     assert_eq!(endpoint.received()[1].body["id"], "m-7");
     let status = format!("{:?}", op.destination("orders").await.status);
     assert!(!status.contains("cluster-token"), "{status}");
+    op.stop().await;
+}
+
+/// An endpoint that takes requests and answers none of them until `release` is notified.
+async fn holding_endpoint() -> (String, Arc<tokio::sync::Notify>, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (r, n) = (release.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (r, n) = (r.clone(), n.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = socket.read(&mut buf).await;
+                // Registered before the request is counted, so no release can be missed.
+                let released = r.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                n.fetch_add(1, Ordering::SeqCst);
+                released.await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (url, release, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_test_event_does_not_hold_back_a_spec_change() {
+    let (url, release, requests) = holding_endpoint().await;
+    let op = Operator::start().await;
+    op.create_secret("crm", json!({"token": "t"})).await;
+    let yaml = bearer_destination("orders", "").replace(
+        r#"url: "https://crm.example.com/api/events" }"#,
+        &format!(r#"url: "{url}/in", timeoutSeconds: 60 }}"#),
+    );
+    op.create_destination(&yaml).await;
+    wait_condition(&op, "orders", "Accepted", "True").await;
+
+    let annotate = json!({"metadata": {"annotations": {"hookline.dev/test-event": "req-1"}}});
+    op.api::<WebhookDestination>()
+        .patch("orders", &PatchParams::default(), &Patch::Merge(annotate))
+        .await
+        .unwrap();
+    eventually("the test event to reach the endpoint", || async {
+        (requests.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+
+    // The endpoint holds the test event for up to a minute; the spec change is reconciled now.
+    let patch = json!({"spec": {"mapping": {"order": {"@path": "$.properties.order_id"}}}});
+    op.api::<WebhookDestination>()
+        .patch("orders", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually(
+        "observedGeneration 2 while the test event waits",
+        || async {
+            let d = op.destination("orders").await;
+            (d.status.as_ref()?.observed_generation == Some(2)).then_some(())
+        },
+    )
+    .await;
+    let cm: ConfigMap = op.api().get("orders-hookline").await.unwrap();
+    assert!(cm.data.unwrap()[CONFIG_KEY].contains("order_id"));
+    assert!(
+        op.destination("orders")
+            .await
+            .status
+            .unwrap()
+            .last_test_event
+            .is_none()
+    );
+
+    release.notify_waiters();
+    let answer = eventually("the test event's answer in the status", || async {
+        op.destination("orders").await.status?.last_test_event
+    })
+    .await;
+    assert_eq!(answer.request_id.as_deref(), Some("req-1"));
+    assert_eq!(answer.status_code, Some(200));
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once");
     op.stop().await;
 }

@@ -8,7 +8,7 @@ use kube::{Api, Client};
 use std::collections::BTreeSet;
 
 /// The referenced Secrets that exist, by the names the spec uses.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Dereferenced {
     pub secrets: SecretStore,
     /// Names of referenced Secrets that do not exist.

@@ -6,6 +6,7 @@
 //! the controller loop with leader election, health and metrics.
 
 pub mod apply;
+pub mod backoff;
 pub mod build;
 pub mod conditions;
 pub mod dereference;

@@ -3,6 +3,7 @@
 
 use super::build::{BuildOptions, MANAGED_BY};
 use super::reconcile::{Context, error_policy, reconcile};
+use super::test_event::TestEvents;
 use super::tokens::TokenManagers;
 use crate::api::WebhookDestination;
 use crate::metrics::OPERATOR_METRICS;
@@ -146,9 +147,12 @@ async fn run_controller(
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
     let store = controller.store();
     let (tokens, token_changes) = TokenManagers::new(client.clone());
-    let token_changes = futures::stream::unfold(token_changes, |mut rx| async move {
-        rx.recv().await.map(|r| (r, rx))
-    });
+    let (test_events, test_answers) = TestEvents::new();
+    // Token-state changes and answered test events are written into the status by a reconcile.
+    let status_changes = futures::stream::select(
+        receiver_stream(token_changes),
+        receiver_stream(test_answers),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(
@@ -160,6 +164,8 @@ async fn run_controller(
         ),
         build: opts.build.clone(),
         tokens,
+        test_events,
+        backoff: Default::default(),
         destinations: store.clone(),
     });
     ready.store(true, Ordering::Release);
@@ -180,7 +186,7 @@ async fn run_controller(
             metadata_changes::<Secret>(&client, ns, watcher::Config::default()),
             move |secret| referencing(&store.state(), &secret),
         )
-        .reconcile_on(token_changes)
+        .reconcile_on(status_changes)
         .graceful_shutdown_on(async move { stopped(&mut shutdown).await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -190,6 +196,12 @@ async fn run_controller(
         })
         .await;
     OPERATOR_METRICS.leader.set(0);
+}
+
+fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
 fn metadata_changes<K>(

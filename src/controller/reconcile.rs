@@ -1,6 +1,7 @@
 //! One reconcile of one WebhookDestination:
 //! dereference (its Secrets) → validate (pure) → build (pure) → apply (SSA) → status.
 
+use super::backoff::ReconcileBackoff;
 use super::build::{self, BuildOptions};
 use super::conditions::{self, WorkerState};
 use super::tokens::TokenManagers;
@@ -28,6 +29,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub build: BuildOptions,
     pub tokens: TokenManagers,
+    pub test_events: test_event::TestEvents,
+    pub backoff: ReconcileBackoff,
     /// The controller's cache of destinations: token managers of deleted ones are stopped.
     pub destinations: Store<WebhookDestination>,
 }
@@ -38,6 +41,9 @@ const RESYNC: Duration = Duration::from_secs(600);
 pub async fn reconcile(dest: Arc<WebhookDestination>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&dest, &ctx).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&dest);
+    }
     OPERATOR_METRICS
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
@@ -77,9 +83,22 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     }
     let last_test_event = match test_event::requested(dest) {
         Some((id, event)) => {
-            Some(test_event::send(dest, id, &event, &deref, &verdict, tokens.as_ref()).await)
+            let send = {
+                let (dest, deref, verdict) = (dest.clone(), deref.clone(), verdict.clone());
+                let (tokens, request_id) = (tokens.clone(), id.clone());
+                move || async move {
+                    let tokens = tokens.as_ref();
+                    test_event::send(&dest, request_id, &event, &deref, &verdict, tokens).await
+                }
+            };
+            ctx.test_events
+                .answer(dest, &id, send)
+                .or_else(|| old_test_event(dest))
         }
-        None => old_test_event(dest),
+        None => {
+            ctx.test_events.forget(dest);
+            old_test_event(dest)
+        }
     };
     let deployment = if verdict.can_deploy() {
         let children = build::build(dest, &ctx.build);
@@ -207,13 +226,14 @@ async fn publish_transitions(
     }
 }
 
-/// Transient API errors are retried with a growing delay; everything else about a bad spec is
-/// reported in status and waits for a change, so it never reaches here.
-pub fn error_policy(dest: Arc<WebhookDestination>, error: &Error, _ctx: Arc<Context>) -> Action {
+/// Transient API errors are retried with a delay that grows per destination; everything else
+/// about a bad spec is reported in status and waits for a change, so it never reaches here.
+pub fn error_policy(dest: Arc<WebhookDestination>, error: &Error, ctx: Arc<Context>) -> Action {
     OPERATOR_METRICS
         .reconcile_failures
         .with_label_values(&[error.reason()])
         .inc();
-    tracing::warn!(destination = %dest.name_any(), namespace = %dest.namespace().unwrap_or_default(), error = %error, "reconcile failed; will retry");
-    Action::requeue(Duration::from_secs(5))
+    let delay = ctx.backoff.failed(&dest);
+    tracing::warn!(destination = %dest.name_any(), namespace = %dest.namespace().unwrap_or_default(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }

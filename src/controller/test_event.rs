@@ -1,6 +1,10 @@
 //! `hookline test NAME -n NS`: the CLI annotates the destination with a request id (and the
 //! event); the operator sends that event once with the destination's real credentials and
 //! answers in `status.lastTestEvent`, which carries the same request id.
+//!
+//! The event is sent in a task of its own, never inside a reconcile: a slow endpoint (up to its
+//! timeout, plus a token request) must not hold back reconciling the destination's spec. When the
+//! answer is in, the destination is queued for a reconcile, which writes it into the status.
 
 use super::dereference::Dereferenced;
 use super::validate::Verdict;
@@ -12,7 +16,13 @@ use crate::oauth::store::rfc3339;
 use crate::pipeline::samples;
 use crate::pipeline::single::send_test;
 use kube::ResourceExt;
+use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
 
 pub const REQUEST_ANNOTATION: &str = "hookline.dev/test-event";
 pub const EVENT_ANNOTATION: &str = "hookline.dev/test-event-payload";
@@ -38,6 +48,94 @@ pub fn requested(dest: &WebhookDestination) -> Option<(String, Value)> {
         .filter(Value::is_object)
         .unwrap_or_else(|| samples::sample("track"));
     Some((id.clone(), event))
+}
+
+type Key = ObjectRef<WebhookDestination>;
+
+struct InFlight {
+    request_id: String,
+    /// The answer, once the endpoint gave one; kept until the status carries it.
+    answer: Option<TestEventStatus>,
+    task: AbortHandle,
+}
+
+/// The operator's test events being sent, one per destination at most.
+pub struct TestEvents {
+    sending: Arc<Mutex<HashMap<Key, InFlight>>>,
+    answered: mpsc::UnboundedSender<Key>,
+}
+
+impl TestEvents {
+    /// The receiver yields destinations whose test event has been answered.
+    pub fn new() -> (TestEvents, mpsc::UnboundedReceiver<Key>) {
+        let (answered, rx) = mpsc::unbounded_channel();
+        let sending = Arc::default();
+        (TestEvents { sending, answered }, rx)
+    }
+
+    /// The answer to the test event `request_id` of `dest` when it is in; otherwise the event is
+    /// sent (by `send`, in a task of its own) unless it already is, and `None` is returned.
+    pub fn answer<F>(
+        &self,
+        dest: &WebhookDestination,
+        request_id: &str,
+        send: impl FnOnce() -> F,
+    ) -> Option<TestEventStatus>
+    where
+        F: Future<Output = TestEventStatus> + Send + 'static,
+    {
+        let key = ObjectRef::from_obj(dest);
+        let mut sending = self.sending.lock().expect("test events lock");
+        if let Some(flight) = sending.get(&key).filter(|f| f.request_id == request_id) {
+            return flight.answer.clone();
+        }
+        let task = tokio::spawn({
+            let (sending, answered) = (self.sending.clone(), self.answered.clone());
+            let (key, request_id, sent) = (key.clone(), request_id.to_string(), send());
+            async move {
+                let answer = sent.await;
+                if let Some(flight) = sending
+                    .lock()
+                    .expect("test events lock")
+                    .get_mut(&key)
+                    .filter(|f| f.request_id == request_id)
+                {
+                    flight.answer = Some(answer);
+                }
+                let _ = answered.send(key);
+            }
+        });
+        let flight = InFlight {
+            request_id: request_id.to_string(),
+            answer: None,
+            task: task.abort_handle(),
+        };
+        if let Some(replaced) = sending.insert(key, flight) {
+            replaced.task.abort();
+        }
+        None
+    }
+
+    /// `dest` asks for no test event (any more): what was kept for it goes.
+    pub fn forget(&self, dest: &WebhookDestination) {
+        let removed = self
+            .sending
+            .lock()
+            .expect("test events lock")
+            .remove(&ObjectRef::from_obj(dest));
+        if let Some(flight) = removed {
+            flight.task.abort();
+        }
+    }
+}
+
+impl Drop for TestEvents {
+    /// A replica that stops leading sends nothing more; the next leader sends what is unanswered.
+    fn drop(&mut self) {
+        for flight in self.sending.lock().expect("test events lock").values() {
+            flight.task.abort();
+        }
+    }
 }
 
 pub async fn send(
