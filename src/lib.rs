@@ -12,3 +12,13 @@ pub mod engine;
 pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
+pub mod shutdown;
+
+/// The innermost error's message: what actually went wrong, without the wrappers' prefixes.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

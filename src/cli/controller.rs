@@ -1,8 +1,8 @@
 //! `hookline controller`: the operator, against the cluster it runs in (or `KUBECONFIG`).
 
-use super::run::shutdown_on_signal;
 use crate::controller::build::BuildOptions;
 use crate::controller::operator::{self, OperatorOptions};
+use crate::shutdown;
 use anyhow::Context;
 use std::net::SocketAddr;
 
@@ -41,7 +41,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let shutdown = shutdown_on_signal("stopping: finishing reconciles in flight");
+    let shutdown = shutdown::on_signal("stopping: finishing reconciles in flight");
     operator::run(
         client,
         OperatorOptions {

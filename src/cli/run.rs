@@ -3,6 +3,7 @@
 use super::ManifestFiles;
 use crate::config::destination;
 use crate::engine::{self, EngineOptions, TokenKeeping};
+use crate::shutdown;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -25,7 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         .into_iter()
         .map(destination::fixed)
         .collect();
-    let shutdown = shutdown_on_signal("stopping: finishing requests in flight");
+    let shutdown = shutdown::on_signal("stopping: finishing requests in flight");
     engine::run(
         destinations,
         EngineOptions {
@@ -37,30 +38,4 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
     )
     .await?;
     Ok(0)
-}
-
-/// Turns true on SIGTERM or Ctrl-C, after logging `what` (what is being finished).
-pub(super) fn shutdown_on_signal(what: &'static str) -> tokio::sync::watch::Receiver<bool> {
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("{what}");
-        let _ = stop.send(true);
-    });
-    shutdown
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

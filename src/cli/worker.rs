@@ -1,9 +1,9 @@
 //! `hookline worker --config FILE`: one destination's delivery worker, as the operator's
 //! Deployments run it.
 
-use super::run::shutdown_on_signal;
 use crate::config::worker::WorkerConfig;
 use crate::engine::{self, EngineOptions, TokenKeeping};
+use crate::shutdown;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ pub async fn worker(args: Args) -> anyhow::Result<i32> {
     let secrets = config.read_secrets()?;
     let dest = config.resolve(&secrets)?;
     let (publish, live) = tokio::sync::watch::channel(Arc::new(dest));
-    let shutdown = shutdown_on_signal("stopping: finishing requests in flight");
+    let shutdown = shutdown::on_signal("stopping: finishing requests in flight");
     let options = EngineOptions {
         listen: config.listen,
         data_dir: config.data_dir.clone(),

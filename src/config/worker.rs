@@ -7,6 +7,7 @@ use super::destination::Destination;
 use super::manifests::LoadedDestination;
 use super::secrets::SecretStore;
 use crate::api::WebhookDestination;
+use crate::shutdown::stopped;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ impl WorkerConfig {
         let mut tick = tokio::time::interval(SECRET_RELOAD_INTERVAL);
         loop {
             tokio::select! {
-                _ = crate::pipeline::worker::stopped(&mut shutdown) => return,
+                _ = stopped(&mut shutdown) => return,
                 _ = tick.tick() => {}
             }
             let secrets = match self.read_secrets() {

@@ -7,7 +7,7 @@ use super::test_event::TestEvents;
 use super::tokens::TokenManagers;
 use crate::api::WebhookDestination;
 use crate::metrics::OPERATOR_METRICS;
-use crate::pipeline::worker::stopped;
+use crate::shutdown::stopped;
 use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;

@@ -4,7 +4,7 @@
 
 use super::{OAuthSettings, TokenSet};
 use crate::api::{ClientAuthMethod, GrantType};
-use crate::pipeline::deliver::root_cause;
+use crate::root_cause;
 use chrono::{DateTime, Utc};
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{

@@ -6,7 +6,7 @@
 use super::endpoint::{TokenEndpoint, TokenError, refresh_at};
 use super::store::{MountedToken, StoreError, TokenFile};
 use super::{AccessToken, AuthProblem, AuthState, TokenSet};
-use crate::pipeline::worker::stopped;
+use crate::shutdown::stopped;
 use chrono::Utc;
 use std::future::Future;
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use crate::metrics::METRICS;
 use crate::oauth::AccessToken;
 use crate::oauth::manager::TokenSource;
 use crate::pipeline::transform::Outcome;
+use crate::shutdown::stopped;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -429,11 +430,6 @@ impl Worker {
 /// the other tasks (ingestion, other destinations) on this runtime thread.
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

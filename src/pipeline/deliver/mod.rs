@@ -6,6 +6,7 @@ pub mod request;
 pub mod retry;
 pub mod signing;
 
+use crate::root_cause;
 use request::OutgoingRequest;
 use std::time::{Duration, Instant};
 
@@ -129,13 +130,4 @@ impl HttpSender {
             }
         }
     }
-}
-
-/// The innermost error's message: what actually went wrong, without the wrappers' prefixes.
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
