@@ -126,10 +126,10 @@ fn mapping_errors_at_render_time_exit_non_zero() {
         &destination(
             "d",
             "http://x",
-            "  mapping:\n    v: { \"@json\": { mode: decode, value: { \"@path\": \"$.s\" } } }\n",
+            "  mapping:\n    v: { \"@case\": { operator: snake, value: { \"@path\": \"$.s\" } } }\n",
         ),
     );
-    let ev = event_file(dir.path(), json!({"s": "{not json"}));
+    let ev = event_file(dir.path(), json!({"s": "Some Text"}));
     let out = run_cli(&[
         "render",
         "-f",
@@ -140,7 +140,7 @@ fn mapping_errors_at_render_time_exit_non_zero() {
         "json",
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("@json"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"lower\" or \"upper\""));
 }
 
 #[tokio::test]
