@@ -18,6 +18,7 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub batch_size: HistogramVec,
+    pub damaged_records: IntCounterVec,
 }
 
 /// The data path's series: `hookline run` and `hookline worker`.
@@ -124,6 +125,12 @@ impl Metrics {
                 "hookline_batch_size",
                 "Events per delivery request",
                 vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+            ),
+            damaged_records: counter(
+                &registry,
+                "hookline_queue_damaged_records_total",
+                "Queued events lost to damage on disk (skipped when read back)",
+                &["destination"],
             ),
             registry,
         }

@@ -59,10 +59,16 @@ pub fn router(state: Arc<IngestState>) -> Router {
 }
 
 async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
+    if !state.ready.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    } else if !state.queue.can_store().await {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the queue cannot store events",
+        )
+            .into_response()
+    } else {
+        (StatusCode::OK, "ready").into_response()
     }
 }
 
@@ -71,11 +77,13 @@ struct Rejection(StatusCode, String);
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        (
-            self.0,
-            axum::Json(json!({"success": false, "error": self.1})),
-        )
-            .into_response()
+        let body = axum::Json(json!({"success": false, "error": self.1}));
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            // Segment libraries retry a 503; the queue is usually writable again within seconds.
+            (self.0, [(axum::http::header::RETRY_AFTER, "1")], body).into_response()
+        } else {
+            (self.0, body).into_response()
+        }
     }
 }
 

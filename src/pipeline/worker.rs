@@ -40,6 +40,7 @@ struct DestinationMetrics {
     request_duration: prometheus::Histogram,
     batch_size: prometheus::Histogram,
     queue_depth: prometheus::IntGauge,
+    damaged: prometheus::IntCounter,
 }
 
 impl DestinationMetrics {
@@ -60,6 +61,7 @@ impl DestinationMetrics {
             request_duration: METRICS.request_duration.with_label_values(&[name]),
             batch_size: METRICS.batch_size.with_label_values(&[name]),
             queue_depth: METRICS.queue_depth.with_label_values(&[name]),
+            damaged: METRICS.damaged_records.with_label_values(&[name]),
         }
     }
 }
@@ -142,7 +144,8 @@ impl Worker {
 
     async fn read(&self, batches: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
         let dest = &self.shared.dest;
-        let mut reader = self.queue.reader(self.shared.cursor.committed());
+        let mut expected = self.shared.cursor.committed();
+        let mut reader = self.queue.reader(expected);
         let mut batcher = Batcher::new(dest.batching.clone());
         let mut waiting = FunctionBatch::default();
         loop {
@@ -184,6 +187,13 @@ impl Worker {
                     return;
                 }
             };
+            if seq > expected {
+                // Records the reader skipped as damaged: lost, and the cursor moves past them.
+                tracing::error!(destination = %dest.name, from = expected, to = seq, "events lost to queue damage");
+                self.shared.metrics.damaged.inc_by(seq - expected);
+                self.shared.cursor.complete(expected..seq);
+            }
+            expected = seq + 1;
             let Some(prepared) = self.prepare_retrying(seq, &bytes, &mut shutdown).await else {
                 return;
             };

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -56,7 +57,8 @@ impl DeadLetterStore {
         data_dir.join("spool")
     }
 
-    /// Appends and syncs the entries before returning: they are only then off the queue.
+    /// Appends and syncs the entries before returning: they are only then off the queue. A
+    /// failed append is cut off again, so it never merges with the entries after it.
     pub fn append(&self, entries: &[DeadLetter]) -> Result<(), DlqError> {
         let Some(first) = entries.first() else {
             return Ok(());
@@ -65,17 +67,29 @@ impl DeadLetterStore {
         let path = self.file(&first.destination);
         let mut f = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(err(&path))?;
         f.lock().map_err(err(&path))?;
+        let start = f.metadata().map_err(err(&path))?.len();
         let mut buf = Vec::new();
+        if !ends_with_newline(&f, start).map_err(err(&path))? {
+            // A line a crash left unfinished stays on its own (and is skipped when read).
+            buf.push(b'\n');
+        }
         for e in entries {
             serde_json::to_writer(&mut buf, e).expect("dead letters serialize");
             buf.push(b'\n');
         }
-        f.write_all(&buf).map_err(err(&path))?;
-        f.sync_data().map_err(err(&path))
+        let written = f.write_all(&buf).and_then(|()| f.sync_data());
+        if let Err(e) = written {
+            if let Err(cut) = f.set_len(start).and_then(|()| f.sync_data()) {
+                tracing::warn!(file = %path.display(), error = %cut, "dead-letter store: cannot cut off a failed append");
+            }
+            return Err(err(&path)(e));
+        }
+        Ok(())
     }
 
     /// Every entry, oldest first per destination; a partial last line (crash mid-write) is skipped.
@@ -152,6 +166,15 @@ impl DeadLetterStore {
     }
 }
 
+fn ends_with_newline(f: &File, len: u64) -> std::io::Result<bool> {
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8; 1];
+    f.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] == b'\n')
+}
+
 fn read_entries(f: &File, path: &Path) -> Result<Vec<DeadLetter>, DlqError> {
     let mut out = Vec::new();
     for line in BufReader::new(f).lines() {
@@ -200,6 +223,18 @@ mod tests {
             last_error: "bad".into(),
             failed_at: "t".into(),
         }
+    }
+
+    #[test]
+    fn an_unfinished_line_never_swallows_the_next_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DeadLetterStore::new(dir.path());
+        store.append(&[entry("a", 1)]).unwrap();
+        let path = store.file("a");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"destination":"a","ev"#).unwrap();
+        store.append(&[entry("a", 2)]).unwrap();
+        assert_eq!(store.list().unwrap(), vec![entry("a", 1), entry("a", 2)]);
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! Following the log from a position: records are returned once durable, in sequence order;
+//! damaged ones are skipped (the caller sees the gap in sequence numbers).
+
+use super::segment::{Expect, Found, SegmentFile, list_segments};
+use super::{Durable, QueueError, io};
+use std::path::PathBuf;
+use tokio::sync::watch;
+
+pub struct Reader {
+    dir: PathBuf,
+    durable: watch::Receiver<Durable>,
+    next: u64,
+    at: Option<Position>,
+}
+
+struct Position {
+    file: SegmentFile,
+    offset: u64,
+    /// The next segment's first sequence number once this one is sealed: no record here can
+    /// have it or a later one (what is beyond was never acknowledged).
+    sealed_before: Option<u64>,
+}
+
+impl Reader {
+    pub(super) fn new(dir: PathBuf, durable: watch::Receiver<Durable>, from: u64) -> Reader {
+        Reader {
+            dir,
+            durable,
+            next: from,
+            at: None,
+        }
+    }
+
+    /// The next record at or after the reader's position, waiting until one is durable.
+    pub async fn next(&mut self) -> Result<(u64, Vec<u8>), QueueError> {
+        loop {
+            let durable = *self.durable.borrow_and_update();
+            if self.next < durable.next_seq
+                && let Some(record) = self.read_durable(durable)?
+            {
+                return Ok(record);
+            }
+            if self.next >= self.durable.borrow().next_seq && self.durable.changed().await.is_err()
+            {
+                return Err(QueueError::Closed);
+            }
+        }
+    }
+
+    /// The record at `self.next` or the first valid one after it, reading only what `durable`
+    /// says is on disk; `None` when there is none yet.
+    fn read_durable(&mut self, durable: Durable) -> Result<Option<(u64, Vec<u8>)>, QueueError> {
+        // Each round either returns or moves to a later segment.
+        for _ in 0..64 {
+            if self.at.is_none() && !self.open_segment_of(self.next)? {
+                return Ok(None);
+            }
+            let pos = self.at.as_mut().expect("just opened");
+            let writing = pos.file.first_seq == durable.segment;
+            if !writing && pos.sealed_before.is_none() {
+                pos.sealed_before = Some(next_segment_after(&self.dir, pos.file.first_seq)?);
+            }
+            let (limit, max) = if writing {
+                (durable.len, durable.next_seq)
+            } else {
+                let len = pos.file.len().map_err(io(&pos.file.path))?;
+                (len, pos.sealed_before.unwrap_or(u64::MAX))
+            };
+            let expect = Expect {
+                min: self.next,
+                max,
+            };
+            let found = pos
+                .file
+                .record_at(pos.offset, limit, expect)
+                .map_err(io(&pos.file.path))?;
+            match found {
+                Found::Record { seq, payload, end } => {
+                    pos.offset = end;
+                    self.next = seq + 1;
+                    return Ok(Some((seq, payload)));
+                }
+                Found::Damaged => {
+                    let resynced = pos
+                        .file
+                        .resync(pos.offset, limit, expect)
+                        .map_err(io(&pos.file.path))?;
+                    let to = resynced.unwrap_or(limit);
+                    tracing::error!(segment = %pos.file.path.display(), offset = pos.offset, bytes = to - pos.offset, "queue: skipping damaged records");
+                    pos.offset = to;
+                    if resynced.is_none() && writing {
+                        // Damage up to the durable end: what it held is lost.
+                        self.next = durable.next_seq;
+                        return Ok(None);
+                    }
+                }
+                Found::End if writing => return Ok(None),
+                Found::End => {
+                    // The end of a sealed segment: continue in the next one.
+                    let next_first = pos.sealed_before.expect("set for sealed segments");
+                    if self.next < next_first {
+                        tracing::error!(segment = %pos.file.path.display(), from = self.next, to = next_first, "queue: records missing at the end of a segment; skipping them");
+                        self.next = next_first;
+                    }
+                    self.at = None;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Opens the segment holding `seq` (or, when removed or lost, the first one after it) and
+    /// positions at `seq`; `false` when there is no segment yet.
+    fn open_segment_of(&mut self, seq: u64) -> Result<bool, QueueError> {
+        let segments = list_segments(&self.dir).map_err(io(&self.dir))?;
+        let Some((first, path)) = segments
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= seq)
+            .or_else(|| segments.first())
+            .cloned()
+        else {
+            return Ok(false);
+        };
+        if first > seq {
+            tracing::error!(
+                from = seq,
+                to = first,
+                "queue: records missing; continuing at the oldest segment"
+            );
+            self.next = first;
+        }
+        let mut file = SegmentFile::open(&path, first).map_err(io(&path))?;
+        // Skip records before `next`, walking their headers.
+        let limit = file.len().map_err(io(&path))?;
+        let mut offset = 0;
+        let expect = Expect {
+            min: first,
+            max: self.next,
+        };
+        while let Found::Record { end, .. } =
+            file.record_at(offset, limit, expect).map_err(io(&path))?
+        {
+            offset = end;
+        }
+        self.at = Some(Position {
+            file,
+            offset,
+            sealed_before: None,
+        });
+        Ok(true)
+    }
+}
+
+/// The first sequence number of the segment after the one starting at `first`.
+fn next_segment_after(dir: &std::path::Path, first: u64) -> Result<u64, QueueError> {
+    let segments = list_segments(dir).map_err(io(dir))?;
+    Ok(segments
+        .iter()
+        .map(|(f, _)| *f)
+        .find(|f| *f > first)
+        .unwrap_or(u64::MAX))
+}
