@@ -86,13 +86,22 @@ async fn post_batch(h: &Hookline, first: usize, count: usize) -> bool {
     }
 }
 
-/// Restarts on a working endpoint and waits until every accepted event has arrived; returns
-/// the ids that arrived.
-async fn deliver_after_restart(
+/// `hookline run` with its data dir on a new tmpfs of `size`, its endpoint down.
+async fn run_on_tmpfs(size: &str) -> (TmpFs, tempfile::TempDir, Hookline) {
+    let fs = TmpFs::mount(size);
+    let config = tempfile::tempdir().unwrap();
+    let file = destination_file(config.path(), &down_url());
+    let h = Hookline::start(&[file], &fs.path.join("data")).await;
+    (fs, config, h)
+}
+
+/// Restarts on a working endpoint: every accepted event arrives, no refused one does.
+async fn delivered_after_restart(
     h: &mut Hookline,
     config_dir: &Path,
     accepted: &HashSet<String>,
-) -> HashSet<String> {
+    refused: &HashSet<String>,
+) {
     let endpoint = Endpoint::start().await;
     h.kill9();
     destination_file(config_dir, &format!("{}/in", endpoint.url));
@@ -103,17 +112,17 @@ async fn deliver_after_restart(
             accepted.iter().all(|id| ids.contains(id.as_str()))
         })
         .await;
-    got.iter()
-        .filter_map(|r| r.body["id"].as_str().map(String::from))
-        .collect()
+    assert!(
+        got.iter()
+            .filter_map(|r| r.body["id"].as_str())
+            .all(|id| !refused.contains(id)),
+        "an event answered 503 was stored after all"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_then_more_room_loses_nothing_accepted() {
-    let fs = TmpFs::mount("3m");
-    let config = tempfile::tempdir().unwrap();
-    let file = destination_file(config.path(), &down_url());
-    let mut h = Hookline::start(&[file], &fs.path.join("data")).await;
+    let (fs, config, mut h) = run_on_tmpfs("3m").await;
 
     let (mut accepted, mut refused) = (HashSet::new(), HashSet::new());
     let mut next = 0;
@@ -154,19 +163,12 @@ async fn a_full_disk_then_more_room_loses_nothing_accepted() {
         next += 10;
     }
 
-    let delivered = deliver_after_restart(&mut h, config.path(), &accepted).await;
-    assert!(
-        refused.iter().all(|id| !delivered.contains(id)),
-        "an event answered 503 was stored after all"
-    );
+    delivered_after_restart(&mut h, config.path(), &accepted, &refused).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_during_a_group_commit_of_concurrent_requests_loses_nothing_accepted() {
-    let fs = TmpFs::mount("1m");
-    let config = tempfile::tempdir().unwrap();
-    let file = destination_file(config.path(), &down_url());
-    let mut h = Hookline::start(&[file], &fs.path.join("data")).await;
+    let (fs, config, mut h) = run_on_tmpfs("1m").await;
     let (mut accepted, mut refused) = (HashSet::new(), HashSet::new());
     let mut next = 0;
     while post_batch(&h, next, 10).await {
@@ -189,11 +191,7 @@ async fn a_full_disk_during_a_group_commit_of_concurrent_requests_loses_nothing_
     }
     assert!(!refused.is_empty(), "the disk never ran out");
 
-    let delivered = deliver_after_restart(&mut h, config.path(), &accepted).await;
-    assert!(
-        refused.iter().all(|id| !delivered.contains(id)),
-        "an event answered 503 was stored after all"
-    );
+    delivered_after_restart(&mut h, config.path(), &accepted, &refused).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
