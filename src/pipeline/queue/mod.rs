@@ -37,6 +37,9 @@ pub enum QueueError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// An append that was not stored (the writer's error, with the segment's path).
+    #[error("{0}")]
+    NotStored(String),
     #[error("the queue writer has stopped")]
     Closed,
 }
@@ -123,10 +126,7 @@ impl Queue {
             .map_err(|_| QueueError::Closed)?;
         wait.await
             .map_err(|_| QueueError::Closed)?
-            .map_err(|e| QueueError::Io {
-                path: self.dir.clone(),
-                source: std::io::Error::other(e),
-            })
+            .map_err(QueueError::NotStored)
     }
 
     /// The sequence number the next record will get: everything below it is on disk.
