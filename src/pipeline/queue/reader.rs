@@ -16,9 +16,15 @@ pub struct Reader {
 struct Position {
     file: SegmentFile,
     offset: u64,
-    /// The next segment's first sequence number once this one is sealed: no record here can
-    /// have it or a later one (what is beyond was never acknowledged).
-    sealed_before: Option<u64>,
+    /// Once this segment is sealed: its length, and the next segment's first sequence number
+    /// (no record here can have it or a later one: what is beyond was never acknowledged).
+    sealed: Option<Sealed>,
+}
+
+#[derive(Clone, Copy)]
+struct Sealed {
+    len: u64,
+    before: u64,
 }
 
 impl Reader {
@@ -57,14 +63,15 @@ impl Reader {
             }
             let pos = self.at.as_mut().expect("just opened");
             let writing = pos.file.first_seq == durable.segment;
-            if !writing && pos.sealed_before.is_none() {
-                pos.sealed_before = Some(next_segment_after(&self.dir, pos.file.first_seq)?);
+            if !writing && pos.sealed.is_none() {
+                pos.sealed = Some(Sealed {
+                    len: pos.file.len().map_err(io(&pos.file.path))?,
+                    before: next_segment_after(&self.dir, pos.file.first_seq)?,
+                });
             }
-            let (limit, max) = if writing {
-                (durable.len, durable.next_seq)
-            } else {
-                let len = pos.file.len().map_err(io(&pos.file.path))?;
-                (len, pos.sealed_before.unwrap_or(u64::MAX))
+            let (limit, max) = match pos.sealed {
+                Some(sealed) if !writing => (sealed.len, sealed.before),
+                _ => (durable.len, durable.next_seq),
             };
             let expect = Expect {
                 min: self.next,
@@ -97,7 +104,7 @@ impl Reader {
                 Found::End if writing => return Ok(None),
                 Found::End => {
                     // The end of a sealed segment: continue in the next one.
-                    let next_first = pos.sealed_before.expect("set for sealed segments");
+                    let next_first = pos.sealed.expect("set for sealed segments").before;
                     if self.next < next_first {
                         tracing::error!(segment = %pos.file.path.display(), from = self.next, to = next_first, "queue: records missing at the end of a segment; skipping them");
                         self.next = next_first;
@@ -146,7 +153,7 @@ impl Reader {
         self.at = Some(Position {
             file,
             offset,
-            sealed_before: None,
+            sealed: None,
         });
         Ok(true)
     }
