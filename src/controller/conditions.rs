@@ -178,14 +178,62 @@ pub fn differs(old: &WebhookDestinationStatus, new: &WebhookDestinationStatus) -
     strip(old) != strip(new)
 }
 
-/// Conditions in `new` whose status differs from `old` (or that are new): what deserves an Event.
-pub fn transitions<'a>(old: &[Condition], new: &'a [Condition]) -> Vec<&'a Condition> {
-    new.iter()
-        .filter(|n| {
-            !old.iter()
-                .any(|o| o.type_ == n.type_ && o.status == n.status && o.reason == n.reason)
-        })
-        .collect()
+/// What deserves a Kubernetes Event in a status change: a Warning for every move into a bad state
+/// (the spec or credentials refused, worker pods lost), a Normal one only when the destination
+/// becomes ready — the first time or after a rollout — or recovers. Starting up is not news.
+#[derive(Debug, PartialEq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+pub fn notices(old: &[Condition], new: &[Condition], worker: &WorkerState) -> Vec<Notice> {
+    let find = |list: &[Condition], kind: &str| list.iter().find(|c| c.type_ == kind).cloned();
+    let moved = |kind: &str| {
+        let n = find(new, kind)?;
+        let o = find(old, kind);
+        let same = o
+            .as_ref()
+            .is_some_and(|o| o.status == n.status && o.reason == n.reason);
+        (!same).then_some((o, n))
+    };
+    let notice = |warning: bool, reason: &str, c: &Condition| Notice {
+        warning,
+        reason: reason.into(),
+        note: format!("{} is {}: {}", c.type_, c.status, c.message)
+            .chars()
+            .take(1000)
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for kind in [ACCEPTED, AUTH_READY] {
+        if let Some((_, n)) = moved(kind).filter(|(_, n)| n.status == "False") {
+            out.push(notice(true, &n.reason, &n));
+        }
+    }
+    if let Some((Some(o), n)) = moved(WORKER_AVAILABLE)
+        && o.status == "True"
+        && matches!(worker, WorkerState::Progressing { available, desired } if available < desired)
+    {
+        out.push(notice(true, "WorkerUnavailable", &n));
+    }
+    if let Some((o, n)) =
+        moved(READY).filter(|(_, n)| n.status == "True" && n.reason == "Delivering")
+    {
+        let starting = o.as_ref().is_none_or(|o| {
+            matches!(
+                o.reason.as_str(),
+                "Progressing" | "NotDeployed" | "Disabled"
+            )
+        });
+        out.push(notice(
+            false,
+            if starting { "Ready" } else { "Recovered" },
+            &n,
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -339,12 +387,51 @@ mod tests {
         );
         assert_eq!(find(&flipped, READY).last_transition_time, at(300));
 
-        let names: Vec<_> = transitions(&same, &flipped)
-            .iter()
-            .map(|c| c.type_.clone())
-            .collect();
-        assert_eq!(names, [WORKER_AVAILABLE, READY]);
-        assert!(transitions(&flipped, &flipped).is_empty());
+        let available = WorkerState::Available { desired: 1 };
+        let reasons = |old, new| -> Vec<(bool, String)> {
+            notices(old, new, &available)
+                .into_iter()
+                .map(|n| (n.warning, n.reason))
+                .collect()
+        };
+        assert!(reasons(&[], &first).is_empty(), "starting up is not news");
+        assert_eq!(reasons(&same, &flipped), [(false, "Ready".to_string())]);
+        assert!(reasons(&flipped, &flipped).is_empty());
+    }
+
+    #[test]
+    fn warnings_for_bad_states_and_a_normal_event_on_recovery() {
+        let available = WorkerState::Available { desired: 1 };
+        let lost = WorkerState::Progressing {
+            available: 0,
+            desired: 1,
+        };
+        let ready = conditions(&ok(), true, &available, Some(1), &[], &at(1));
+        let mut bad_auth = ok();
+        bad_auth.auth = Err(Problem {
+            reason: "SecretNotFound",
+            message: "Secret crm not found".into(),
+        });
+        let refused = conditions(&bad_auth, true, &available, Some(1), &ready, &at(2));
+        let n = notices(&ready, &refused, &available);
+        assert_eq!(n.len(), 1);
+        assert!(n[0].warning && n[0].reason == "SecretNotFound" && n[0].note.contains("crm"));
+        let back = conditions(&ok(), true, &available, Some(1), &refused, &at(3));
+        let n = notices(&refused, &back, &available);
+        assert_eq!((n[0].warning, n[0].reason.as_str()), (false, "Recovered"));
+        // Pods lost is bad; a rollout (all still available) is not.
+        let down = conditions(&ok(), true, &lost, Some(1), &ready, &at(4));
+        let n = notices(&ready, &down, &lost);
+        assert_eq!(
+            (n[0].warning, n[0].reason.as_str()),
+            (true, "WorkerUnavailable")
+        );
+        let rolling = WorkerState::Progressing {
+            available: 1,
+            desired: 1,
+        };
+        let rollout = conditions(&ok(), true, &rolling, Some(2), &ready, &at(5));
+        assert!(notices(&ready, &rollout, &rolling).is_empty());
     }
 
     #[test]

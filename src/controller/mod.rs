@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod backoff;
 pub mod build;
+pub mod children;
 pub mod conditions;
 pub mod dereference;
 pub mod operator;

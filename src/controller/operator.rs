@@ -2,8 +2,10 @@
 //! gated on a Lease when leader election is on, beside a health and metrics server.
 
 use super::build::{BuildOptions, MANAGED_BY};
+use super::children::{self, ChildCaches};
+use super::dereference::SecretCache;
 use super::reconcile::{Context, error_policy, reconcile};
-use super::test_event::TestEvents;
+use super::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION, TestEvents};
 use super::tokens::TokenManagers;
 use crate::api::WebhookDestination;
 use crate::metrics::OPERATOR_METRICS;
@@ -15,11 +17,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,10 +145,46 @@ async fn run_controller(
 ) {
     let ns = &opts.watch_namespace;
     let children = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    let destinations: Api<WebhookDestination> = api(&client, ns);
-    let controller = Controller::new(destinations, watcher::Config::default().any_semantic())
+    let (destinations, destinations_writer) = reflector::store();
+    let destination_changes = relevant_changes(
+        reflector(
+            destinations_writer,
+            watcher(
+                api::<WebhookDestination>(&client, ns),
+                watcher::Config::default().any_semantic(),
+            ),
+        ),
+        destination_signature,
+    );
+    let controller = Controller::for_stream(destination_changes, destinations.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
-    let store = controller.store();
+    // Children and Secrets: metadata is all the controller takes from them (Deployments add
+    // replicas and status), so Secret values never travel on a watch and a cluster full of
+    // large Secrets (Helm releases) costs the controller no memory.
+    let (config_maps, config_map_changes) = child_metadata::<ConfigMap>(&client, ns, &children);
+    let (service_accounts, service_account_changes) =
+        child_metadata::<ServiceAccount>(&client, ns, &children);
+    let (services, service_changes) = child_metadata::<Service>(&client, ns, &children);
+    let (deployments, deployments_writer) = reflector::store();
+    let deployment_changes = relevant_changes(
+        reflector(
+            deployments_writer,
+            watcher(api::<Deployment>(&client, ns), children.clone())
+                .modify(children::slim_deployment),
+        ),
+        children::deployment_signature,
+    );
+    let (secrets, secrets_writer) = reflector::store();
+    let secret_changes = reflector(
+        secrets_writer,
+        watcher(
+            api::<PartialObjectMeta<Secret>>(&client, ns),
+            watcher::Config::default(),
+        )
+        .modify(|s| children::slim_meta(&mut s.metadata)),
+    )
+    .touched_objects();
+
     let (tokens, token_changes) = TokenManagers::new(client.clone());
     let (test_events, test_answers) = TestEvents::new();
     // Token-state changes and answered test events are written into the status by a reconcile.
@@ -166,26 +205,25 @@ async fn run_controller(
         tokens,
         test_events,
         backoff: Default::default(),
-        destinations: store.clone(),
+        destinations: destinations.clone(),
+        children: ChildCaches {
+            config_maps,
+            service_accounts,
+            services,
+            deployments,
+        },
+        secrets: SecretCache::new(secrets),
     });
     ready.store(true, Ordering::Release);
     OPERATOR_METRICS.leader.set(1);
-    // Children and Secrets only trigger reconciles, so metadata is all the controller takes from
-    // them: Secret values never travel on the watch, and a cluster full of large Secrets (Helm
-    // releases) costs the controller no memory.
     controller
-        .owns_stream(metadata_changes::<ConfigMap>(&client, ns, children.clone()))
-        .owns_stream(metadata_changes::<ServiceAccount>(
-            &client,
-            ns,
-            children.clone(),
-        ))
-        .owns_stream(metadata_changes::<Service>(&client, ns, children.clone()))
-        .owns_stream(metadata_changes::<Deployment>(&client, ns, children))
-        .watches_stream(
-            metadata_changes::<Secret>(&client, ns, watcher::Config::default()),
-            move |secret| referencing(&store.state(), &secret),
-        )
+        .owns_stream(config_map_changes)
+        .owns_stream(service_account_changes)
+        .owns_stream(service_changes)
+        .owns_stream(deployment_changes)
+        .watches_stream(secret_changes, move |secret| {
+            referencing(&destinations.state(), &secret)
+        })
         .reconcile_on(status_changes)
         .graceful_shutdown_on(async move { stopped(&mut shutdown).await })
         .run(reconcile, error_policy, ctx)
@@ -198,26 +236,73 @@ async fn run_controller(
     OPERATOR_METRICS.leader.set(0);
 }
 
-fn receiver_stream<T: Send + 'static>(
-    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
-) -> impl Stream<Item = T> + Send + 'static {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+/// A destination is reconciled when its spec, a test-event request or its deletion changes —
+/// not when its status does (that is the operator's own write).
+fn destination_signature(dest: &WebhookDestination) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dest.metadata.generation.hash(&mut h);
+    dest.metadata.deletion_timestamp.is_some().hash(&mut h);
+    for key in [REQUEST_ANNOTATION, EVENT_ANNOTATION] {
+        dest.annotations().get(key).hash(&mut h);
+    }
+    h.finish()
 }
 
-fn metadata_changes<K>(
+/// A metadata-only watch of one kind of child: its cache, and the changes that matter.
+fn child_metadata<K>(
     client: &Client,
     namespace: &Option<String>,
-    config: watcher::Config,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+    config: &watcher::Config,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + DeserializeOwned
         + Debug
         + Send
+        + Sync
         + 'static,
 {
-    watcher(api::<PartialObjectMeta<K>>(client, namespace), config).touched_objects()
+    let (store, writer) = reflector::store();
+    let changes = relevant_changes(
+        reflector(
+            writer,
+            watcher(
+                api::<PartialObjectMeta<K>>(client, namespace),
+                config.clone(),
+            )
+            .modify(|m| children::slim_meta(&mut m.metadata)),
+        ),
+        children::meta_signature,
+    );
+    (store, changes)
+}
+
+/// The objects of a watch whose `signature` changed (and every deletion).
+fn relevant_changes<K, S>(
+    events: S,
+    signature: impl Fn(&K) -> u64 + Send + 'static,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    let mut keep = children::relevant(signature);
+    events.filter_map(move |event| {
+        futures::future::ready(match event {
+            Ok(event) => keep(event).map(Ok),
+            Err(e) => Some(Err(e)),
+        })
+    })
+}
+
+fn receiver_stream<T: Send + 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
 /// The destinations in the Secret's namespace that refer to it, or own it (a token Secret).

@@ -3,10 +3,12 @@
 
 use super::backoff::ReconcileBackoff;
 use super::build::{self, BuildOptions};
+use super::children::{self, ChildCaches};
 use super::conditions::{self, WorkerState};
+use super::dereference::SecretCache;
+use super::test_event;
 use super::tokens::TokenManagers;
 use super::{Error, apply, dereference, validate};
-use super::{test_event, token_secret};
 use crate::api::{
     AuthStatus, AuthType, TestEventStatus, WebhookDestination, WebhookDestinationStatus,
 };
@@ -15,11 +17,11 @@ use crate::config::manifests::LoadedDestination;
 use crate::metrics::OPERATOR_METRICS;
 use crate::oauth::manager::TokenSource;
 use crate::oauth::store::rfc3339;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +33,8 @@ pub struct Context {
     pub tokens: TokenManagers,
     pub test_events: test_event::TestEvents,
     pub backoff: ReconcileBackoff,
+    pub children: ChildCaches,
+    pub secrets: SecretCache,
     /// The controller's cache of destinations: token managers of deleted ones are stopped.
     pub destinations: Store<WebhookDestination>,
 }
@@ -61,7 +65,10 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
-    let deref = dereference::secrets(&ctx.client, &namespace, &dest.spec).await?;
+    let deref = ctx
+        .secrets
+        .dereference(&ctx.client, &namespace, &dest.spec)
+        .await?;
     let verdict = validate::validate(dest, &deref);
     for problem in [verdict.accepted.as_ref().err(), verdict.auth.as_ref().err()]
         .into_iter()
@@ -77,7 +84,10 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     let token_state = tokens.as_ref().map(TokenSource::state);
     if let (Some(source), Some(state)) = (&tokens, &token_state)
         && state.token.is_some()
-        && token_secret::missing(&ctx.client, dest).await?
+        && !ctx
+            .secrets
+            .exists(&namespace, &token_secret_name(&dest.name_any()))
+            .await
     {
         source.restore();
     }
@@ -100,18 +110,26 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             old_test_event(dest)
         }
     };
+    let cached_deployment = ctx
+        .children
+        .deployments
+        .get(&ObjectRef::new(&build::child_name(dest)).within(&namespace))
+        .map(|d| d.as_ref().clone());
     let deployment = if verdict.can_deploy() {
-        let children = build::build(dest, &ctx.build);
-        apply::apply(&ctx.client, &children.config_map).await?;
-        apply::apply(&ctx.client, &children.service_account).await?;
-        apply::apply(&ctx.client, &children.service).await?;
-        Some(apply::apply(&ctx.client, &children.deployment).await?)
+        let mut desired = build::build(dest, &ctx.build);
+        let c = &ctx.children;
+        apply_unless_current(ctx, &c.config_maps, &mut desired.config_map).await?;
+        apply_unless_current(ctx, &c.service_accounts, &mut desired.service_account).await?;
+        apply_unless_current(ctx, &c.services, &mut desired.service).await?;
+        children::stamp(&mut desired.deployment);
+        match cached_deployment {
+            Some(d) if children::up_to_date(&d.metadata, &desired.deployment.metadata) => Some(d),
+            _ => Some(apply::apply(&ctx.client, &desired.deployment).await?),
+        }
     } else {
         // A spec that stops being valid leaves the last good worker running: nothing accepted
         // is lost, and the status says what to fix.
-        Api::<Deployment>::namespaced(ctx.client.clone(), &namespace)
-            .get_opt(&build::child_name(dest))
-            .await?
+        cached_deployment
     };
 
     let old = dest.status.clone().unwrap_or_default();
@@ -143,12 +161,36 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     if conditions::differs(&old, &status) {
         let api: Api<WebhookDestination> = Api::namespaced(ctx.client.clone(), &namespace);
         apply::apply_status(&api, &dest.name_any(), &status).await?;
-        publish_transitions(dest, ctx, &old, &status).await;
+        publish_notices(dest, ctx, &old, &status, &worker).await;
     }
     Ok(match worker {
         WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
         _ => Action::requeue(RESYNC),
     })
+}
+
+/// Applies a child unless the cache shows it already holds exactly this desired state.
+async fn apply_unless_current<K>(
+    ctx: &Context,
+    cache: &Store<PartialObjectMeta<K>>,
+    desired: &mut K,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    children::stamp(desired);
+    let key = ObjectRef::new(&desired.name_any()).within(&desired.namespace().unwrap_or_default());
+    let current = cache
+        .get(&key)
+        .is_some_and(|cached| children::up_to_date(&cached.metadata, desired.meta()));
+    if !current {
+        apply::apply(&ctx.client, desired).await?;
+    }
+    Ok(())
 }
 
 fn old_test_event(dest: &WebhookDestination) -> Option<TestEventStatus> {
@@ -191,32 +233,25 @@ fn jiff_now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
 }
 
-/// A Kubernetes Event for each condition that changed: Normal when it became True, Warning
-/// when it became False. Failing to publish one is logged, never fatal.
-async fn publish_transitions(
+/// The Kubernetes Events a status change deserves ([`conditions::notices`]). Failing to publish
+/// one is logged, never fatal.
+async fn publish_notices(
     dest: &WebhookDestination,
     ctx: &Context,
     old: &WebhookDestinationStatus,
     new: &WebhookDestinationStatus,
+    worker: &WorkerState,
 ) {
     let reference = dest.object_ref(&());
-    for c in conditions::transitions(&old.conditions, &new.conditions) {
-        if c.type_ == conditions::READY && c.status == "False" {
-            continue; // the condition that caused it has its own event
-        }
+    for notice in conditions::notices(&old.conditions, &new.conditions, worker) {
         let event = Event {
-            type_: if c.status == "True" {
-                EventType::Normal
-            } else {
+            type_: if notice.warning {
                 EventType::Warning
+            } else {
+                EventType::Normal
             },
-            reason: c.reason.clone(),
-            note: Some(
-                format!("{} is {}: {}", c.type_, c.status, c.message)
-                    .chars()
-                    .take(1000)
-                    .collect(),
-            ),
+            reason: notice.reason,
+            note: Some(notice.note),
             action: "Reconcile".into(),
             secondary: None,
         };

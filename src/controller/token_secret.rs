@@ -64,15 +64,6 @@ pub async fn load(
     )
 }
 
-/// Whether the token Secret is gone (deleted by someone: drift the operator undoes).
-pub async fn missing(client: &Client, dest: &WebhookDestination) -> Result<bool, kube::Error> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &dest.namespace().unwrap_or_default());
-    Ok(api
-        .get_metadata_opt(&token_secret_name(&dest.name_any()))
-        .await?
-        .is_none())
-}
-
 /// The Secrets a destination refers to, for `hookline connect`: all of them must exist.
 pub async fn read_referenced(
     client: &Client,

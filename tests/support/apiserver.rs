@@ -108,6 +108,35 @@ fn merge(target: &mut Value, patch: &Value) {
 }
 
 /// Everything but metadata and status: what a change of bumps `metadata.generation`.
+/// `metadata.managedFields`, approximated without field sets: one entry per manager and
+/// subresource; a forced apply takes the main resource over from every other manager (a real
+/// server moves only the conflicting fields, which for the operator's children is all of them).
+fn record_manager(obj: &mut Value, target: &Target, how: Write, manager: Option<&str>) {
+    let manager = manager.unwrap_or("unknown");
+    let subresource = if target.status { "status" } else { "" };
+    let operation = if how == Write::Apply {
+        "Apply"
+    } else {
+        "Update"
+    };
+    let mut entries: Vec<Value> = obj["metadata"]["managedFields"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let same_place = |e: &Value| e["subresource"].as_str().unwrap_or("") == subresource;
+    if how == Write::Apply && !target.status {
+        entries.retain(|e| !same_place(e));
+    } else {
+        entries.retain(|e| !(same_place(e) && e["manager"] == manager));
+    }
+    let mut entry = json!({"manager": manager, "operation": operation});
+    if !subresource.is_empty() {
+        entry["subresource"] = subresource.into();
+    }
+    entries.push(entry);
+    obj["metadata"]["managedFields"] = Value::Array(entries);
+}
+
 fn content(obj: &Value) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
@@ -209,6 +238,7 @@ impl ApiServer {
         self.changed.send_replace(store.rv);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         target: &Target,
@@ -216,6 +246,7 @@ impl ApiServer {
         name: &str,
         body: Value,
         how: Write,
+        manager: Option<&str>,
     ) -> Response {
         let mut store = self.store.lock().unwrap();
         let key = (
@@ -272,6 +303,7 @@ impl ApiServer {
                 _ => merge(&mut obj, &body),
             }
         }
+        record_manager(&mut obj, target, how, manager);
         if !creating && obj == before {
             // Like a real API server: a write that changes nothing keeps the resourceVersion
             // and wakes no watcher.
@@ -494,9 +526,13 @@ async fn handle(
             let Some(name) = body["metadata"]["name"].as_str().map(str::to_string) else {
                 return status_error(422, "Invalid", "metadata.name is required".into());
             };
-            server.write(&target, &namespace, &name, body, Write::Create)
+            let manager = query.get("fieldManager").map(String::as_str);
+            server.write(&target, &namespace, &name, body, Write::Create, manager)
         }
-        (Method::PUT, Some(name)) => server.write(&target, &namespace, &name, body, Write::Replace),
+        (Method::PUT, Some(name)) => {
+            let manager = query.get("fieldManager").map(String::as_str);
+            server.write(&target, &namespace, &name, body, Write::Replace, manager)
+        }
         (Method::PATCH, Some(name)) => {
             let content_type = headers
                 .get("content-type")
@@ -507,7 +543,8 @@ async fn handle(
             } else {
                 Write::Merge
             };
-            server.write(&target, &namespace, &name, body, how)
+            let manager = query.get("fieldManager").map(String::as_str);
+            server.write(&target, &namespace, &name, body, how, manager)
         }
         (Method::DELETE, Some(name)) => server.delete(&target, &namespace, &name),
         (method, _) => status_error(405, "MethodNotAllowed", format!("{method} {}", uri.path())),
