@@ -1026,3 +1026,117 @@ async fn a_slow_test_event_does_not_hold_back_a_spec_change() {
     assert_eq!(requests.load(Ordering::SeqCst), 1, "sent once");
     op.stop().await;
 }
+
+/// `count` Bearer destinations `d-0`…, each with a Secret of its own.
+async fn create_destinations(op: &Operator, count: usize) {
+    for i in 0..count {
+        let secret = format!("crm-{i}");
+        op.create_secret(&secret, json!({"token": "t"})).await;
+        let yaml = bearer_destination(&format!("d-{i}"), "")
+            .replace("name: crm, key", &format!("name: {secret}, key"));
+        op.create_destination(&yaml).await;
+    }
+}
+
+/// Plays the controller-manager rolling out a new Deployment: observed, then pods up, then available.
+async fn roll_out(op: &Operator, name: &str) {
+    let api: Api<Deployment> = op.api();
+    let generation = api.get(name).await.unwrap().metadata.generation;
+    for (updated, ready) in [(0, 0), (1, 0), (1, 1)] {
+        let status = json!({"status": {
+            "observedGeneration": generation, "replicas": 1,
+            "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": ready,
+        }});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+}
+
+/// The operator's calls so far, once they stop changing (polled with a deadline).
+async fn settled_calls(op: &Operator) -> std::collections::HashMap<String, u64> {
+    let mut last = op.server.calls();
+    let mut unchanged = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while unchanged < 10 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let now = op.server.calls();
+        unchanged = if now == last { unchanged + 1 } else { 0 };
+        last = now;
+        assert!(Instant::now() < deadline, "the operator never settled");
+    }
+    last
+}
+
+fn applies(calls: &std::collections::HashMap<String, u64>) -> u64 {
+    [
+        "patch v1/configmaps",
+        "patch v1/serviceaccounts",
+        "patch v1/services",
+        "patch apps/v1/deployments",
+    ]
+    .iter()
+    .map(|k| calls.get(*k).copied().unwrap_or(0))
+    .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_costs_at_most_seven_writes_and_reads() {
+    const N: usize = 10;
+    let op = Operator::start().await;
+    create_destinations(&op, N).await;
+    for i in 0..N {
+        wait_condition(&op, &format!("d-{i}"), "WorkerAvailable", "False").await;
+        roll_out(&op, &format!("d-{i}-hookline")).await;
+    }
+    for i in 0..N {
+        wait_condition(&op, &format!("d-{i}"), "Ready", "True").await;
+    }
+    let calls = settled_calls(&op).await;
+    let get = |k: &str| calls.get(k).copied().unwrap_or(0);
+    let secret_reads = get("get v1/secrets");
+    let status_writes = get("patch hookline.dev/v1alpha1/webhookdestinations/status");
+    let per_destination = (applies(&calls) + secret_reads + status_writes) as f64 / N as f64;
+    assert!(
+        per_destination <= 7.0,
+        "{per_destination} calls per destination: {calls:#?}"
+    );
+    assert_eq!(
+        applies(&calls),
+        4 * N as u64,
+        "each child applied once: {calls:#?}"
+    );
+    let events = get("create events.k8s.io/v1/events");
+    assert_eq!(events, N as u64, "one Ready event each: {calls:#?}");
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restart_over_unchanged_destinations_applies_nothing() {
+    const N: usize = 8;
+    let op = Operator::start().await;
+    create_destinations(&op, N).await;
+    for i in 0..N {
+        wait_condition(&op, &format!("d-{i}"), "WorkerAvailable", "False").await;
+        op.make_available(&format!("d-{i}-hookline")).await;
+        wait_condition(&op, &format!("d-{i}"), "Ready", "True").await;
+    }
+    let before = settled_calls(&op).await;
+    let server = op.server.clone();
+    op.stop().await;
+
+    let op = Operator::start_on(server, None, "op-2").await;
+    // Each destination reads its own Secret once on its first reconcile: all were reconciled.
+    let reads = |c: &std::collections::HashMap<String, u64>| c.get("get v1/secrets").copied();
+    eventually("every destination reconciled", || async {
+        (reads(&op.server.calls()) >= Some(reads(&before).unwrap_or(0) + N as u64)).then_some(())
+    })
+    .await;
+    let after = settled_calls(&op).await;
+    assert_eq!(applies(&after), applies(&before), "{after:#?}");
+    assert_eq!(
+        after.get("patch hookline.dev/v1alpha1/webhookdestinations/status"),
+        before.get("patch hookline.dev/v1alpha1/webhookdestinations/status")
+    );
+    op.stop().await;
+}
