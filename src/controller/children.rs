@@ -21,6 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 pub const DESIRED_HASH_ANNOTATION: &str = "hookline.dev/desired-hash";
 
@@ -39,15 +40,64 @@ pub fn stamp<K: Resource + Serialize>(obj: &mut K) {
         .insert(DESIRED_HASH_ANNOTATION.into(), digest);
 }
 
-/// Whether a cached child already holds `desired` (stamped): same digest, and no other manager
-/// has written the object since.
-pub fn up_to_date(cached: &ObjectMeta, desired: &ObjectMeta) -> bool {
-    let digest = |m: &ObjectMeta| {
-        m.annotations
-            .as_ref()
-            .and_then(|a| a.get(DESIRED_HASH_ANNOTATION).cloned())
-    };
-    digest(cached).is_some() && digest(cached) == digest(desired) && !edited_by_others(cached)
+fn digest(meta: &ObjectMeta) -> Option<&String> {
+    meta.annotations.as_ref()?.get(DESIRED_HASH_ANNOTATION)
+}
+
+/// Whether a child already holds `desired` (stamped): its cached copy has the same digest and no
+/// other manager has written it since — or the cache has not caught up yet with this
+/// operator's own apply of exactly that digest.
+pub fn up_to_date<K: Resource<DynamicType = ()>>(
+    cached: Option<&ObjectMeta>,
+    desired: &K,
+    applied: &Applied,
+) -> bool {
+    let wanted = digest(desired.meta());
+    match cached {
+        Some(c) if edited_by_others(c) => false,
+        Some(c) if wanted.is_some() && digest(c) == wanted => true,
+        _ => wanted.is_some_and(|d| applied.holds(&K::kind(&()), desired.meta(), d)),
+    }
+}
+
+type ChildKey = (String, String, String);
+
+fn child_key(kind: &str, meta: &ObjectMeta) -> ChildKey {
+    (
+        kind.to_string(),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The digests this operator applied since it started, by child, until the watch reports that
+/// child deleted: the watch caches lag behind the operator's own writes, and a reconcile right
+/// after an apply must not apply the same thing again.
+#[derive(Clone, Default)]
+pub struct Applied(Arc<Mutex<HashMap<ChildKey, String>>>);
+
+impl Applied {
+    pub fn record<K: Resource<DynamicType = ()>>(&self, child: &K) {
+        if let Some(d) = digest(child.meta()) {
+            let key = child_key(&K::kind(&()), child.meta());
+            self.0.lock().expect("applied lock").insert(key, d.clone());
+        }
+    }
+
+    pub fn forget(&self, kind: &str, meta: &ObjectMeta) {
+        self.0
+            .lock()
+            .expect("applied lock")
+            .remove(&child_key(kind, meta));
+    }
+
+    fn holds(&self, kind: &str, meta: &ObjectMeta, digest: &str) -> bool {
+        self.0
+            .lock()
+            .expect("applied lock")
+            .get(&child_key(kind, meta))
+            .is_some_and(|d| d == digest)
+    }
 }
 
 /// Someone other than the operator wrote the object itself (status writes do not count).
@@ -65,6 +115,17 @@ pub struct ChildCaches {
     pub service_accounts: Store<PartialObjectMeta<k8s_openapi::api::core::v1::ServiceAccount>>,
     pub services: Store<PartialObjectMeta<k8s_openapi::api::core::v1::Service>>,
     pub deployments: Store<Deployment>,
+    pub applied: Applied,
+}
+
+impl ChildCaches {
+    /// Until every cache has listed its children, a missing child proves nothing.
+    pub async fn ready(&self) {
+        let _ = self.config_maps.wait_until_ready().await;
+        let _ = self.service_accounts.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.deployments.wait_until_ready().await;
+    }
 }
 
 /// What a cached Deployment needs to keep: its metadata (without field sets), replicas and
@@ -85,10 +146,14 @@ pub fn slim_meta(meta: &mut ObjectMeta) {
 
 /// Keeps only the watch events that can change what a reconcile writes: a child's digest, who
 /// wrote it, and for a Deployment its availability. Deletions always pass.
-pub fn relevant<K, F>(signature: F) -> impl FnMut(watcher::Event<K>) -> Option<K> + Send + 'static
+pub fn relevant<K, F, D>(
+    signature: F,
+    on_delete: D,
+) -> impl FnMut(watcher::Event<K>) -> Option<K> + Send + 'static
 where
     K: Resource + Send + 'static,
     F: Fn(&K) -> u64 + Send + 'static,
+    D: Fn(&K) + Send + 'static,
 {
     let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
     move |event| match event {
@@ -99,6 +164,7 @@ where
         }
         watcher::Event::Delete(obj) => {
             seen.remove(&(obj.meta().namespace.clone(), obj.name_any()));
+            on_delete(&obj);
             Some(obj)
         }
         watcher::Event::Init | watcher::Event::InitDone => None,
@@ -151,19 +217,36 @@ mod tests {
 
     #[test]
     fn the_same_desired_object_is_up_to_date_until_someone_else_writes_it() {
+        let none = Applied::default();
         let desired = config_map("a");
         let mut cached = desired.metadata.clone();
-        assert!(up_to_date(&cached, &config_map("a").metadata));
+        assert!(up_to_date(Some(&cached), &config_map("a"), &none));
         assert!(
-            !up_to_date(&cached, &config_map("b").metadata),
+            !up_to_date(Some(&cached), &config_map("b"), &none),
             "a new spec"
         );
         written_by(&mut cached, FIELD_MANAGER, None);
         written_by(&mut cached, "kube-controller-manager", Some("status"));
-        assert!(up_to_date(&cached, &desired.metadata));
+        assert!(up_to_date(Some(&cached), &desired, &none));
         written_by(&mut cached, "kubectl-edit", None);
-        assert!(!up_to_date(&cached, &desired.metadata), "a hand edit");
-        assert!(!up_to_date(&ObjectMeta::default(), &desired.metadata));
+        assert!(!up_to_date(Some(&cached), &desired, &none), "a hand edit");
+        assert!(!up_to_date(Some(&ObjectMeta::default()), &desired, &none));
+        assert!(!up_to_date(None, &desired, &none), "not there");
+    }
+
+    #[test]
+    fn a_cache_behind_the_operators_own_apply_is_trusted_until_the_child_is_deleted() {
+        let applied = Applied::default();
+        let (old, new) = (config_map("a"), config_map("b"));
+        applied.record(&new);
+        assert!(up_to_date(None, &new, &applied), "not in the cache yet");
+        assert!(
+            up_to_date(Some(&old.metadata), &new, &applied),
+            "cache still old"
+        );
+        assert!(!up_to_date(None, &old, &applied));
+        applied.forget("ConfigMap", &new.metadata);
+        assert!(!up_to_date(None, &new, &applied), "deleted since");
     }
 
     #[test]
@@ -175,7 +258,7 @@ mod tests {
 
     #[test]
     fn only_relevant_changes_pass() {
-        let mut filter = relevant(|cm: &ConfigMap| signature_of(&cm.metadata, ()));
+        let mut filter = relevant(|cm: &ConfigMap| signature_of(&cm.metadata, ()), |_| {});
         let cm = config_map("a");
         assert!(filter(watcher::Event::Apply(cm.clone())).is_some());
         let mut touched = cm.clone();

@@ -2,7 +2,7 @@
 //! gated on a Lease when leader election is on, beside a health and metrics server.
 
 use super::build::{BuildOptions, MANAGED_BY};
-use super::children::{self, ChildCaches};
+use super::children::{self, Applied, ChildCaches};
 use super::dereference::SecretCache;
 use super::reconcile::{Context, error_policy, reconcile};
 use super::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION, TestEvents};
@@ -155,17 +155,21 @@ async fn run_controller(
             ),
         ),
         destination_signature,
+        |_| {},
     );
     let controller = Controller::for_stream(destination_changes, destinations.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
     // Children and Secrets: metadata is all the controller takes from them (Deployments add
     // replicas and status), so Secret values never travel on a watch and a cluster full of
     // large Secrets (Helm releases) costs the controller no memory.
-    let (config_maps, config_map_changes) = child_metadata::<ConfigMap>(&client, ns, &children);
+    let applied = Applied::default();
+    let (config_maps, config_map_changes) =
+        child_metadata::<ConfigMap>(&client, ns, &children, &applied);
     let (service_accounts, service_account_changes) =
-        child_metadata::<ServiceAccount>(&client, ns, &children);
-    let (services, service_changes) = child_metadata::<Service>(&client, ns, &children);
+        child_metadata::<ServiceAccount>(&client, ns, &children, &applied);
+    let (services, service_changes) = child_metadata::<Service>(&client, ns, &children, &applied);
     let (deployments, deployments_writer) = reflector::store();
+    let forget = applied.clone();
     let deployment_changes = relevant_changes(
         reflector(
             deployments_writer,
@@ -173,6 +177,7 @@ async fn run_controller(
                 .modify(children::slim_deployment),
         ),
         children::deployment_signature,
+        move |d: &Deployment| forget.forget("Deployment", &d.metadata),
     );
     let (secrets, secrets_writer) = reflector::store();
     let secret_changes = reflector(
@@ -211,8 +216,10 @@ async fn run_controller(
             service_accounts,
             services,
             deployments,
+            applied,
         },
         secrets: SecretCache::new(secrets),
+        statuses: Default::default(),
     });
     ready.store(true, Ordering::Release);
     OPERATOR_METRICS.leader.set(1);
@@ -253,6 +260,7 @@ fn child_metadata<K>(
     client: &Client,
     namespace: &Option<String>,
     config: &watcher::Config,
+    applied: &Applied,
 ) -> (
     Store<PartialObjectMeta<K>>,
     impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
@@ -267,6 +275,7 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
+    let applied = applied.clone();
     let changes = relevant_changes(
         reflector(
             writer,
@@ -277,6 +286,7 @@ where
             .modify(|m| children::slim_meta(&mut m.metadata)),
         ),
         children::meta_signature,
+        move |m: &PartialObjectMeta<K>| applied.forget(&K::kind(&()), &m.metadata),
     );
     (store, changes)
 }
@@ -285,12 +295,13 @@ where
 fn relevant_changes<K, S>(
     events: S,
     signature: impl Fn(&K) -> u64 + Send + 'static,
+    on_delete: impl Fn(&K) + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource + Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    let mut keep = children::relevant(signature);
+    let mut keep = children::relevant(signature, on_delete);
     events.filter_map(move |event| {
         futures::future::ready(match event {
             Ok(event) => keep(event).map(Ok),

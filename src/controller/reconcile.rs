@@ -9,9 +9,7 @@ use super::dereference::SecretCache;
 use super::test_event;
 use super::tokens::TokenManagers;
 use super::{Error, apply, dereference, validate};
-use crate::api::{
-    AuthStatus, AuthType, TestEventStatus, WebhookDestination, WebhookDestinationStatus,
-};
+use crate::api::{AuthStatus, AuthType, WebhookDestination, WebhookDestinationStatus};
 use crate::config::destination::{Credentials, token_secret_name};
 use crate::config::manifests::LoadedDestination;
 use crate::metrics::OPERATOR_METRICS;
@@ -23,7 +21,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Context {
@@ -35,6 +34,7 @@ pub struct Context {
     pub backoff: ReconcileBackoff,
     pub children: ChildCaches,
     pub secrets: SecretCache,
+    pub statuses: WrittenStatuses,
     /// The controller's cache of destinations: token managers of deleted ones are stopped.
     pub destinations: Store<WebhookDestination>,
 }
@@ -91,6 +91,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     {
         source.restore();
     }
+    let old = ctx.statuses.last(dest);
     let last_test_event = match test_event::requested(dest) {
         Some((id, event)) => {
             let send = {
@@ -103,13 +104,14 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             };
             ctx.test_events
                 .answer(dest, &id, send)
-                .or_else(|| old_test_event(dest))
+                .or_else(|| old.last_test_event.clone())
         }
         None => {
             ctx.test_events.forget(dest);
-            old_test_event(dest)
+            old.last_test_event.clone()
         }
     };
+    ctx.children.ready().await;
     let cached_deployment = ctx
         .children
         .deployments
@@ -122,9 +124,13 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         apply_unless_current(ctx, &c.service_accounts, &mut desired.service_account).await?;
         apply_unless_current(ctx, &c.services, &mut desired.service).await?;
         children::stamp(&mut desired.deployment);
-        match cached_deployment {
-            Some(d) if children::up_to_date(&d.metadata, &desired.deployment.metadata) => Some(d),
-            _ => Some(apply::apply(&ctx.client, &desired.deployment).await?),
+        let cached = cached_deployment.as_ref().map(|d| &d.metadata);
+        if children::up_to_date(cached, &desired.deployment, &c.applied) {
+            cached_deployment
+        } else {
+            let applied = apply::apply(&ctx.client, &desired.deployment).await?;
+            c.applied.record(&desired.deployment);
+            Some(applied)
         }
     } else {
         // A spec that stops being valid leaves the last good worker running: nothing accepted
@@ -132,7 +138,6 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         cached_deployment
     };
 
-    let old = dest.status.clone().unwrap_or_default();
     let worker = WorkerState::of(deployment.as_ref());
     let status = WebhookDestinationStatus {
         observed_generation: dest.meta().generation,
@@ -162,6 +167,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         let api: Api<WebhookDestination> = Api::namespaced(ctx.client.clone(), &namespace);
         apply::apply_status(&api, &dest.name_any(), &status).await?;
         publish_notices(dest, ctx, &old, &status, &worker).await;
+        ctx.statuses.written(dest, status);
     }
     Ok(match worker {
         WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
@@ -184,17 +190,41 @@ where
 {
     children::stamp(desired);
     let key = ObjectRef::new(&desired.name_any()).within(&desired.namespace().unwrap_or_default());
-    let current = cache
-        .get(&key)
-        .is_some_and(|cached| children::up_to_date(&cached.metadata, desired.meta()));
-    if !current {
+    let cached = cache.get(&key);
+    let applied = &ctx.children.applied;
+    if !children::up_to_date(cached.as_ref().map(|c| &c.metadata), desired, applied) {
         apply::apply(&ctx.client, desired).await?;
+        applied.record(desired);
     }
     Ok(())
 }
 
-fn old_test_event(dest: &WebhookDestination) -> Option<TestEventStatus> {
-    dest.status.as_ref().and_then(|s| s.last_test_event.clone())
+/// The statuses this operator wrote: the destination cache can lag behind them, and comparing
+/// with a stale status would write (and announce) the same thing again.
+#[derive(Default)]
+pub struct WrittenStatuses(Mutex<HashMap<ObjectRef<WebhookDestination>, WebhookDestinationStatus>>);
+
+impl WrittenStatuses {
+    fn last(&self, dest: &WebhookDestination) -> WebhookDestinationStatus {
+        let written = self.0.lock().expect("statuses lock");
+        written
+            .get(&ObjectRef::from_obj(dest))
+            .or(dest.status.as_ref())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn written(&self, dest: &WebhookDestination, status: WebhookDestinationStatus) {
+        let mut written = self.0.lock().expect("statuses lock");
+        written.insert(ObjectRef::from_obj(dest), status);
+    }
+
+    fn retain(&self, exists: impl Fn(&ObjectRef<WebhookDestination>) -> bool) {
+        self.0
+            .lock()
+            .expect("statuses lock")
+            .retain(|k, _| exists(k));
+    }
 }
 
 /// An OAuth 2.0 destination's tokens, its manager started as needed; `None` for other
@@ -206,6 +236,8 @@ fn token_source(
     verdict: &validate::Verdict,
 ) -> Option<TokenSource> {
     ctx.tokens.retain(|key| ctx.destinations.get(key).is_some());
+    ctx.statuses
+        .retain(|key| ctx.destinations.get(key).is_some());
     let is_oauth2 = dest
         .spec
         .auth
