@@ -25,6 +25,9 @@ use std::sync::{Arc, Mutex};
 
 pub const DESIRED_HASH_ANNOTATION: &str = "hookline.dev/desired-hash";
 
+/// How long a reconcile waits for a watch cache to have listed everything.
+pub const CACHE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Stamps `obj` with the digest of itself (without the stamp), as it will be applied.
 pub fn stamp<K: Resource + Serialize>(obj: &mut K) {
     let annotations = &mut obj.meta_mut().annotations;
@@ -119,12 +122,16 @@ pub struct ChildCaches {
 }
 
 impl ChildCaches {
-    /// Until every cache has listed its children, a missing child proves nothing.
+    /// Until every cache has listed its children, a missing child proves nothing. A watch that
+    /// cannot list (the API server down) is not waited for long: an apply too many is harmless.
     pub async fn ready(&self) {
-        let _ = self.config_maps.wait_until_ready().await;
-        let _ = self.service_accounts.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.deployments.wait_until_ready().await;
+        let all = async {
+            let _ = self.config_maps.wait_until_ready().await;
+            let _ = self.service_accounts.wait_until_ready().await;
+            let _ = self.services.wait_until_ready().await;
+            let _ = self.deployments.wait_until_ready().await;
+        };
+        let _ = tokio::time::timeout(CACHE_WAIT, all).await;
     }
 }
 

@@ -67,7 +67,8 @@ impl SecretCache {
     /// The resourceVersion the watch has for a Secret; `None` when it does not exist.
     async fn watched_version(&self, namespace: &str, name: &str) -> Option<Option<String>> {
         // Until the watch has listed everything, its silence proves nothing.
-        let _ = self.watched.wait_until_ready().await;
+        let _ = tokio::time::timeout(super::children::CACHE_WAIT, self.watched.wait_until_ready())
+            .await;
         let key = ObjectRef::<PartialObjectMeta<Secret>>::new(name).within(namespace);
         self.watched
             .get(&key)

@@ -224,11 +224,11 @@ async fn run_controller(
     ready.store(true, Ordering::Release);
     OPERATOR_METRICS.leader.set(1);
     controller
-        .owns_stream(config_map_changes)
-        .owns_stream(service_account_changes)
-        .owns_stream(service_changes)
-        .owns_stream(deployment_changes)
-        .watches_stream(secret_changes, move |secret| {
+        .owns_stream(driven(config_map_changes, &shutdown))
+        .owns_stream(driven(service_account_changes, &shutdown))
+        .owns_stream(driven(service_changes, &shutdown))
+        .owns_stream(driven(deployment_changes, &shutdown))
+        .watches_stream(driven(secret_changes, &shutdown), move |secret| {
             referencing(&destinations.state(), &secret)
         })
         .reconcile_on(status_changes)
@@ -308,6 +308,32 @@ where
             Err(e) => Some(Err(e)),
         })
     })
+}
+
+/// Runs a watch in a task of its own, handing its items to the controller through a channel: the
+/// caches it fills must keep up even while every reconcile slot is busy (reconciles wait for the
+/// caches), so they cannot depend on the controller polling them.
+fn driven<T: Send + 'static>(
+    stream: impl Stream<Item = T> + Send + 'static,
+    shutdown: &watch::Receiver<bool>,
+) -> impl Stream<Item = T> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = stopped(&mut shutdown) => return,
+                item = stream.next() => {
+                    let Some(item) = item else { return };
+                    if tx.send(item).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    receiver_stream(rx)
 }
 
 fn receiver_stream<T: Send + 'static>(
