@@ -1082,7 +1082,7 @@ fn applies(calls: &std::collections::HashMap<String, u64>) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_destination_costs_at_most_seven_writes_and_reads() {
-    const N: usize = 10;
+    const N: usize = 30;
     let op = Operator::start().await;
     create_destinations(&op, N).await;
     for i in 0..N {

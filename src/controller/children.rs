@@ -75,31 +75,73 @@ fn child_key(kind: &str, meta: &ObjectMeta) -> ChildKey {
 
 /// The digests this operator applied since it started, by child, until the watch reports that
 /// child deleted: the watch caches lag behind the operator's own writes, and a reconcile right
-/// after an apply must not apply the same thing again.
+/// after an apply must not apply the same thing again. For Deployments it keeps what the apply
+/// answered too, so the worker is judged by the newest copy.
 #[derive(Clone, Default)]
-pub struct Applied(Arc<Mutex<HashMap<ChildKey, String>>>);
+pub struct Applied(Arc<Mutex<AppliedChildren>>);
+
+#[derive(Default)]
+struct AppliedChildren {
+    digests: HashMap<ChildKey, String>,
+    deployments: HashMap<ChildKey, Deployment>,
+}
 
 impl Applied {
     pub fn record<K: Resource<DynamicType = ()>>(&self, child: &K) {
         if let Some(d) = digest(child.meta()) {
             let key = child_key(&K::kind(&()), child.meta());
-            self.0.lock().expect("applied lock").insert(key, d.clone());
+            self.0
+                .lock()
+                .expect("applied lock")
+                .digests
+                .insert(key, d.clone());
         }
     }
 
-    pub fn forget(&self, kind: &str, meta: &ObjectMeta) {
+    /// A Deployment as its apply answered (slimmed like the cache's copies).
+    pub fn record_deployment(&self, answered: &Deployment) {
+        let mut slim = answered.clone();
+        slim_deployment(&mut slim);
+        let key = child_key("Deployment", &slim.metadata);
         self.0
             .lock()
             .expect("applied lock")
-            .remove(&child_key(kind, meta));
+            .deployments
+            .insert(key, slim);
+    }
+
+    pub fn forget(&self, kind: &str, meta: &ObjectMeta) {
+        let key = child_key(kind, meta);
+        let mut applied = self.0.lock().expect("applied lock");
+        applied.digests.remove(&key);
+        applied.deployments.remove(&key);
     }
 
     fn holds(&self, kind: &str, meta: &ObjectMeta, digest: &str) -> bool {
         self.0
             .lock()
             .expect("applied lock")
+            .digests
             .get(&child_key(kind, meta))
             .is_some_and(|d| d == digest)
+    }
+
+    /// The Deployment to judge the worker by: the cached one, unless the cache has not caught up
+    /// with this operator's own last apply of it — then what that apply answered.
+    pub fn freshest(&self, cached: Option<Deployment>, desired: &Deployment) -> Option<Deployment> {
+        let key = child_key("Deployment", &desired.metadata);
+        let applied = self.0.lock().expect("applied lock");
+        let Some(answered) = applied.deployments.get(&key) else {
+            return cached;
+        };
+        let caught_up = cached
+            .as_ref()
+            .is_some_and(|c| digest(&c.metadata) == digest(&answered.metadata));
+        if caught_up {
+            cached
+        } else {
+            Some(answered.clone())
+        }
     }
 }
 

@@ -126,11 +126,12 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         children::stamp(&mut desired.deployment);
         let cached = cached_deployment.as_ref().map(|d| &d.metadata);
         if children::up_to_date(cached, &desired.deployment, &c.applied) {
-            cached_deployment
+            c.applied.freshest(cached_deployment, &desired.deployment)
         } else {
-            let applied = apply::apply(&ctx.client, &desired.deployment).await?;
+            let answered = apply::apply(&ctx.client, &desired.deployment).await?;
             c.applied.record(&desired.deployment);
-            Some(applied)
+            c.applied.record_deployment(&answered);
+            Some(answered)
         }
     } else {
         // A spec that stops being valid leaves the last good worker running: nothing accepted
