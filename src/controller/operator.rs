@@ -152,7 +152,8 @@ async fn run_controller(
             watcher(
                 api::<WebhookDestination>(&client, ns),
                 watcher::Config::default().any_semantic(),
-            ),
+            )
+            .modify(slim_destination),
         ),
         destination_signature,
         |_| {},
@@ -220,6 +221,7 @@ async fn run_controller(
         },
         secrets: SecretCache::new(secrets),
         statuses: Default::default(),
+        swept: std::sync::Mutex::new(std::time::Instant::now()),
     });
     ready.store(true, Ordering::Release);
     OPERATOR_METRICS.leader.set(1);
@@ -241,6 +243,15 @@ async fn run_controller(
         })
         .await;
     OPERATOR_METRICS.leader.set(0);
+}
+
+/// What the operator keeps of a destination: not who wrote which field, nor `kubectl apply`'s
+/// copy of the whole object (over thousands of destinations, most of the cache).
+fn slim_destination(dest: &mut WebhookDestination) {
+    dest.metadata.managed_fields = None;
+    if let Some(a) = dest.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// A destination is reconciled when its spec, a test-event request or its deletion changes —

@@ -35,6 +35,8 @@ pub struct Context {
     pub children: ChildCaches,
     pub secrets: SecretCache,
     pub statuses: WrittenStatuses,
+    /// When what is kept for deleted destinations was last dropped.
+    pub swept: Mutex<Instant>,
     /// The controller's cache of destinations: token managers of deleted ones are stopped.
     pub destinations: Store<WebhookDestination>,
 }
@@ -65,6 +67,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
+    sweep_deleted(ctx);
     let deref = ctx
         .secrets
         .dereference(&ctx.client, &namespace, &dest.spec)
@@ -200,6 +203,23 @@ where
     Ok(())
 }
 
+/// How often what is kept per destination (token managers, written statuses) is checked
+/// against the destinations that still exist: a full pass costs O(destinations).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+fn sweep_deleted(ctx: &Context) {
+    {
+        let mut swept = ctx.swept.lock().expect("sweep lock");
+        if swept.elapsed() < SWEEP_EVERY {
+            return;
+        }
+        *swept = Instant::now();
+    }
+    let exists = |key: &ObjectRef<WebhookDestination>| ctx.destinations.get(key).is_some();
+    ctx.tokens.retain(exists);
+    ctx.statuses.retain(exists);
+}
+
 /// The statuses this operator wrote: the destination cache can lag behind them, and comparing
 /// with a stale status would write (and announce) the same thing again.
 #[derive(Default)]
@@ -236,9 +256,6 @@ fn token_source(
     deref: &dereference::Dereferenced,
     verdict: &validate::Verdict,
 ) -> Option<TokenSource> {
-    ctx.tokens.retain(|key| ctx.destinations.get(key).is_some());
-    ctx.statuses
-        .retain(|key| ctx.destinations.get(key).is_some());
     let is_oauth2 = dest
         .spec
         .auth

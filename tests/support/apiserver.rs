@@ -358,18 +358,30 @@ impl ApiServer {
         }
     }
 
-    fn list(&self, target: &Target, selector: Option<&str>, metadata_only: bool) -> Response {
+    /// A page of `limit` items (all when 0) from the `continue` offset, as a real API server
+    /// pages a list for clients that ask (kube's watcher asks for 500 at a time).
+    fn list(
+        &self,
+        target: &Target,
+        selector: Option<&str>,
+        metadata_only: bool,
+        page: (usize, usize),
+    ) -> Response {
+        let (limit, offset) = page;
         let store = self.store.lock().unwrap();
-        let items: Vec<Value> = store
-            .objects
-            .iter()
-            .filter(|((c, ns, _), obj)| {
-                *c == target.collection
-                    && target.namespace.as_ref().is_none_or(|want| want == ns)
-                    && labels_match(obj, selector)
-            })
+        let mut matching = store.objects.iter().filter(|((c, ns, _), obj)| {
+            *c == target.collection
+                && target.namespace.as_ref().is_none_or(|want| want == ns)
+                && labels_match(obj, selector)
+        });
+        let items: Vec<Value> = matching
+            .by_ref()
+            .skip(offset)
+            .take(if limit == 0 { usize::MAX } else { limit })
             .map(|(_, v)| if metadata_only { partial(v) } else { v.clone() })
             .collect();
+        let more = matching.next().is_some();
+        let next = (offset + items.len()).to_string();
         let (api_version, kind) = if metadata_only {
             ("meta.k8s.io/v1", "PartialObjectMetadataList")
         } else {
@@ -379,7 +391,10 @@ impl ApiServer {
             StatusCode::OK,
             &json!({
                 "apiVersion": api_version, "kind": kind,
-                "metadata": {"resourceVersion": store.rv.to_string()},
+                "metadata": {
+                    "resourceVersion": store.rv.to_string(),
+                    "continue": if more { next } else { String::new() },
+                },
                 "items": items,
             }),
         )
@@ -509,7 +524,9 @@ async fn handle(
                     .unwrap_or(0);
                 server.watch(target, since, selector, metadata_only)
             } else {
-                server.list(&target, selector.as_deref(), metadata_only)
+                let number = |key: &str| query.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+                let page = (number("limit"), number("continue"));
+                server.list(&target, selector.as_deref(), metadata_only, page)
             }
         }
         (Method::GET, Some(name)) => {
