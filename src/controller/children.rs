@@ -12,7 +12,7 @@
 use super::apply::FIELD_MANAGER;
 use super::conditions::WorkerState;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -56,10 +56,15 @@ pub fn up_to_date<K: Resource<DynamicType = ()>>(
     applied: &Applied,
 ) -> bool {
     let wanted = digest(desired.meta());
+    let kind = K::kind(&());
     match cached {
         Some(c) if edited_by_others(c) => false,
-        Some(c) if wanted.is_some() && digest(c) == wanted => true,
-        _ => wanted.is_some_and(|d| applied.holds(&K::kind(&()), desired.meta(), d)),
+        Some(c) if wanted.is_some() && digest(c) == wanted => {
+            // The cache has caught up: it alone decides from now on.
+            applied.caught_up(&kind, desired.meta());
+            true
+        }
+        _ => wanted.is_some_and(|d| applied.holds(&kind, desired.meta(), d)),
     }
 }
 
@@ -111,6 +116,13 @@ impl Applied {
     }
 
     pub fn forget(&self, kind: &str, meta: &ObjectMeta) {
+        let key = child_key(kind, meta);
+        let mut applied = self.0.lock().expect("applied lock");
+        applied.digests.remove(&key);
+        applied.deployments.remove(&key);
+    }
+
+    fn caught_up(&self, kind: &str, meta: &ObjectMeta) {
         let key = child_key(kind, meta);
         let mut applied = self.0.lock().expect("applied lock");
         applied.digests.remove(&key);
@@ -182,14 +194,34 @@ impl ChildCaches {
 pub fn slim_deployment(d: &mut Deployment) {
     slim_meta(&mut d.metadata);
     if let Some(spec) = d.spec.as_mut() {
-        spec.template = Default::default();
+        *spec = k8s_openapi::api::apps::v1::DeploymentSpec {
+            replicas: spec.replicas,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = d.status.as_mut() {
+        status.conditions = None;
     }
 }
 
-/// Managed fields without their field sets: who wrote the object is all the cache needs.
+/// What the caches keep of an object's metadata: its identity, owners, the desired-state digest
+/// and who wrote it (managers, not their field sets). Over tens of thousands of children the
+/// rest (labels, other annotations, timestamps) is most of the operator's memory.
 pub fn slim_meta(meta: &mut ObjectMeta) {
+    meta.labels = None;
+    meta.creation_timestamp = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k == DESIRED_HASH_ANNOTATION);
+    }
+    if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+        meta.annotations = None;
+    }
     for entry in meta.managed_fields.iter_mut().flatten() {
-        entry.fields_v1 = None;
+        *entry = ManagedFieldsEntry {
+            manager: entry.manager.take(),
+            subresource: entry.subresource.take(),
+            ..ManagedFieldsEntry::default()
+        };
     }
 }
 

@@ -227,9 +227,16 @@ pub struct WrittenStatuses(Mutex<HashMap<ObjectRef<WebhookDestination>, WebhookD
 
 impl WrittenStatuses {
     fn last(&self, dest: &WebhookDestination) -> WebhookDestinationStatus {
-        let written = self.0.lock().expect("statuses lock");
+        let key = ObjectRef::from_obj(dest);
+        let mut written = self.0.lock().expect("statuses lock");
+        if let (Some(w), Some(cached)) = (written.get(&key), dest.status.as_ref())
+            && !conditions::differs(w, cached)
+        {
+            // The cache has caught up with the write: nothing to keep.
+            written.remove(&key);
+        }
         written
-            .get(&ObjectRef::from_obj(dest))
+            .get(&key)
             .or(dest.status.as_ref())
             .cloned()
             .unwrap_or_default()
