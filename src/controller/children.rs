@@ -173,19 +173,24 @@ pub struct ChildCaches {
     pub services: Store<PartialObjectMeta<k8s_openapi::api::core::v1::Service>>,
     pub deployments: Store<Deployment>,
     pub applied: Applied,
+    pub ready: CachesReady,
 }
 
-impl ChildCaches {
-    /// Until every cache has listed its children, a missing child proves nothing. A watch that
+/// Whether the operator's watch caches have all listed what exists. kube's own readiness future
+/// wakes only one of several waiters, so one task waits for it and many reconciles wait here.
+#[derive(Clone)]
+pub struct CachesReady(tokio::sync::watch::Receiver<bool>);
+
+impl CachesReady {
+    pub fn new(ready: tokio::sync::watch::Receiver<bool>) -> Self {
+        CachesReady(ready)
+    }
+
+    /// Until the caches have listed everything, a missing object proves nothing. A watch that
     /// cannot list (the API server down) is not waited for long: an apply too many is harmless.
-    pub async fn ready(&self) {
-        let all = async {
-            let _ = self.config_maps.wait_until_ready().await;
-            let _ = self.service_accounts.wait_until_ready().await;
-            let _ = self.services.wait_until_ready().await;
-            let _ = self.deployments.wait_until_ready().await;
-        };
-        let _ = tokio::time::timeout(CACHE_WAIT, all).await;
+    pub async fn wait(&self) {
+        let mut ready = self.0.clone();
+        let _ = tokio::time::timeout(CACHE_WAIT, ready.wait_for(|r| *r)).await;
     }
 }
 

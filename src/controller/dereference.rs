@@ -1,8 +1,10 @@
 //! Reading what a WebhookDestination refers to: its Secrets. Values stay in memory, only to
 //! check that they resolve; nothing secret is written anywhere.
 
+use super::children::CachesReady;
 use crate::api::WebhookDestinationSpec;
 use crate::config::secrets::{SecretStore, secret_data};
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -25,10 +27,23 @@ pub async fn secrets(
     spec: &WebhookDestinationSpec,
 ) -> Result<Dereferenced, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api = &api;
+    collect(namespace, spec, |name| {
+        Box::pin(async move { Ok(api.get_opt(&name).await?.map(|s| secret_data(&s))) })
+    })
+    .await
+}
+
+/// The referenced Secrets, each got once through `read` (`None`: it does not exist).
+async fn collect<'a>(
+    namespace: &str,
+    spec: &WebhookDestinationSpec,
+    read: impl Fn(String) -> BoxFuture<'a, Result<Option<SecretData>, kube::Error>>,
+) -> Result<Dereferenced, kube::Error> {
     let mut out = Dereferenced::default();
     for name in referenced(spec) {
-        match api.get_opt(&name).await? {
-            Some(secret) => out.secrets.insert(namespace, &name, secret_data(&secret)),
+        match read(name.clone()).await? {
+            Some(data) => out.secrets.insert(namespace, &name, data),
             None => {
                 out.missing.insert(name);
             }
@@ -45,21 +60,24 @@ fn referenced(spec: &WebhookDestinationSpec) -> BTreeSet<String> {
 }
 
 type SecretKey = (String, String);
+type SecretData = HashMap<String, Vec<u8>>;
 /// A Secret as read: the resourceVersion it had, and its data.
-type SecretRead = (String, HashMap<String, Vec<u8>>);
+type SecretRead = (String, SecretData);
 
 /// The operator's Secret reads, kept while the Secret is unchanged: the metadata-only watch says
 /// which resourceVersion each Secret has, and a Secret is read again only when it moved. A
 /// Secret shared by a thousand destinations is read once, not once per reconcile.
 pub struct SecretCache {
     watched: Store<PartialObjectMeta<Secret>>,
+    ready: CachesReady,
     read: Mutex<HashMap<SecretKey, SecretRead>>,
 }
 
 impl SecretCache {
-    pub fn new(watched: Store<PartialObjectMeta<Secret>>) -> Self {
+    pub fn new(watched: Store<PartialObjectMeta<Secret>>, ready: CachesReady) -> Self {
         SecretCache {
             watched,
+            ready,
             read: Mutex::default(),
         }
     }
@@ -67,8 +85,7 @@ impl SecretCache {
     /// The resourceVersion the watch has for a Secret; `None` when it does not exist.
     async fn watched_version(&self, namespace: &str, name: &str) -> Option<Option<String>> {
         // Until the watch has listed everything, its silence proves nothing.
-        let _ = tokio::time::timeout(super::children::CACHE_WAIT, self.watched.wait_until_ready())
-            .await;
+        self.ready.wait().await;
         let key = ObjectRef::<PartialObjectMeta<Secret>>::new(name).within(namespace);
         self.watched
             .get(&key)
@@ -86,41 +103,46 @@ impl SecretCache {
         spec: &WebhookDestinationSpec,
     ) -> Result<Dereferenced, kube::Error> {
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let mut out = Dereferenced::default();
-        for name in referenced(spec) {
-            let key = (namespace.to_string(), name.clone());
-            let version = self.watched_version(namespace, &name).await;
-            let cached = self
-                .read
-                .lock()
-                .expect("secret cache lock")
-                .get(&key)
-                .cloned();
-            let data = match (version, cached) {
-                (Some(Some(v)), Some((read_at, data))) if v == read_at => Some(data),
-                _ => match api.get_opt(&name).await? {
-                    Some(secret) => {
-                        let data = secret_data(&secret);
-                        let version = secret.metadata.resource_version.unwrap_or_default();
-                        self.read
-                            .lock()
-                            .expect("secret cache lock")
-                            .insert(key, (version, data.clone()));
-                        Some(data)
-                    }
-                    None => {
-                        self.read.lock().expect("secret cache lock").remove(&key);
-                        None
-                    }
-                },
-            };
-            match data {
-                Some(data) => out.secrets.insert(namespace, &name, data),
-                None => {
-                    out.missing.insert(name);
-                }
-            }
+        let api = &api;
+        collect(namespace, spec, |name| {
+            Box::pin(async move { self.read(api, namespace, &name).await })
+        })
+        .await
+    }
+
+    /// A Secret's data: kept from the last read while the watch shows the same version.
+    async fn read(
+        &self,
+        api: &Api<Secret>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<SecretData>, kube::Error> {
+        let key = (namespace.to_string(), name.to_string());
+        let version = self.watched_version(namespace, name).await;
+        let kept = self
+            .read
+            .lock()
+            .expect("secret cache lock")
+            .get(&key)
+            .cloned();
+        if let (Some(Some(v)), Some((read_at, data))) = (version, kept)
+            && v == read_at
+        {
+            return Ok(Some(data));
         }
-        Ok(out)
+        let secret = api.get_opt(name).await?;
+        let mut read = self.read.lock().expect("secret cache lock");
+        Ok(match secret {
+            Some(secret) => {
+                let data = secret_data(&secret);
+                let version = secret.metadata.resource_version.unwrap_or_default();
+                read.insert(key, (version, data.clone()));
+                Some(data)
+            }
+            None => {
+                read.remove(&key);
+                None
+            }
+        })
     }
 }

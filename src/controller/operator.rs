@@ -2,7 +2,7 @@
 //! gated on a Lease when leader election is on, beside a health and metrics server.
 
 use super::build::{BuildOptions, MANAGED_BY};
-use super::children::{self, Applied, ChildCaches};
+use super::children::{self, Applied, CachesReady, ChildCaches};
 use super::dereference::SecretCache;
 use super::reconcile::{Context, error_policy, reconcile};
 use super::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION, TestEvents};
@@ -191,6 +191,25 @@ async fn run_controller(
     )
     .touched_objects();
 
+    let (caches_listed, caches_ready) = watch::channel(false);
+    tokio::spawn({
+        let (c, a, s, d) = (
+            config_maps.clone(),
+            service_accounts.clone(),
+            services.clone(),
+            deployments.clone(),
+        );
+        let secrets = secrets.clone();
+        async move {
+            let _ = c.wait_until_ready().await;
+            let _ = a.wait_until_ready().await;
+            let _ = s.wait_until_ready().await;
+            let _ = d.wait_until_ready().await;
+            let _ = secrets.wait_until_ready().await;
+            let _ = caches_listed.send(true);
+        }
+    });
+    let caches_ready = CachesReady::new(caches_ready);
     let (tokens, token_changes) = TokenManagers::new(client.clone());
     let (test_events, test_answers) = TestEvents::new();
     // Token-state changes and answered test events are written into the status by a reconcile.
@@ -218,8 +237,9 @@ async fn run_controller(
             services,
             deployments,
             applied,
+            ready: caches_ready.clone(),
         },
-        secrets: SecretCache::new(secrets),
+        secrets: SecretCache::new(secrets, caches_ready),
         statuses: Default::default(),
         swept: std::sync::Mutex::new(std::time::Instant::now()),
     });

@@ -114,7 +114,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             old.last_test_event.clone()
         }
     };
-    ctx.children.ready().await;
+    ctx.children.ready.wait().await;
     let cached_deployment = ctx
         .children
         .deployments
