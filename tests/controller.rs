@@ -819,6 +819,7 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
     let own = [
         "get hookline.dev/v1alpha1/webhookdestinations",
         "patch apps/v1/deployments/status",
+        "get apps/v1/deployments",
         "delete v1/services",
         "get v1/services",
     ];
