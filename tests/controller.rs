@@ -1028,14 +1028,21 @@ async fn a_slow_test_event_does_not_hold_back_a_spec_change() {
     op.stop().await;
 }
 
-/// `count` Bearer destinations `d-0`…, each with a Secret of its own.
-async fn create_destinations(op: &Operator, count: usize) {
+/// `count` Bearer destinations `d-0`…, each with a Secret of its own, rolled out and Ready.
+async fn create_ready_destinations(op: &Operator, count: usize) {
     for i in 0..count {
         let secret = format!("crm-{i}");
         op.create_secret(&secret, json!({"token": "t"})).await;
         let yaml = bearer_destination(&format!("d-{i}"), "")
             .replace("name: crm, key", &format!("name: {secret}, key"));
         op.create_destination(&yaml).await;
+    }
+    for i in 0..count {
+        wait_condition(op, &format!("d-{i}"), "WorkerAvailable", "False").await;
+        roll_out(op, &format!("d-{i}-hookline")).await;
+    }
+    for i in 0..count {
+        wait_condition(op, &format!("d-{i}"), "Ready", "True").await;
     }
 }
 
@@ -1085,14 +1092,7 @@ fn applies(calls: &std::collections::HashMap<String, u64>) -> u64 {
 async fn a_new_destination_costs_at_most_seven_writes_and_reads() {
     const N: usize = 30;
     let op = Operator::start().await;
-    create_destinations(&op, N).await;
-    for i in 0..N {
-        wait_condition(&op, &format!("d-{i}"), "WorkerAvailable", "False").await;
-        roll_out(&op, &format!("d-{i}-hookline")).await;
-    }
-    for i in 0..N {
-        wait_condition(&op, &format!("d-{i}"), "Ready", "True").await;
-    }
+    create_ready_destinations(&op, N).await;
     let calls = settled_calls(&op).await;
     let get = |k: &str| calls.get(k).copied().unwrap_or(0);
     let secret_reads = get("get v1/secrets");
@@ -1116,12 +1116,7 @@ async fn a_new_destination_costs_at_most_seven_writes_and_reads() {
 async fn an_operator_restart_over_unchanged_destinations_applies_nothing() {
     const N: usize = 8;
     let op = Operator::start().await;
-    create_destinations(&op, N).await;
-    for i in 0..N {
-        wait_condition(&op, &format!("d-{i}"), "WorkerAvailable", "False").await;
-        op.make_available(&format!("d-{i}-hookline")).await;
-        wait_condition(&op, &format!("d-{i}"), "Ready", "True").await;
-    }
+    create_ready_destinations(&op, N).await;
     let before = settled_calls(&op).await;
     let server = op.server.clone();
     op.stop().await;
