@@ -11,6 +11,7 @@ pub mod build;
 pub mod children;
 pub mod conditions;
 pub mod dereference;
+pub mod events;
 pub mod operator;
 pub mod reconcile;
 pub mod test_event;

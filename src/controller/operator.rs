@@ -4,6 +4,7 @@
 use super::build::{BuildOptions, MANAGED_BY};
 use super::children::{self, Applied, CachesReady, ChildCaches};
 use super::dereference::SecretCache;
+use super::events::Events;
 use super::reconcile::{Context, error_policy, reconcile};
 use super::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION, TestEvents};
 use super::tokens::TokenManagers;
@@ -16,7 +17,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -219,13 +219,10 @@ async fn run_controller(
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "hookline-controller".into(),
-                instance: Some(opts.identity.clone()),
-            },
-        ),
+        events: Events {
+            client: client.clone(),
+            instance: opts.identity.clone(),
+        },
         build: opts.build.clone(),
         tokens,
         test_events,

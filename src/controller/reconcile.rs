@@ -6,6 +6,7 @@ use super::build::{self, BuildOptions};
 use super::children::{self, ChildCaches};
 use super::conditions::{self, WorkerState};
 use super::dereference::SecretCache;
+use super::events::Events;
 use super::test_event;
 use super::tokens::TokenManagers;
 use super::{Error, apply, dereference, validate};
@@ -18,7 +19,6 @@ use crate::oauth::store::rfc3339;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Events,
     pub build: BuildOptions,
     pub tokens: TokenManagers,
     pub test_events: test_event::TestEvents,
@@ -299,20 +299,8 @@ async fn publish_notices(
     new: &WebhookDestinationStatus,
     worker: &WorkerState,
 ) {
-    let reference = dest.object_ref(&());
     for notice in conditions::notices(&old.conditions, &new.conditions, worker) {
-        let event = Event {
-            type_: if notice.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: notice.reason,
-            note: Some(notice.note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = ctx.events.publish(dest, notice).await {
             tracing::warn!(destination = %dest.name_any(), error = %e, "cannot publish an event");
         }
     }
