@@ -241,15 +241,21 @@ where
     F: Fn(&K) -> u64 + Send + 'static,
     D: Fn(&K) + Send + 'static,
 {
-    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
+    // Keyed by a digest of namespace and name: over tens of thousands of objects, owned key
+    // strings would be most of this map.
+    let key = |obj: &K| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (obj.meta().namespace.as_deref(), obj.meta().name.as_deref()).hash(&mut h);
+        h.finish()
+    };
+    let mut seen: HashMap<u64, u64> = HashMap::new();
     move |event| match event {
         watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
-            let key = (obj.meta().namespace.clone(), obj.name_any());
             let sig = signature(&obj);
-            (seen.insert(key, sig) != Some(sig)).then_some(obj)
+            (seen.insert(key(&obj), sig) != Some(sig)).then_some(obj)
         }
         watcher::Event::Delete(obj) => {
-            seen.remove(&(obj.meta().namespace.clone(), obj.name_any()));
+            seen.remove(&key(&obj));
             on_delete(&obj);
             Some(obj)
         }
