@@ -209,6 +209,13 @@ pub fn slim_deployment(d: &mut Deployment) {
     }
 }
 
+/// A metadata-only watch item as the caches keep it: slim metadata, and no repeated
+/// `apiVersion`/`kind`.
+pub fn slim_partial<K>(m: &mut PartialObjectMeta<K>) {
+    m.types = None;
+    slim_meta(&mut m.metadata);
+}
+
 /// What the caches keep of an object's metadata: its identity, owners, the desired-state digest
 /// and who wrote it (managers, not their field sets). Over tens of thousands of children the
 /// rest (labels, other annotations, timestamps) is most of the operator's memory.

@@ -187,7 +187,7 @@ async fn run_controller(
             api::<PartialObjectMeta<Secret>>(&client, ns),
             watcher::Config::default(),
         )
-        .modify(|s| children::slim_meta(&mut s.metadata)),
+        .modify(children::slim_partial),
     )
     .touched_objects();
 
@@ -311,7 +311,7 @@ where
                 api::<PartialObjectMeta<K>>(client, namespace),
                 config.clone(),
             )
-            .modify(|m| children::slim_meta(&mut m.metadata)),
+            .modify(children::slim_partial),
         ),
         children::meta_signature,
         move |m: &PartialObjectMeta<K>| applied.forget(&K::kind(&()), &m.metadata),
