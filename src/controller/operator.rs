@@ -157,6 +157,7 @@ async fn run_controller(
         ),
         destination_signature,
         |_| {},
+        true,
     );
     let controller = Controller::for_stream(destination_changes, destinations.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
@@ -179,6 +180,7 @@ async fn run_controller(
         ),
         children::deployment_signature,
         move |d: &Deployment| forget.forget("Deployment", &d.metadata),
+        false,
     );
     let (secrets, secrets_writer) = reflector::store();
     let secret_changes = reflector(
@@ -315,6 +317,7 @@ where
         ),
         children::meta_signature,
         move |m: &PartialObjectMeta<K>| applied.forget(&K::kind(&()), &m.metadata),
+        false,
     );
     (store, changes)
 }
@@ -324,12 +327,13 @@ fn relevant_changes<K, S>(
     events: S,
     signature: impl Fn(&K) -> u64 + Send + 'static,
     on_delete: impl Fn(&K) + Send + 'static,
+    first_list_triggers: bool,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Resource + Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    let mut keep = children::relevant(signature, on_delete);
+    let mut keep = children::relevant(signature, on_delete, first_list_triggers);
     events.filter_map(move |event| {
         futures::future::ready(match event {
             Ok(event) => keep(event).map(Ok),
