@@ -174,6 +174,8 @@ impl Queue {
 const PROBE_BYTES: usize = 64 * 1024;
 
 fn probe(dir: &Path) -> std::io::Result<()> {
+    // A vanished data dir comes back here: nothing else would recreate it while unready.
+    fs::create_dir_all(dir)?;
     let path = dir.join(".probe");
     let written = File::create(&path).and_then(|mut f| {
         f.write_all(&[0u8; PROBE_BYTES])?;
