@@ -162,3 +162,20 @@ async fn bytes_past_the_durable_end_are_never_read() {
         "read a record that is not durable"
     );
 }
+
+#[tokio::test]
+async fn a_vanished_data_dir_refuses_appends_then_comes_back_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue_dir = dir.path().join("queue");
+    let q = Queue::open(&queue_dir).unwrap();
+    q.append(vec![b"{\"n\":0}".to_vec()]).await.unwrap();
+    fs::remove_dir_all(&queue_dir).unwrap();
+    assert!(
+        q.append(vec![b"{\"n\":1}".to_vec()]).await.is_err(),
+        "stored into a deleted file"
+    );
+    assert!(q.can_store().await, "the probe brings the dir back");
+    q.append(vec![b"{\"n\":2}".to_vec()]).await.unwrap();
+    let mut r = q.reader(1);
+    assert_eq!(r.next().await.unwrap(), (1, b"{\"n\":2}".to_vec()));
+}
