@@ -16,7 +16,7 @@ use crate::config::manifests::LoadedDestination;
 use crate::metrics::OPERATOR_METRICS;
 use crate::oauth::manager::TokenSource;
 use crate::oauth::store::rfc3339;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -123,18 +123,20 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     let deployment = if verdict.can_deploy() {
         let mut desired = build::build(dest, &ctx.build);
         let c = &ctx.children;
-        apply_unless_current(ctx, &c.config_maps, &mut desired.config_map).await?;
-        apply_unless_current(ctx, &c.service_accounts, &mut desired.service_account).await?;
-        apply_unless_current(ctx, &c.services, &mut desired.service).await?;
-        children::stamp(&mut desired.deployment);
+        let child = build::child_name(dest);
+        let cached = cached_meta(&c.config_maps, &namespace, &child);
+        apply_unless_current(ctx, cached.as_ref(), &mut desired.config_map).await?;
+        let cached = cached_meta(&c.service_accounts, &namespace, &child);
+        apply_unless_current(ctx, cached.as_ref(), &mut desired.service_account).await?;
+        let cached = cached_meta(&c.services, &namespace, &child);
+        apply_unless_current(ctx, cached.as_ref(), &mut desired.service).await?;
         let cached = cached_deployment.as_ref().map(|d| &d.metadata);
-        if children::up_to_date(cached, &desired.deployment, &c.applied) {
-            c.applied.freshest(cached_deployment, &desired.deployment)
-        } else {
-            let answered = apply::apply(&ctx.client, &desired.deployment).await?;
-            c.applied.record(&desired.deployment);
-            c.applied.record_deployment(&answered);
-            Some(answered)
+        match apply_unless_current(ctx, cached, &mut desired.deployment).await? {
+            Some(answered) => {
+                c.applied.record_deployment(&answered);
+                Some(answered)
+            }
+            None => c.applied.freshest(cached_deployment, &desired.deployment),
         }
     } else {
         // A spec that stops being valid leaves the last good worker running: nothing accepted
@@ -179,12 +181,22 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     })
 }
 
-/// Applies a child unless the cache shows it already holds exactly this desired state.
+fn cached_meta<K: Resource<DynamicType = ()> + Clone>(
+    store: &Store<PartialObjectMeta<K>>,
+    namespace: &str,
+    name: &str,
+) -> Option<ObjectMeta> {
+    let key = ObjectRef::new(name).within(namespace);
+    store.get(&key).map(|m| m.metadata.clone())
+}
+
+/// Stamps a child and applies it unless its cached metadata shows it already holds exactly this
+/// desired state; the API server's answer when it was applied.
 async fn apply_unless_current<K>(
     ctx: &Context,
-    cache: &Store<PartialObjectMeta<K>>,
+    cached: Option<&ObjectMeta>,
     desired: &mut K,
-) -> Result<(), Error>
+) -> Result<Option<K>, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + serde::Serialize
@@ -193,14 +205,13 @@ where
         + std::fmt::Debug,
 {
     children::stamp(desired);
-    let key = ObjectRef::new(&desired.name_any()).within(&desired.namespace().unwrap_or_default());
-    let cached = cache.get(&key);
     let applied = &ctx.children.applied;
-    if !children::up_to_date(cached.as_ref().map(|c| &c.metadata), desired, applied) {
-        apply::apply(&ctx.client, desired).await?;
-        applied.record(desired);
+    if children::up_to_date(cached, desired, applied) {
+        return Ok(None);
     }
-    Ok(())
+    let answered = apply::apply(&ctx.client, desired).await?;
+    applied.record(desired);
+    Ok(Some(answered))
 }
 
 /// How often what is kept per destination (token managers, written statuses) is checked
