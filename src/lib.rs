@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod engine;
+pub mod jetstream;
 pub mod metrics;
 pub mod oauth;
 pub mod pipeline;

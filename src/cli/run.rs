@@ -2,7 +2,8 @@
 
 use super::ManifestFiles;
 use crate::config::destination;
-use crate::engine::{self, EngineOptions, TokenKeeping};
+use crate::engine::{self, Backend, EngineOptions, TokenKeeping};
+use crate::jetstream::NatsArgs;
 use crate::shutdown;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,9 +15,11 @@ pub struct Args {
     /// Address of the ingestion API (Segment HTTP Tracking API), /metrics, /healthz and /status
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Where the durable queue, cursors and dead-letter store live
+    /// Where the durable queue, cursors and dead-letter store live (with --nats: only tokens)
     #[arg(long, default_value = "./.hookline")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -26,6 +29,13 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         .into_iter()
         .map(destination::fixed)
         .collect();
+    let backend = match args.nats.connect("hookline run").await? {
+        Some(nats) => Backend::JetStream {
+            nats,
+            objects: Some(args.nats.retention()),
+        },
+        None => Backend::Local { drain: None },
+    };
     let shutdown = shutdown::on_signal("stopping: finishing requests in flight");
     engine::run(
         destinations,
@@ -33,6 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             listen: args.listen,
             data_dir: args.data_dir,
             tokens: TokenKeeping::DataDir,
+            backend,
         },
         shutdown,
     )

@@ -1,7 +1,6 @@
 //! Ingestion: the Segment HTTP Tracking API, answered only once events are durably queued.
 
-use super::envelope::Envelope;
-use super::queue::Queue;
+use super::store::{EventStore, Refused, Routes};
 use crate::metrics::METRICS;
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -20,17 +19,10 @@ pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 const TYPES: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
 
-/// A destination as ingestion sees it: a name, and the write key it requires, if any.
-#[derive(Clone)]
-pub struct Route {
-    pub name: String,
-    pub write_key: Option<String>,
-}
-
 pub struct IngestState {
-    pub queue: Queue,
-    /// The destinations requests may reach, read per request so rotated write keys apply at once.
-    pub routes: Box<dyn Fn() -> Vec<Route> + Send + Sync>,
+    pub store: EventStore,
+    /// The destinations requests may reach.
+    pub routes: Routes,
     pub ready: AtomicBool,
     /// Extra read-only endpoints (e.g. `/status`) that the runtime serves beside ingestion.
     pub status: Box<dyn Fn() -> Value + Send + Sync>,
@@ -61,7 +53,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
 async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
-    } else if !state.queue.can_store().await {
+    } else if !state.store.can_store().await {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "the queue cannot store events",
@@ -161,7 +153,15 @@ async fn accept(
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    let to = route(&(state.routes)(), write_key.as_deref())?;
+    let admitted = state.routes.admit(write_key.as_deref()).map_err(|refused| {
+        let message = match refused {
+            Refused::InvalidKey => "invalid write key",
+            Refused::KeyRequired => {
+                "a write key is required (HTTP Basic username, or writeKey in the body)"
+            }
+        };
+        Rejection(StatusCode::UNAUTHORIZED, message.into())
+    })?;
 
     let received_at = Utc::now();
     let messages = if kind == "batch" {
@@ -202,17 +202,8 @@ async fn accept(
     };
 
     let count = messages.len();
-    let records = messages
-        .into_iter()
-        .map(|event| {
-            Envelope {
-                to: to.clone(),
-                event: Value::Object(event),
-            }
-            .encode()
-        })
-        .collect();
-    state.queue.append(records).await.map_err(|e| {
+    let events = messages.into_iter().map(Value::Object).collect();
+    state.store.store(&admitted, events).await.map_err(|e| {
         tracing::error!(error = %e, "could not queue events");
         Rejection(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -266,27 +257,6 @@ fn basic_username(headers: &HeaderMap) -> Option<String> {
             .map_or(text.as_str(), |(user, _)| user)
             .to_string(),
     )
-}
-
-/// Which destinations a request may reach: those that need no write key, and those whose key it
-/// carries. `None` means all of them.
-fn route(routes: &[Route], key: Option<&str>) -> Result<Option<Vec<String>>, Rejection> {
-    let allowed: Vec<&Route> = routes
-        .iter()
-        .filter(|r| r.write_key.is_none() || r.write_key.as_deref() == key)
-        .collect();
-    if allowed.is_empty() {
-        let message = if key.is_some() {
-            "invalid write key"
-        } else {
-            "a write key is required (HTTP Basic username, or writeKey in the body)"
-        };
-        return Err(Rejection(StatusCode::UNAUTHORIZED, message.into()));
-    }
-    if allowed.len() == routes.len() {
-        return Ok(None);
-    }
-    Ok(Some(allowed.into_iter().map(|r| r.name.clone()).collect()))
 }
 
 /// Batch-level `context`/`integrations` under each message's own (the message's keys win).
@@ -405,27 +375,6 @@ mod tests {
             finish(msg(json!({"type": "alias", "userId": "u"})), now)
                 .unwrap_err()
                 .contains("previousId")
-        );
-    }
-
-    #[test]
-    fn routes_by_write_key() {
-        let routes = vec![
-            Route {
-                name: "a".into(),
-                write_key: Some("ka".into()),
-            },
-            Route {
-                name: "b".into(),
-                write_key: None,
-            },
-        ];
-        assert_eq!(route(&routes, Some("ka")).unwrap(), None);
-        assert_eq!(route(&routes, None).unwrap(), Some(vec!["b".to_string()]));
-        let only_keyed = &routes[..1];
-        assert_eq!(
-            route(only_keyed, Some("nope")).unwrap_err().0,
-            StatusCode::UNAUTHORIZED
         );
     }
 

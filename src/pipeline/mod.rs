@@ -5,12 +5,14 @@
 pub mod batch;
 pub mod deliver;
 pub mod envelope;
+pub mod inbox;
 pub mod ingest;
 pub mod jsvalue;
 pub mod mapping;
 pub mod queue;
 pub mod samples;
 pub mod single;
+pub mod store;
 pub mod subscription;
 pub mod transform;
 pub mod worker;

@@ -1,14 +1,15 @@
-//! One destination's delivery loop, reading the durable queue from its cursor:
-//! route → subscription → insert function → mapping → batch → send (with `concurrency`
-//! requests in flight) → retry or dead-letter → move the cursor. Batches pass through a channel
-//! bounded by the concurrency, so a slow endpoint holds events on disk, not in memory.
+//! One destination's delivery loop, reading its [`Inbox`] (the local queue from its cursor, or
+//! its JetStream consumer): route → subscription → insert function → mapping → batch → send
+//! (with `concurrency` requests in flight) → retry or dead-letter → tell the inbox. Batches
+//! pass through a channel bounded by the concurrency, so a slow endpoint holds events in the
+//! queue, not in memory.
 
 use super::batch::{Batch, Batcher, Item};
-use super::deliver::dlq::{DeadLetter, DeadLetterStore};
+use super::deliver::dlq::DeadLetter;
 use super::deliver::request::request_id;
 use super::deliver::{Attempt, HttpSender, Verdict};
 use super::envelope::Envelope;
-use super::queue::{Cursor, Queue};
+use super::inbox::{Inbox, TEND_INTERVAL};
 use crate::config::destination::{Destination, LiveDestination};
 use crate::metrics::METRICS;
 use crate::oauth::AccessToken;
@@ -24,8 +25,7 @@ struct Shared {
     /// The destination as it was when the worker started: only its credentials may change later.
     dest: Arc<Destination>,
     live: LiveDestination,
-    cursor: Arc<Cursor>,
-    dlq: DeadLetterStore,
+    inbox: Inbox,
     sender: HttpSender,
     /// OAuth 2.0 destinations: where each attempt gets its access token.
     tokens: Option<TokenSource>,
@@ -68,7 +68,6 @@ impl DestinationMetrics {
 
 pub struct Worker {
     shared: Arc<Shared>,
-    queue: Queue,
 }
 
 /// What becomes of one queue record before batching.
@@ -94,9 +93,7 @@ struct FunctionBatch {
 impl Worker {
     pub fn new(
         live: LiveDestination,
-        queue: Queue,
-        cursor: Arc<Cursor>,
-        dlq: DeadLetterStore,
+        inbox: Inbox,
         tokens: Option<TokenSource>,
     ) -> Result<Worker, reqwest::Error> {
         let dest = live.borrow().clone();
@@ -106,18 +103,17 @@ impl Worker {
             shared: Arc::new(Shared {
                 dest,
                 live,
-                cursor,
-                dlq,
+                inbox,
                 sender,
                 tokens,
                 metrics,
             }),
-            queue,
         })
     }
 
     /// Runs until `shutdown` turns true; in-flight requests finish, waiting retries are abandoned
-    /// (their events stay behind the cursor and are delivered after a restart).
+    /// (their events stay in the queue and are delivered after a restart, or by another
+    /// worker).
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let concurrency = self.shared.dest.concurrency;
         let (batches, rx) = mpsc::channel::<Batch>(concurrency);
@@ -128,24 +124,19 @@ impl Worker {
             slots.clone(),
             shutdown.clone(),
         ));
-        let persister = tokio::spawn(persist_cursor(
-            self.shared.clone(),
-            self.queue.clone(),
-            shutdown.clone(),
-        ));
+        let tending = tokio::spawn(tend(self.shared.clone(), shutdown.clone()));
         self.read(batches, shutdown).await;
         let _ = dispatcher.await;
         let _ = slots.acquire_many(concurrency as u32).await;
-        let _ = persister.await;
-        if let Err(e) = self.shared.cursor.persist() {
+        let _ = tending.await;
+        if let Err(e) = self.shared.inbox.close().await {
             tracing::error!(destination = %self.shared.dest.name, error = %e, "could not save the queue position");
         }
     }
 
     async fn read(&self, batches: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
         let dest = &self.shared.dest;
-        let mut expected = self.shared.cursor.committed();
-        let mut reader = self.queue.reader(expected);
+        let mut reader = self.shared.inbox.reader().await;
         let mut batcher = Batcher::new(dest.batching.clone());
         let mut waiting = FunctionBatch::default();
         loop {
@@ -180,20 +171,18 @@ impl Worker {
                 }
                 continue;
             };
-            let (seq, bytes) = match record {
+            let received = match record {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(destination = %dest.name, error = %e, "queue read failed; stopping this destination");
                     return;
                 }
             };
-            if seq > expected {
-                // Records the reader skipped as damaged: lost, and the cursor moves past them.
-                tracing::error!(destination = %dest.name, from = expected, to = seq, "events lost to queue damage");
-                self.shared.metrics.damaged.inc_by(seq - expected);
-                self.shared.cursor.complete(expected..seq);
+            let (seq, bytes) = (received.seq, received.bytes);
+            if received.damaged_before > 0 {
+                tracing::error!(destination = %dest.name, lost = received.damaged_before, before = seq, "events lost to queue damage");
+                self.shared.metrics.damaged.inc_by(received.damaged_before);
             }
-            expected = seq + 1;
             let Some(prepared) = self.prepare_retrying(seq, &bytes, &mut shutdown).await else {
                 return;
             };
@@ -237,14 +226,14 @@ impl Worker {
     ) -> bool {
         for (seq, p) in prepared {
             match p {
-                Prepared::NotForUs => self.shared.cursor.complete([seq]),
+                Prepared::NotForUs => self.shared.inbox.complete([seq]).await,
                 Prepared::Filtered(reason) => {
                     self.shared.metrics.filtered(&reason);
-                    self.shared.cursor.complete([seq]);
+                    self.shared.inbox.complete([seq]).await;
                 }
                 Prepared::Failed(letter) => {
                     if self.shared.dead_letter(vec![letter], shutdown).await {
-                        self.shared.cursor.complete([seq]);
+                        self.shared.inbox.complete([seq]).await;
                     }
                 }
                 Prepared::Ready(item) => {
@@ -468,18 +457,20 @@ async fn dispatch(
     }
 }
 
-async fn persist_cursor(shared: Arc<Shared>, queue: Queue, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
+async fn tend(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(TEND_INTERVAL);
+    for round in 0u64.. {
         tokio::select! {
             _ = stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = shared.cursor.persist() {
-            tracing::error!(destination = %shared.dest.name, error = %e, "could not save the queue position");
+        match shared.inbox.tend(round).await {
+            Ok(Some(depth)) => shared.metrics.queue_depth.set(depth as i64),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(destination = %shared.dest.name, error = %e, "could not save the queue position")
+            }
         }
-        let depth = queue.head().saturating_sub(shared.cursor.committed());
-        shared.metrics.queue_depth.set(depth as i64);
     }
 }
 
@@ -506,8 +497,13 @@ impl Shared {
         let id = request_id(&batch.message_ids());
         let body = batch.body();
         let first = Instant::now();
+        // JetStream remembers attempts and age across workers; locally they start here.
+        let (mut attempts, stored_at) = self.inbox.history(batch.seqs());
+        let waited = || match stored_at {
+            Some(t) => t.elapsed().unwrap_or_default(),
+            None => first.elapsed(),
+        };
         self.metrics.batch_size.observe(batch.items.len() as f64);
-        let mut attempts = 0u32;
         let mut rejected: Option<AccessToken> = None;
         loop {
             let token = match &self.tokens {
@@ -539,13 +535,13 @@ impl Shared {
             let give_up = match attempt.verdict() {
                 Verdict::Delivered => {
                     self.metrics.delivered.inc_by(batch.items.len() as u64);
-                    self.cursor.complete(batch.seqs());
+                    self.inbox.complete(batch.seqs()).await;
                     return;
                 }
                 Verdict::GiveUp => true,
                 Verdict::Retry => match dest.retry.next_delay(
                     attempts,
-                    first.elapsed(),
+                    waited(),
                     attempt.retry_after,
                     rand::random(),
                 ) {
@@ -559,6 +555,9 @@ impl Shared {
                             .with_label_values(&[&dest.name, &cause])
                             .inc();
                         tracing::debug!(destination = %dest.name, attempt = attempts, ?delay, error = %attempt.describe(), "retrying");
+                        if self.inbox.retry_later(batch.seqs(), delay).await {
+                            return;
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => false,
                             _ = stopped(&mut shutdown) => return,
@@ -589,12 +588,12 @@ impl Shared {
             .map(|i| dead_letter(&self.dest, i.event, attempts, attempt.status, error.clone()))
             .collect();
         if self.dead_letter(letters, shutdown).await {
-            self.cursor.complete(seqs);
+            self.inbox.complete(seqs).await;
         }
     }
 
-    /// Writes dead letters, retrying a failing disk until it works or the worker stops; `true`
-    /// once they are stored (only then may the cursor move past them).
+    /// Stores dead letters, retrying a failing disk (or JetStream) until it works or the worker
+    /// stops; `true` once they are stored (only then may their events be completed).
     async fn dead_letter(
         &self,
         letters: Vec<DeadLetter>,
@@ -602,7 +601,7 @@ impl Shared {
     ) -> bool {
         let n = letters.len() as u64;
         loop {
-            match self.dlq.append(&letters) {
+            match self.inbox.dead_letter(&letters).await {
                 Ok(()) => {
                     self.metrics.dead_lettered.inc_by(n);
                     return true;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod nats;
 pub mod oauth;
 
 use axum::body::Bytes;
@@ -126,6 +127,11 @@ pub struct Hookline {
 
 impl Hookline {
     pub async fn start(files: &[PathBuf], data_dir: &Path) -> Hookline {
+        Hookline::start_with(files, data_dir, &[]).await
+    }
+
+    /// `hookline run` with extra flags (`--nats URL`, say).
+    pub async fn start_with(files: &[PathBuf], data_dir: &Path, extra: &[&str]) -> Hookline {
         let port = free_port();
         let mut args: Vec<std::ffi::OsString> = vec![
             "run".into(),
@@ -138,7 +144,35 @@ impl Hookline {
             args.push("-f".into());
             args.push(f.into());
         }
+        args.extend(extra.iter().map(Into::into));
         Hookline::spawn_ready(args, port, data_dir).await
+    }
+
+    /// Any subcommand serving on `127.0.0.1:port` (`gateway --listen …`, say).
+    pub async fn start_args(args: &[&str], port: u16) -> Hookline {
+        let args = args.iter().map(Into::into).collect();
+        Hookline::spawn_ready(args, port, Path::new("")).await
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; returns at once.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit by itself (after a SIGTERM).
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "hookline did not exit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// `hookline worker --config FILE`; the config must listen on `127.0.0.1:port`.

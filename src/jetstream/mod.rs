@@ -1,0 +1,165 @@
+//! The JetStream queue backend (API §8): accepted events, retries and dead letters live in a
+//! NATS JetStream that every Hookline process shares, so pods keep no state that matters and a
+//! destination scales out by adding workers to its one durable consumer.
+//!
+//! [`names`] says where things live, [`objects`] creates them, [`publish`] stores accepted
+//! events, [`inbox`] is a worker's side of its consumer, [`dead_letters`] the dead-letter
+//! stream, [`routes`] the gateway's view of the routes bucket.
+
+pub mod dead_letters;
+pub mod inbox;
+pub mod names;
+pub mod objects;
+pub mod publish;
+pub mod routes;
+
+use async_nats::jetstream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How long a JetStream request (a publish acknowledgement, an API call) may take before the
+/// caller treats JetStream as unavailable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("--nats: {0:?} is not a NATS URL (nats://host:4222, several comma-separated)")]
+    BadUrl(String),
+    #[error("--nats-creds {}: {source}", file.display())]
+    Creds {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("JetStream {what}: {message}")]
+    Api { what: String, message: String },
+}
+
+impl NatsError {
+    pub fn api(what: impl Into<String>, error: impl std::fmt::Display) -> NatsError {
+        NatsError::Api {
+            what: what.into(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The flags every process that can use JetStream takes (`run`, `controller`, `worker`,
+/// `gateway`). Token and user/password come from the environment only, so a Secret can hold
+/// them (the chart's `nats.auth`); a URL never needs to.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NatsArgs {
+    /// NATS servers (nats://host:4222, several comma-separated); empty = local mode, with each
+    /// process's own disk queue
+    #[arg(long = "nats", env = "HOOKLINE_NATS_URL", value_name = "URL", default_value = "")]
+    pub url: String,
+    /// A NATS .creds file (JWT and NKey seed)
+    #[arg(long = "nats-creds", env = "HOOKLINE_NATS_CREDS", value_name = "FILE")]
+    pub creds: Option<PathBuf>,
+    /// A PEM bundle of CAs that sign the NATS servers' certificates
+    #[arg(long = "nats-ca", env = "HOOKLINE_NATS_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// JetStream streams' replicas (1 for a single server)
+    #[arg(long = "nats-replicas", env = "HOOKLINE_NATS_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+    /// How long undelivered events are kept in JetStream, in seconds
+    #[arg(long = "nats-max-age", env = "HOOKLINE_NATS_MAX_AGE", default_value_t = 7 * 24 * 3600)]
+    pub max_age_seconds: u64,
+}
+
+impl NatsArgs {
+    /// `None` in local mode.
+    pub fn servers(&self) -> Result<Option<Vec<async_nats::ServerAddr>>, NatsError> {
+        let urls: Vec<&str> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Ok(None);
+        }
+        urls.into_iter()
+            .map(|u| u.parse().map_err(|_| NatsError::BadUrl(u.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    pub fn retention(&self) -> objects::Retention {
+        objects::Retention {
+            replicas: self.replicas.max(1),
+            max_age: Duration::from_secs(self.max_age_seconds),
+        }
+    }
+
+    /// Connects (`None` in local mode). The connection is made in the background and kept up
+    /// for the life of the process: a process starts while NATS is down, and is simply not
+    /// ready until it is reachable.
+    pub async fn connect(&self, client_name: &str) -> Result<Option<Nats>, NatsError> {
+        let Some(servers) = self.servers()? else {
+            return Ok(None);
+        };
+        let mut options = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .retry_on_initial_connect()
+            .connection_timeout(REQUEST_TIMEOUT)
+            .max_reconnects(None);
+        if let Some(file) = &self.creds {
+            options = options
+                .credentials_file(file)
+                .await
+                .map_err(|source| NatsError::Creds {
+                    file: file.clone(),
+                    source,
+                })?;
+        }
+        if let Some(ca) = &self.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Ok(token) = std::env::var("HOOKLINE_NATS_TOKEN")
+            && !token.is_empty()
+        {
+            options = options.token(token);
+        }
+        if let (Ok(user), Ok(password)) = (
+            std::env::var("HOOKLINE_NATS_USER"),
+            std::env::var("HOOKLINE_NATS_PASSWORD"),
+        ) && !user.is_empty()
+        {
+            options = options.user_and_password(user, password);
+        }
+        let client = options
+            .connect(servers)
+            .await
+            .map_err(|e| NatsError::Connect {
+                url: self.url.clone(),
+                message: e.to_string(),
+            })?;
+        let mut context = jetstream::new(client.clone());
+        context.set_timeout(REQUEST_TIMEOUT);
+        Ok(Some(Nats {
+            client,
+            context,
+            url: self.url.clone(),
+        }))
+    }
+}
+
+/// A connection to NATS and its JetStream.
+#[derive(Clone)]
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub context: jetstream::Context,
+    pub url: String,
+}
+
+impl Nats {
+    /// Whether JetStream answers right now (what `/readyz` reports).
+    pub async fn reachable(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+            && tokio::time::timeout(REQUEST_TIMEOUT, self.context.query_account())
+                .await
+                .is_ok_and(|r| r.is_ok())
+    }
+}

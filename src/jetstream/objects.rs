@@ -1,0 +1,207 @@
+//! Creating and removing what lives in JetStream, idempotently: the two streams and the routes
+//! bucket (once per installation), and each destination's consumer and route.
+
+use super::names::{
+    DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECTS, DestinationNames, EVENTS_STREAM, EVENTS_SUBJECTS,
+    KeyDigest, ROUTES_BUCKET,
+};
+use super::{Nats, NatsError};
+use async_nats::jetstream::{consumer, kv, stream};
+use std::time::Duration;
+
+/// Dead letters are kept this long (API §8: 14 days by default).
+pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
+/// A message handed to a worker comes back to the consumer when it is neither acknowledged
+/// nor marked in progress for this long (a worker that died).
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    pub replicas: usize,
+    /// How long undelivered events are kept.
+    pub max_age: Duration,
+}
+
+/// How a destination reads its consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerPlan {
+    pub names: DestinationNames,
+    pub key: Option<KeyDigest>,
+    /// How many events its workers may hold unacknowledged at once.
+    pub max_ack_pending: i64,
+}
+
+impl ConsumerPlan {
+    /// With `concurrency` 1 and batches of one, a single event is out at a time: JetStream
+    /// itself keeps the order, even across retries (a negatively acknowledged event blocks the
+    /// next). Otherwise enough for every request slot to have a full batch and the next one
+    /// waiting.
+    pub fn new(
+        names: DestinationNames,
+        key: Option<KeyDigest>,
+        concurrency: usize,
+        batch_size: usize,
+    ) -> ConsumerPlan {
+        let max_ack_pending = if concurrency == 1 && batch_size == 1 {
+            1
+        } else {
+            (2 * concurrency * batch_size).clamp(64, 20_000) as i64
+        };
+        ConsumerPlan {
+            names,
+            key,
+            max_ack_pending,
+        }
+    }
+
+    fn config(&self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(self.names.consumer().to_string()),
+            description: Some(format!(
+                "hookline destination {}/{}",
+                self.names.namespace, self.names.name
+            )),
+            // A new destination starts with the events accepted from now on.
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            // Hookline counts attempts itself (maxAttempts, maxRetryDurationSeconds) and
+            // dead-letters; JetStream must never drop an event on its own.
+            max_deliver: -1,
+            max_ack_pending: self.max_ack_pending,
+            filter_subjects: self.names.filter_subjects(self.key.as_ref()),
+            ..Default::default()
+        }
+    }
+}
+
+/// The events stream, the dead-letter stream and the routes bucket, created or brought up to
+/// date.
+pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), NatsError> {
+    let js = &nats.context;
+    js.create_or_update_stream(stream::Config {
+        name: EVENTS_STREAM.into(),
+        description: Some("hookline: accepted events, until every destination is done".into()),
+        subjects: vec![EVENTS_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::Interest,
+        storage: stream::StorageType::File,
+        num_replicas: retention.replicas,
+        max_age: retention.max_age,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::api(format!("stream {EVENTS_STREAM}"), e))?;
+    js.create_or_update_stream(stream::Config {
+        name: DEAD_LETTER_STREAM.into(),
+        description: Some("hookline: events given up on".into()),
+        subjects: vec![DEAD_LETTER_SUBJECTS.into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: retention.replicas,
+        max_age: DEAD_LETTER_MAX_AGE,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e))?;
+    js.create_or_update_key_value(kv::Config {
+        bucket: ROUTES_BUCKET.into(),
+        description: "hookline: write-key digests the gateway accepts".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        num_replicas: retention.replicas,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))?;
+    Ok(())
+}
+
+/// The destination's durable consumer, created or updated to `plan`.
+pub async fn ensure_consumer(nats: &Nats, plan: &ConsumerPlan) -> Result<(), NatsError> {
+    let what = || format!("consumer {}", plan.names.consumer());
+    let stream = events_stream(nats).await?;
+    stream
+        .create_consumer(plan.config())
+        .await
+        .map_err(|e| NatsError::api(what(), e))?;
+    Ok(())
+}
+
+/// Publishes the destination's route, and removes the one of a write key it no longer holds.
+pub async fn ensure_route(
+    nats: &Nats,
+    names: &DestinationNames,
+    key: Option<&KeyDigest>,
+) -> Result<(), NatsError> {
+    let bucket = routes(nats).await?;
+    let wanted = key.map(|k| names.route_key(k));
+    for stale in route_keys(&bucket, names).await? {
+        if Some(&stale) != wanted.as_ref() {
+            bucket
+                .purge(&stale)
+                .await
+                .map_err(|e| NatsError::api(format!("route {stale}"), e))?;
+        }
+    }
+    if let Some(key) = wanted {
+        let value = serde_json::json!({"namespace": names.namespace, "name": names.name});
+        bucket
+            .put(&key, value.to_string().into())
+            .await
+            .map_err(|e| NatsError::api(format!("route {key}"), e))?;
+    }
+    Ok(())
+}
+
+/// Everything the destination has in JetStream except its dead letters (kept for their 14
+/// days): its route, then its consumer. Removing the consumer lets interest retention drop the
+/// events only it was waiting for.
+pub async fn remove_destination(nats: &Nats, names: &DestinationNames) -> Result<(), NatsError> {
+    ensure_route(nats, names, None).await?;
+    let stream = events_stream(nats).await?;
+    match stream.delete_consumer(names.consumer()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().contains("consumer not found") => Ok(()),
+        Err(e) => Err(NatsError::api(format!("consumer {}", names.consumer()), e)),
+    }
+}
+
+/// Events waiting for the destination: not yet handed out, plus handed out and not yet
+/// acknowledged (being delivered or waiting for a retry).
+pub async fn backlog(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsError> {
+    let stream = events_stream(nats).await?;
+    let info = stream
+        .consumer_info(names.consumer())
+        .await
+        .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
+    Ok(info.num_pending + info.num_ack_pending as u64)
+}
+
+pub async fn events_stream(nats: &Nats) -> Result<stream::Stream<()>, NatsError> {
+    nats.context
+        .get_stream_no_info(EVENTS_STREAM)
+        .await
+        .map_err(|e| NatsError::api(format!("stream {EVENTS_STREAM}"), e))
+}
+
+pub async fn routes(nats: &Nats) -> Result<kv::Store, NatsError> {
+    nats.context
+        .get_key_value(ROUTES_BUCKET)
+        .await
+        .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))
+}
+
+async fn route_keys(bucket: &kv::Store, names: &DestinationNames) -> Result<Vec<String>, NatsError> {
+    use futures::TryStreamExt;
+    let suffix = format!(".{}", names.consumer());
+    let keys = match bucket.keys().await {
+        Ok(keys) => keys,
+        Err(e) => return Err(NatsError::api(format!("bucket {ROUTES_BUCKET}"), e)),
+    };
+    let all: Vec<String> = keys
+        .try_collect()
+        .await
+        .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))?;
+    Ok(all.into_iter().filter(|k| k.ends_with(&suffix)).collect())
+}

@@ -1,0 +1,213 @@
+//! The queue backend seam, on the worker's side: where a destination's events come from, and
+//! what the worker tells the queue about each — done (delivered, filtered, dead-lettered), to
+//! be retried later, or given up on. Two backends: the local disk queue with this
+//! destination's cursor and dead-letter file, and the destination's JetStream consumer with
+//! the dead-letter stream. Everything between (mapping, batching, signing, OAuth, the retry
+//! policy) is the same code for both.
+
+use super::deliver::dlq::{DeadLetter, DeadLetterStore};
+use super::queue::{Cursor, Queue, QueueError, Reader};
+use crate::jetstream::inbox::{KEEP_ALIVE_INTERVAL, StreamAcks, StreamReader};
+use crate::jetstream::names::DestinationNames;
+use crate::jetstream::{Nats, dead_letters, objects};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// One queued event as the worker receives it.
+pub struct Received {
+    /// The worker's handle on it: a queue sequence number, or a stream sequence.
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+    /// Local queue only: records before this one that were lost to disk damage (already
+    /// counted as done, so the cursor moves past them).
+    pub damaged_before: u64,
+}
+
+pub enum Inbox {
+    Local {
+        queue: Queue,
+        cursor: Arc<Cursor>,
+        dlq: DeadLetterStore,
+    },
+    Stream {
+        nats: Nats,
+        names: DestinationNames,
+        acks: StreamAcks,
+        reader: tokio::sync::Mutex<Option<StreamReader>>,
+        /// With `concurrency` 1 and batches of several events, a batch to be retried waits in
+        /// the worker (marked in progress): handing it back would let the events behind it
+        /// overtake it.
+        retries_in_place: bool,
+    },
+}
+
+pub enum InboxReader {
+    Local { reader: Reader, expected: u64, cursor: Arc<Cursor> },
+    Stream(StreamReader),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Dlq(#[from] super::deliver::dlq::DlqError),
+    #[error(transparent)]
+    Nats(#[from] crate::jetstream::NatsError),
+}
+
+impl Inbox {
+    pub fn local(queue: Queue, cursor: Arc<Cursor>, dlq: DeadLetterStore) -> Inbox {
+        Inbox::Local { queue, cursor, dlq }
+    }
+
+    /// Binds to the destination's consumer, which must exist.
+    pub async fn stream(
+        nats: Nats,
+        names: DestinationNames,
+        concurrency: usize,
+        batch_size: usize,
+    ) -> Result<Inbox, crate::jetstream::NatsError> {
+        let (reader, acks) =
+            crate::jetstream::inbox::open(&nats, &names, (concurrency * batch_size).clamp(16, 1000)).await?;
+        Ok(Inbox::Stream {
+            nats,
+            names,
+            acks,
+            reader: tokio::sync::Mutex::new(Some(reader)),
+            retries_in_place: concurrency == 1 && batch_size > 1,
+        })
+    }
+
+    /// The reader; taken once, by the worker's read loop.
+    pub async fn reader(&self) -> InboxReader {
+        match self {
+            Inbox::Local { queue, cursor, .. } => {
+                let expected = cursor.committed();
+                InboxReader::Local {
+                    reader: queue.reader(expected),
+                    expected,
+                    cursor: cursor.clone(),
+                }
+            }
+            Inbox::Stream { reader, .. } => InboxReader::Stream(
+                reader
+                    .lock()
+                    .await
+                    .take()
+                    .expect("the reader is taken once"),
+            ),
+        }
+    }
+
+    /// Done with these events.
+    pub async fn complete(&self, seqs: impl IntoIterator<Item = u64>) {
+        match self {
+            Inbox::Local { cursor, .. } => cursor.complete(seqs),
+            Inbox::Stream { acks, .. } => acks.ack(seqs).await,
+        }
+    }
+
+    /// Hands the events back to be retried after `delay`; `false` when the worker must retry
+    /// them itself (the local queue, or where order requires it).
+    pub async fn retry_later(&self, seqs: impl IntoIterator<Item = u64>, delay: Duration) -> bool {
+        match self {
+            Inbox::Stream {
+                acks,
+                retries_in_place: false,
+                ..
+            } => {
+                acks.retry_after(seqs, delay).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Attempts already made on these events before the worker got them, and since when they
+    /// have been waiting (JetStream only: locally a restart starts the count again).
+    pub fn history(&self, seqs: impl IntoIterator<Item = u64>) -> (u32, Option<SystemTime>) {
+        match self {
+            Inbox::Local { .. } => (0, None),
+            Inbox::Stream { acks, .. } => acks.history(seqs),
+        }
+    }
+
+    /// Stores dead letters; only then may their events be completed.
+    pub async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<(), InboxError> {
+        match self {
+            Inbox::Local { dlq, .. } => Ok(dlq.append(letters)?),
+            Inbox::Stream { nats, names, .. } => {
+                Ok(dead_letters::append(nats, names, letters).await?)
+            }
+        }
+    }
+
+    /// Called every [`TEND_INTERVAL`]: saves the local cursor, keeps JetStream from handing
+    /// held events to another worker; returns the destination's backlog when known.
+    pub async fn tend(&self, round: u64) -> Result<Option<u64>, InboxError> {
+        match self {
+            Inbox::Local { queue, cursor, .. } => {
+                cursor.persist()?;
+                Ok(Some(queue.head().saturating_sub(cursor.committed())))
+            }
+            Inbox::Stream { nats, names, acks, .. } => {
+                let every = |d: Duration| round.is_multiple_of((d.as_millis() / TEND_INTERVAL.as_millis()) as u64);
+                if every(KEEP_ALIVE_INTERVAL) {
+                    acks.keep_alive().await;
+                }
+                if every(Duration::from_secs(5)) {
+                    return Ok(Some(objects::backlog(nats, names).await?));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The worker stopped: the local cursor is saved; what JetStream handed out and was not
+    /// finished goes back at once, for the next worker.
+    pub async fn close(&self) -> Result<(), InboxError> {
+        match self {
+            Inbox::Local { cursor, .. } => Ok(cursor.persist()?),
+            Inbox::Stream { acks, .. } => {
+                acks.release_all().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+pub const TEND_INTERVAL: Duration = Duration::from_millis(100);
+
+impl InboxReader {
+    /// The next event, waiting for one.
+    pub async fn next(&mut self) -> Result<Received, QueueError> {
+        match self {
+            InboxReader::Local {
+                reader,
+                expected,
+                cursor,
+            } => {
+                let (seq, bytes) = reader.next().await?;
+                let damaged_before = seq.saturating_sub(*expected);
+                if damaged_before > 0 {
+                    cursor.complete(*expected..seq);
+                }
+                *expected = seq + 1;
+                Ok(Received {
+                    seq,
+                    bytes,
+                    damaged_before,
+                })
+            }
+            InboxReader::Stream(reader) => {
+                let pulled = reader.next().await;
+                Ok(Received {
+                    seq: pulled.seq,
+                    bytes: pulled.payload.to_vec(),
+                    damaged_before: 0,
+                })
+            }
+        }
+    }
+}
