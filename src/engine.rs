@@ -12,6 +12,7 @@ use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::jetstream::names::{DestinationNames, KeyDigest};
 use crate::jetstream::objects::{ConsumerPlan, Retention};
 use crate::jetstream::{self, Nats};
+use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::inbox::Inbox;
 use crate::pipeline::ingest::{self, IngestState};
@@ -197,8 +198,24 @@ pub async fn run(
         })
         .collect();
     let status_view_len = status_view.len();
+    let dead_letters = match &opts.backend {
+        Backend::Local { .. } => DeadLetters::Local {
+            data_dir: opts.data_dir.clone(),
+        },
+        Backend::JetStream { nats, .. } => DeadLetters::Stream {
+            nats: nats.clone(),
+            destinations: destinations
+                .iter()
+                .map(|d| {
+                    let d = d.borrow();
+                    DestinationNames::new(&d.namespace, &d.name)
+                })
+                .collect(),
+        },
+    };
     let state = Arc::new(IngestState {
         store,
+        dead_letters: Some(dead_letters),
         routes: Routes::Fixed(Box::new(move || routes(&destinations))),
         ready: false.into(),
         status: Box::new(move || status_json(&status_view)),
@@ -295,6 +312,7 @@ async fn stream_inbox(
             if let Some(retention) = objects {
                 jetstream::objects::ensure_streams(nats, retention).await?;
                 jetstream::objects::ensure_consumer(nats, &plan).await?;
+                jetstream::objects::ensure_route(nats, &names, plan.key.as_ref()).await?;
             }
             Inbox::stream(nats.clone(), names.clone(), dest.concurrency, dest.batching.size).await
         };

@@ -1,7 +1,13 @@
-//! `hookline dlq list|replay --data-dir DIR`.
+//! `hookline dlq list|replay --data-dir DIR` (the local store), `NAME -n NS` (a destination in
+//! the cluster, through the API server's service proxy to its workers, with the kubeconfig
+//! alone), or `NAME --nats URL` (the dead-letter stream directly).
 
 use super::Output;
-use crate::pipeline::deliver::dlq::DeadLetterStore;
+use crate::jetstream::NatsArgs;
+use crate::jetstream::names::DestinationNames;
+use crate::pipeline::dead_letters::DeadLetters;
+use crate::pipeline::deliver::dlq::{DeadLetter, DeadLetterStore};
+use anyhow::Context;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -29,33 +35,108 @@ enum Action {
 
 #[derive(clap::Args, Debug)]
 struct Common {
+    /// A WebhookDestination in the cluster (with -n), or in JetStream (with --nats)
+    name: Option<String>,
+    /// Namespace of NAME (default: the kubeconfig's; with --nats: "default")
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
     /// The data dir of `hookline run`
     #[arg(long, default_value = "./.hookline")]
     data_dir: PathBuf,
-    /// Only this destination's events
+    /// Only this destination's events (with --data-dir)
     #[arg(long)]
     destination: Option<String>,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
-pub fn dlq(args: Args) -> anyhow::Result<i32> {
+/// Where the dead letters are.
+enum Place {
+    DataDir(PathBuf),
+    Cluster {
+        client: kube::Client,
+        namespace: String,
+        name: String,
+    },
+    JetStream(DeadLetters),
+}
+
+impl Common {
+    async fn place(&self) -> anyhow::Result<Place> {
+        let Some(name) = &self.name else {
+            return Ok(Place::DataDir(self.data_dir.clone()));
+        };
+        if let Some(nats) = self.nats.connect("hookline dlq").await? {
+            let namespace = self.namespace.as_deref().unwrap_or("default");
+            return Ok(Place::JetStream(DeadLetters::Stream {
+                nats,
+                destinations: vec![DestinationNames::new(namespace, name)],
+            }));
+        }
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}")
+        })?;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        Ok(Place::Cluster {
+            client,
+            namespace,
+            name: name.clone(),
+        })
+    }
+}
+
+/// `path` on the destination's worker Service, through the API server (RBAC:
+/// `services/proxy`).
+async fn through_proxy(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    method: axum::http::Method,
+    path: &str,
+) -> anyhow::Result<String> {
+    let uri = format!("/api/v1/namespaces/{namespace}/services/http:{name}-hookline:8080/proxy{path}");
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(&uri)
+        .body(Vec::new())
+        .expect("a valid request");
+    client.request_text(request).await.with_context(|| {
+        format!(
+            "cannot reach the workers of WebhookDestination {namespace}/{name} through the API server (is it running? does your kubeconfig allow services/proxy in {namespace}?)"
+        )
+    })
+}
+
+async fn list(place: &Place, destination: Option<&str>) -> anyhow::Result<Vec<DeadLetter>> {
+    Ok(match place {
+        Place::DataDir(dir) => DeadLetterStore::new(dir)
+            .list()?
+            .into_iter()
+            .filter(|e| destination.is_none_or(|d| d == e.destination))
+            .collect(),
+        Place::Cluster {
+            client,
+            namespace,
+            name,
+        } => {
+            let text = through_proxy(client, namespace, name, axum::http::Method::GET, "/dlq").await?;
+            serde_json::from_str(&text).context("the worker's /dlq answer is not a list of dead letters")?
+        }
+        Place::JetStream(letters) => letters.list().await.map_err(anyhow::Error::msg)?,
+    })
+}
+
+pub async fn dlq(args: Args) -> anyhow::Result<i32> {
     match args.action {
         Action::List { common, output } => {
-            let store = DeadLetterStore::new(&common.data_dir);
-            let entries: Vec<_> = store
-                .list()?
-                .into_iter()
-                .filter(|e| {
-                    common
-                        .destination
-                        .as_ref()
-                        .is_none_or(|d| *d == e.destination)
-                })
-                .collect();
+            let place = common.place().await?;
+            let entries = list(&place, common.destination.as_deref()).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-                Output::Text if entries.is_empty() => {
-                    println!("no dead-lettered events in {}", common.data_dir.display())
-                }
+                Output::Text if entries.is_empty() => println!("no dead-lettered events"),
                 Output::Text => {
                     println!(
                         "{:<24} {:<26} {:>8} {:>6}  LAST ERROR",
@@ -71,14 +152,33 @@ pub fn dlq(args: Args) -> anyhow::Result<i32> {
                 }
             }
         }
-        Action::Replay { common } => {
-            let store = DeadLetterStore::new(&common.data_dir);
-            let n = store.replay(&common.data_dir, common.destination.as_deref())?;
-            println!(
-                "re-queued {n} event(s); `hookline run --data-dir {}` delivers them",
-                common.data_dir.display()
-            );
-        }
+        Action::Replay { common } => match common.place().await? {
+            Place::DataDir(dir) => {
+                let n = DeadLetterStore::new(&dir).replay(&dir, common.destination.as_deref())?;
+                println!(
+                    "re-queued {n} event(s); `hookline run --data-dir {}` delivers them",
+                    dir.display()
+                );
+            }
+            Place::Cluster {
+                client,
+                namespace,
+                name,
+            } => {
+                let text =
+                    through_proxy(&client, &namespace, &name, axum::http::Method::POST, "/dlq/replay")
+                        .await?;
+                let answer: serde_json::Value = serde_json::from_str(&text)?;
+                println!(
+                    "re-queued {} event(s) for {namespace}/{name}",
+                    answer["replayed"]
+                );
+            }
+            Place::JetStream(letters) => {
+                let n = letters.replay().await.map_err(anyhow::Error::msg)?;
+                println!("re-queued {n} event(s)");
+            }
+        },
     }
     Ok(0)
 }

@@ -4,6 +4,7 @@ mod connect;
 mod controller;
 pub mod crd;
 mod dlq;
+mod gateway;
 mod render;
 mod run;
 mod test;
@@ -39,6 +40,8 @@ enum Command {
     Controller(controller::Args),
     /// Run one destination's delivery worker from the configuration the operator renders
     Worker(worker::Args),
+    /// Run the shared ingestion service of JetStream mode: the Segment API for every destination with a write key
+    Gateway(gateway::Args),
     /// Print the WebhookDestination CustomResourceDefinition (YAML)
     Crd,
 }
@@ -153,10 +156,11 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Command::Render(args) => render::render(args),
             Command::Test(args) => test::test(args).await,
             Command::Connect(args) => connect::connect(args).await,
-            Command::Dlq(args) => dlq::dlq(args),
+            Command::Dlq(args) => dlq::dlq(args).await,
             Command::Crd => crd::crd(),
             Command::Controller(args) => controller::controller(args).await,
             Command::Worker(args) => worker::worker(args).await,
+            Command::Gateway(args) => gateway::gateway(args).await,
         }
     })
 }

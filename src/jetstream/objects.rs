@@ -13,7 +13,7 @@ use std::time::Duration;
 pub const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 /// A message handed to a worker comes back to the consumer when it is neither acknowledged
 /// nor marked in progress for this long (a worker that died).
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Retention {

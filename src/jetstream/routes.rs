@@ -53,7 +53,7 @@ impl RouteTable {
 
     async fn watch_once(&self, nats: &Nats) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let bucket = objects::routes(nats).await?;
-        let mut entries = bucket.watch_all().await?;
+        let mut entries = bucket.watch_with_history(">").await?;
         // A fresh watch replays every current entry first: the table is replaced only once the
         // replay is complete, so a key never seems unknown for a moment.
         let mut current: HashMap<String, KeyDigest> = HashMap::new();

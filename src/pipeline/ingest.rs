@@ -1,5 +1,6 @@
 //! Ingestion: the Segment HTTP Tracking API, answered only once events are durably queued.
 
+use super::dead_letters::DeadLetters;
 use super::store::{EventStore, Refused, Routes};
 use crate::metrics::METRICS;
 use axum::Router;
@@ -26,6 +27,8 @@ pub struct IngestState {
     pub ready: AtomicBool,
     /// Extra read-only endpoints (e.g. `/status`) that the runtime serves beside ingestion.
     pub status: Box<dyn Fn() -> Value + Send + Sync>,
+    /// `GET /dlq`, `POST /dlq/replay`; the gateway has none.
+    pub dead_letters: Option<DeadLetters>,
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -47,11 +50,33 @@ pub fn router(state: Arc<IngestState>) -> Router {
             "/status",
             get(|State(s): State<Arc<IngestState>>| async move { axum::Json((s.status)()) }),
         )
+        .route("/dlq", get(list_dead_letters))
+        .route("/dlq/replay", post(replay_dead_letters))
         .with_state(state)
 }
 
+async fn list_dead_letters(State(state): State<Arc<IngestState>>) -> Response {
+    let Some(dead_letters) = &state.dead_letters else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match dead_letters.list().await {
+        Ok(letters) => axum::Json(letters).into_response(),
+        Err(e) => Rejection(StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
+async fn replay_dead_letters(State(state): State<Arc<IngestState>>) -> Response {
+    let Some(dead_letters) = &state.dead_letters else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match dead_letters.replay().await {
+        Ok(n) => axum::Json(json!({"replayed": n})).into_response(),
+        Err(e) => Rejection(StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
+    }
+}
+
 async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
-    if !state.ready.load(Ordering::Acquire) {
+    if !state.ready.load(Ordering::Acquire) || !state.routes.loaded() {
         (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
     } else if !state.store.can_store().await {
         (

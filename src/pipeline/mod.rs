@@ -3,6 +3,7 @@
 //! [`worker`] wires the stages for one destination.
 
 pub mod batch;
+pub mod dead_letters;
 pub mod deliver;
 pub mod envelope;
 pub mod inbox;

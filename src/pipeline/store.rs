@@ -44,6 +44,14 @@ pub enum Refused {
 }
 
 impl Routes {
+    /// Whether the routes are known yet (the gateway reads the bucket first).
+    pub fn loaded(&self) -> bool {
+        match self {
+            Routes::Fixed(_) => true,
+            Routes::Gateway(table) => table.loaded(),
+        }
+    }
+
     /// Those that need no write key, and those whose key the request carries.
     pub fn admit(&self, key: Option<&str>) -> Result<Admitted, Refused> {
         let digest = key.map(KeyDigest::of);

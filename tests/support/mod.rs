@@ -29,6 +29,7 @@ pub struct Endpoint {
     pub url: String,
     received: Arc<Mutex<Vec<Received>>>,
     responder: Arc<Mutex<Arc<Responder>>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Endpoint {
@@ -36,10 +37,11 @@ impl Endpoint {
         let received = Arc::new(Mutex::new(Vec::new()));
         let responder: Arc<Mutex<Arc<Responder>>> =
             Arc::new(Mutex::new(Arc::new(|_| (200, vec![]))));
-        let (rec, resp) = (received.clone(), responder.clone());
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (rec, resp, slow) = (received.clone(), responder.clone(), delay.clone());
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let (rec, resp) = (rec.clone(), resp.clone());
+                let (rec, resp, slow) = (rec.clone(), resp.clone(), slow.clone());
                 async move {
                     let n = {
                         let mut r = rec.lock().unwrap();
@@ -52,6 +54,8 @@ impl Endpoint {
                         });
                         r.len() - 1
                     };
+                    let pause = *slow.lock().unwrap();
+                    tokio::time::sleep(pause).await;
                     let f = resp.lock().unwrap().clone();
                     let (status, headers) = f(n);
                     let mut builder = axum::http::Response::builder()
@@ -72,7 +76,13 @@ impl Endpoint {
             url,
             received,
             responder,
+            delay,
         }
+    }
+
+    /// Makes every answer wait this long (recorded on arrival, answered after).
+    pub fn slow_down(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     pub fn respond(
