@@ -39,7 +39,9 @@ fn options(leader_election: Option<&str>, identity: &str, port: u16) -> Operator
         listen: ([127, 0, 0, 1], port).into(),
         build: BuildOptions {
             default_image: "hookline:test".into(),
+            jetstream: None,
         },
+        jetstream: None,
     }
 }
 
@@ -1125,5 +1127,75 @@ async fn an_operator_restart_over_unchanged_destinations_applies_nothing() {
         after.get("patch hookline.dev/v1alpha1/webhookdestinations/status"),
         before.get("patch hookline.dev/v1alpha1/webhookdestinations/status")
     );
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_with_a_finalizer() {
+    let nats_server = support::nats::NatsServer::start().await;
+    let args = hookline::jetstream::NatsArgs {
+        url: nats_server.url(),
+        replicas: 1,
+        max_age_seconds: 3600,
+        ..Default::default()
+    };
+    let nats = args.connect("test").await.unwrap().unwrap();
+    let mut opts = options(None, "op-1", free_port());
+    opts.build.jetstream = Some(hookline::controller::build::JetStreamOptions {
+        url: nats_server.url(),
+        auth_secret: Some("nats-auth".into()),
+        gateway_url: Some("http://hookline-gateway.hookline.svc:8080".into()),
+    });
+    opts.jetstream = Some((nats.clone(), args.retention()));
+    let op = Operator::launch(ApiServer::new(), opts);
+    op.create_secret("crm", json!({"token": "t", "writeKey": "wk-1"})).await;
+    op.create_destination(&bearer_destination(
+        "orders",
+        "  source:\n    writeKeySecretRef: { name: crm, key: writeKey }\n",
+    ))
+    .await;
+    let deployment = eventually("the worker Deployment", || async {
+        op.api::<Deployment>().get_opt("orders-hookline").await.unwrap()
+    })
+    .await;
+    // Created before the Deployment was applied.
+    let js = &nats.context;
+    let stream = js.get_stream("HOOKLINE_EVENTS").await.unwrap();
+    let consumer = stream.consumer_info(format!("{NS}_orders")).await.unwrap();
+    let digest = hookline::jetstream::names::KeyDigest::of("wk-1");
+    assert_eq!(
+        consumer.config.filter_subjects,
+        vec![format!("hookline.events.dest.{NS}_orders"), digest.subject()]
+    );
+    let routes = js.get_key_value("hookline-routes").await.unwrap();
+    assert!(routes.get(format!("{}.{NS}_orders", digest.0)).await.unwrap().is_some());
+    let env = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(env.iter().any(|e| e.name == "HOOKLINE_NATS_URL" && e.value.as_deref() == Some(nats_server.url().as_str())));
+    assert!(env.iter().any(|e| e.name == "HOOKLINE_NATS_TOKEN" && e.value.is_none()), "credentials come from a Secret");
+
+    let dest = eventually("status.backlog", || async {
+        let d = op.destination("orders").await;
+        d.status.as_ref().and_then(|s| s.backlog).map(|_| d)
+    })
+    .await;
+    assert!(dest.finalizers().contains(&"hookline.dev/jetstream".to_string()));
+    assert_eq!(
+        dest.status.unwrap().ingest_url.as_deref(),
+        Some("http://hookline-gateway.hookline.svc:8080")
+    );
+
+    op.api::<WebhookDestination>()
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the destination to be gone", || async {
+        op.api::<WebhookDestination>().get_opt("orders").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(stream.consumer_info(format!("{NS}_orders")).await.is_err(), "the consumer is removed");
+    assert!(routes.get(format!("{}.{NS}_orders", digest.0)).await.unwrap().is_none(), "the route is removed");
     op.stop().await;
 }

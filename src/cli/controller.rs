@@ -1,6 +1,7 @@
 //! `hookline controller`: the operator, against the cluster it runs in (or `KUBECONFIG`).
 
-use crate::controller::build::BuildOptions;
+use crate::controller::build::{BuildOptions, JetStreamOptions};
+use crate::jetstream::NatsArgs;
 use crate::controller::operator::{self, OperatorOptions};
 use crate::shutdown;
 use anyhow::Context;
@@ -26,6 +27,16 @@ pub struct Args {
     /// Image the workers run when a destination sets no `spec.worker.image` (the operator's own)
     #[arg(long, env = "HOOKLINE_WORKER_IMAGE", default_value = concat!("ghcr.io/hookline/hookline:", env!("CARGO_PKG_VERSION")))]
     worker_image: String,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// JetStream mode: the gateway's URL, reported as `status.ingestUrl` of destinations with a
+    /// write key
+    #[arg(long, env = "HOOKLINE_GATEWAY_URL")]
+    gateway_url: Option<String>,
+    /// JetStream mode: the Secret (in each destination's namespace) whose `token`, or `user`
+    /// and `password`, workers use for NATS
+    #[arg(long, env = "HOOKLINE_NATS_AUTH_SECRET")]
+    nats_auth_secret: Option<String>,
 }
 
 pub async fn controller(args: Args) -> anyhow::Result<i32> {
@@ -41,6 +52,12 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let nats = args.nats.connect("hookline controller").await?;
+    let jetstream = nats.as_ref().map(|_| JetStreamOptions {
+        url: args.nats.url.clone(),
+        auth_secret: args.nats_auth_secret.clone(),
+        gateway_url: args.gateway_url.clone(),
+    });
     let shutdown = shutdown::on_signal("stopping: finishing reconciles in flight");
     operator::run(
         client,
@@ -51,7 +68,9 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
             listen: args.listen,
             build: BuildOptions {
                 default_image: args.worker_image,
+                jetstream,
             },
+            jetstream: nats.map(|n| (n, args.nats.retention())),
         },
         shutdown,
     )

@@ -7,6 +7,7 @@ use crate::config::worker::WorkerConfig;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, SecretKeySelector,
     HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
     SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
     ServiceSpec, Volume, VolumeMount,
@@ -33,7 +34,22 @@ const RUN_AS: i64 = 65532;
 pub struct BuildOptions {
     /// The worker image when `spec.worker.image` is empty: the operator's own.
     pub default_image: String,
+    /// JetStream mode (API §8); `None` is local mode.
+    pub jetstream: Option<JetStreamOptions>,
 }
+
+#[derive(Debug, Clone, Default)]
+pub struct JetStreamOptions {
+    /// What workers pass as `--nats`.
+    pub url: String,
+    /// A Secret, in each destination's namespace, with `token` or `user`/`password` for NATS.
+    pub auth_secret: Option<String>,
+    /// The gateway's URL: `status.ingestUrl` of destinations with a write key.
+    pub gateway_url: Option<String>,
+}
+
+/// Seconds Kubernetes gives a worker between SIGTERM and SIGKILL.
+const GRACE_SECONDS: i64 = 30;
 
 /// Every child, ready to be applied.
 #[derive(Debug, Clone)]
@@ -49,12 +65,53 @@ pub fn child_name(dest: &WebhookDestination) -> String {
     format!("{}-hookline", dest.name_any())
 }
 
-pub fn ingest_url(dest: &WebhookDestination) -> String {
+/// Where the destination's events are sent: the gateway for a destination with a write key in
+/// JetStream mode, its own worker Service otherwise.
+pub fn ingest_url(dest: &WebhookDestination, opts: &BuildOptions) -> String {
+    let gateway = opts.jetstream.as_ref().and_then(|j| j.gateway_url.clone());
+    if let (Some(gateway), Some(_)) = (gateway, dest.spec.source.as_ref().and_then(|s| s.write_key_secret_ref.as_ref())) {
+        return gateway;
+    }
     format!(
         "http://{}.{}.svc:{INGEST_PORT}",
         child_name(dest),
         dest.namespace().unwrap_or_default()
     )
+}
+
+/// Local mode: the drain after SIGTERM, a little shorter than the grace period. JetStream
+/// mode: where NATS is, and its credentials from a Secret (never the ConfigMap).
+fn worker_env(opts: &BuildOptions) -> Vec<EnvVar> {
+    let value = |name: &str, value: String| EnvVar {
+        name: name.into(),
+        value: Some(value),
+        ..EnvVar::default()
+    };
+    let Some(js) = &opts.jetstream else {
+        return vec![value("HOOKLINE_DRAIN_SECONDS", (GRACE_SECONDS - 5).to_string())];
+    };
+    let mut env = vec![value("HOOKLINE_NATS_URL", js.url.clone())];
+    if let Some(secret) = &js.auth_secret {
+        for (name, key) in [
+            ("HOOKLINE_NATS_TOKEN", "token"),
+            ("HOOKLINE_NATS_USER", "user"),
+            ("HOOKLINE_NATS_PASSWORD", "password"),
+        ] {
+            env.push(EnvVar {
+                name: name.into(),
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.clone(),
+                        key: key.into(),
+                        optional: Some(true),
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            });
+        }
+    }
+    env
 }
 
 pub fn selector_labels(dest: &WebhookDestination) -> BTreeMap<String, String> {
@@ -236,6 +293,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
+        env: Some(worker_env(opts)),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: Some(worker.resources.unwrap_or_else(default_resources)),
@@ -290,7 +348,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    termination_grace_period_seconds: Some(30),
+                    termination_grace_period_seconds: Some(GRACE_SECONDS),
                     containers: vec![container],
                     volumes: Some(volumes),
                     ..PodSpec::default()
@@ -353,6 +411,7 @@ pub(crate) mod tests {
     fn opts() -> BuildOptions {
         BuildOptions {
             default_image: "hookline:operator".into(),
+            jetstream: None,
         }
     }
 
@@ -512,7 +571,7 @@ pub(crate) mod tests {
     #[test]
     fn ingest_url_is_the_service_dns_name() {
         assert_eq!(
-            ingest_url(&fixture("full")),
+            ingest_url(&fixture("full"), &opts()),
             "http://orders-to-crm-hookline.analytics.svc:8080"
         );
     }

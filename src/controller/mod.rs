@@ -12,6 +12,7 @@ pub mod children;
 pub mod conditions;
 pub mod dereference;
 pub mod events;
+pub mod jetstream;
 pub mod operator;
 pub mod reconcile;
 pub mod test_event;
@@ -25,6 +26,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the WebhookDestination has no namespace")]
     NotNamespaced,
+    #[error(transparent)]
+    JetStream(crate::jetstream::NatsError),
 }
 
 impl Error {
@@ -42,6 +45,7 @@ impl Error {
             },
             Error::Kube(_) => "ApiUnreachable",
             Error::NotNamespaced => "NotNamespaced",
+            Error::JetStream(_) => "JetStreamUnavailable",
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct OperatorOptions {
     pub identity: String,
     pub listen: SocketAddr,
     pub build: BuildOptions,
+    /// JetStream mode: where NATS is and how long its streams keep events.
+    pub jetstream: Option<(crate::jetstream::Nats, crate::jetstream::objects::Retention)>,
 }
 
 pub async fn run(
@@ -230,6 +232,10 @@ async fn run_controller(
         test_events,
         backoff: Default::default(),
         destinations: destinations.clone(),
+        jetstream: opts
+            .jetstream
+            .clone()
+            .map(|(nats, retention)| super::jetstream::JetStreamObjects::new(nats, retention)),
         children: ChildCaches {
             config_maps,
             service_accounts,

@@ -7,6 +7,7 @@ use super::children::{self, ChildCaches};
 use super::conditions::{self, WorkerState};
 use super::dereference::SecretCache;
 use super::events::Events;
+use super::jetstream::{self, JetStreamObjects};
 use super::test_event;
 use super::tokens::TokenManagers;
 use super::{Error, apply, dereference, validate};
@@ -39,6 +40,8 @@ pub struct Context {
     pub swept: Mutex<Instant>,
     /// The controller's cache of destinations: token managers of deleted ones are stopped.
     pub destinations: Store<WebhookDestination>,
+    /// JetStream mode; `None` is local mode.
+    pub jetstream: Option<JetStreamObjects>,
 }
 
 /// Drift and missed events are caught by this periodic pass even with no watch event.
@@ -64,7 +67,11 @@ pub async fn reconcile(dest: Arc<WebhookDestination>, ctx: Arc<Context>) -> Resu
 async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Action, Error> {
     let namespace = dest.namespace().ok_or(Error::NotNamespaced)?;
     if dest.meta().deletion_timestamp.is_some() {
-        // Owner references let the garbage collector remove the children.
+        // Owner references let the garbage collector remove the children; what lives in
+        // JetStream is removed here, behind the finalizer.
+        if let Some(js) = &ctx.jetstream {
+            js.finalize(&ctx.client, dest).await?;
+        }
         return Ok(Action::await_change());
     }
     sweep_deleted(ctx);
@@ -120,6 +127,11 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         .deployments
         .get(&ObjectRef::new(&build::child_name(dest)).within(&namespace))
         .map(|d| d.as_ref().clone());
+    if let (Some(js), true) = (&ctx.jetstream, verdict.can_deploy()) {
+        // The consumer and route exist before any worker starts.
+        js.hold(&ctx.client, dest).await?;
+        js.ensure(dest, write_key(dest, &deref).as_deref()).await?;
+    }
     let deployment = if verdict.can_deploy() {
         let mut desired = build::build(dest, &ctx.build);
         let c = &ctx.children;
@@ -158,7 +170,11 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             &old.conditions,
             &Time(jiff_now()),
         ),
-        ingest_url: Some(build::ingest_url(dest)),
+        ingest_url: Some(build::ingest_url(dest, &ctx.build)),
+        backlog: match &ctx.jetstream {
+            Some(js) => js.backlog(dest).await,
+            None => None,
+        },
         auth: token_state.as_ref().map(|state| AuthStatus {
             token_secret_name: Some(token_secret_name(&dest.name_any())),
             expires_at: state.expires_at().map(rfc3339),
@@ -177,8 +193,15 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     }
     Ok(match worker {
         WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
+        _ if ctx.jetstream.is_some() => Action::requeue(jetstream::BACKLOG_EVERY),
         _ => Action::requeue(RESYNC),
     })
+}
+
+/// The destination's write key, when it has one and its Secret resolves.
+fn write_key(dest: &WebhookDestination, deref: &dereference::Dereferenced) -> Option<String> {
+    let loaded = LoadedDestination::from_resource(dest.clone());
+    Credentials::resolve(&loaded, &deref.secrets).ok()?.write_key
 }
 
 fn cached_meta<K: Resource<DynamicType = ()> + Clone>(

@@ -147,7 +147,7 @@ impl NatsArgs {
 }
 
 /// A connection to NATS and its JetStream.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Nats {
     pub client: async_nats::Client,
     pub context: jetstream::Context,

@@ -276,6 +276,12 @@ impl ApiServer {
             (Some(old), _) => old.clone(),
         };
         let before = obj.clone();
+        if let (Some(wanted), Some(old)) = (body["metadata"]["resourceVersion"].as_str(), &existing)
+            && how != Write::Apply
+            && old["metadata"]["resourceVersion"].as_str() != Some(wanted)
+        {
+            return status_error(409, "Conflict", format!("{name}: the object has been modified"));
+        }
         if target.status {
             if creating {
                 return status_error(404, "NotFound", format!("{name} not found"));
@@ -327,6 +333,15 @@ impl ApiServer {
             let generation = before["metadata"]["generation"].as_i64().unwrap_or(1);
             obj["metadata"]["generation"] = (generation + 1).into();
         }
+        let finalized = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|f| f.is_empty());
+        if !obj["metadata"]["deletionTimestamp"].is_null() && finalized {
+            // The last finalizer is gone: the deletion completes.
+            store.objects.remove(&key);
+            self.record(&mut store, "DELETED", target, obj.clone());
+            return json_response(StatusCode::OK, &obj);
+        }
         store.objects.insert(key, obj.clone());
         let kind = if creating { "ADDED" } else { "MODIFIED" };
         self.record(&mut store, kind, target, obj.clone());
@@ -347,6 +362,26 @@ impl ApiServer {
             namespace.to_string(),
             name.to_string(),
         );
+        let finalizers = store
+            .objects
+            .get(&key)
+            .and_then(|o| o["metadata"]["finalizers"].as_array())
+            .is_some_and(|f| !f.is_empty());
+        if finalizers {
+            // Like a real API server: marked for deletion, kept until its finalizers are done.
+            store.rv += 1;
+            let rv = store.rv.to_string();
+            let obj = store.objects.get_mut(&key).expect("checked above");
+            if obj["metadata"]["deletionTimestamp"].is_null() {
+                obj["metadata"]["deletionTimestamp"] = chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    .into();
+            }
+            obj["metadata"]["resourceVersion"] = rv.into();
+            let obj = obj.clone();
+            self.record(&mut store, "MODIFIED", target, obj.clone());
+            return json_response(StatusCode::OK, &obj);
+        }
         match store.objects.remove(&key) {
             None => status_error(404, "NotFound", format!("{name} not found")),
             Some(mut obj) => {

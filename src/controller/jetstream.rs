@@ -1,0 +1,145 @@
+//! The operator's side of JetStream mode (API §8): the streams once, each destination's
+//! consumer and route before its workers start, its backlog for the status, and their removal
+//! behind a finalizer when the resource is deleted.
+
+use super::Error;
+use crate::api::WebhookDestination;
+use crate::jetstream::names::{DestinationNames, KeyDigest};
+use crate::jetstream::objects::{self, ConsumerPlan, Retention};
+use crate::jetstream::{Nats, NatsError};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, ResourceExt};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub const FINALIZER: &str = "hookline.dev/jetstream";
+/// Set to `"true"` on a destination being deleted while NATS is unreachable for good: the
+/// finalizer is removed without the cleanup (the consumer and route are left behind).
+pub const SKIP_CLEANUP_ANNOTATION: &str = "hookline.dev/skip-jetstream-cleanup";
+/// `status.backlog` is refreshed at most this often.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(30);
+
+pub struct JetStreamObjects {
+    nats: Nats,
+    retention: Retention,
+    streams_ready: AtomicBool,
+    /// What each destination's consumer and route were last made to be.
+    ensured: Mutex<HashMap<ObjectRef<WebhookDestination>, ConsumerPlan>>,
+    backlogs: Mutex<HashMap<ObjectRef<WebhookDestination>, (Instant, u64)>>,
+}
+
+fn names(dest: &WebhookDestination) -> DestinationNames {
+    DestinationNames::new(&dest.namespace().unwrap_or_default(), &dest.name_any())
+}
+
+impl JetStreamObjects {
+    pub fn new(nats: Nats, retention: Retention) -> JetStreamObjects {
+        JetStreamObjects {
+            nats,
+            retention,
+            streams_ready: AtomicBool::new(false),
+            ensured: Mutex::default(),
+            backlogs: Mutex::default(),
+        }
+    }
+
+    /// The streams (once per operator start), then the destination's consumer and route.
+    pub async fn ensure(&self, dest: &WebhookDestination, write_key: Option<&str>) -> Result<(), Error> {
+        if !self.streams_ready.load(Ordering::Acquire) {
+            objects::ensure_streams(&self.nats, self.retention).await?;
+            self.streams_ready.store(true, Ordering::Release);
+        }
+        let spec = &dest.spec;
+        let plan = ConsumerPlan::new(
+            names(dest),
+            write_key.map(KeyDigest::of),
+            spec.delivery.as_ref().and_then(|d| d.concurrency).map_or(1, |c| c as usize),
+            spec.batching.as_ref().and_then(|b| b.size).map_or(1, |s| s as usize),
+        );
+        let key = ObjectRef::from_obj(dest);
+        if self.ensured.lock().expect("ensured lock").get(&key) == Some(&plan) {
+            return Ok(());
+        }
+        objects::ensure_consumer(&self.nats, &plan).await?;
+        objects::ensure_route(&self.nats, &plan.names, plan.key.as_ref()).await?;
+        self.ensured.lock().expect("ensured lock").insert(key, plan);
+        Ok(())
+    }
+
+    /// The destination's backlog, read from JetStream at most every [`BACKLOG_EVERY`];
+    /// `None` while it cannot be read.
+    pub async fn backlog(&self, dest: &WebhookDestination) -> Option<u64> {
+        let key = ObjectRef::from_obj(dest);
+        if let Some((at, n)) = self.backlogs.lock().expect("backlog lock").get(&key)
+            && at.elapsed() < BACKLOG_EVERY
+        {
+            return Some(*n);
+        }
+        match objects::backlog(&self.nats, &names(dest)).await {
+            Ok(n) => {
+                self.backlogs.lock().expect("backlog lock").insert(key, (Instant::now(), n));
+                Some(n)
+            }
+            Err(e) => {
+                tracing::warn!(destination = %dest.name_any(), error = %e, "cannot read the backlog");
+                None
+            }
+        }
+    }
+
+    /// A destination being deleted: its consumer and route are removed (unless the user said
+    /// to skip that), then the finalizer.
+    pub async fn finalize(&self, client: &Client, dest: &WebhookDestination) -> Result<(), Error> {
+        if !dest.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let skip = dest
+            .annotations()
+            .get(SKIP_CLEANUP_ANNOTATION)
+            .is_some_and(|v| v == "true");
+        if skip {
+            tracing::warn!(destination = %dest.name_any(), "deleted without removing its JetStream consumer and route ({SKIP_CLEANUP_ANNOTATION})");
+        } else {
+            objects::remove_destination(&self.nats, &names(dest)).await?;
+        }
+        let key = ObjectRef::from_obj(dest);
+        self.ensured.lock().expect("ensured lock").remove(&key);
+        self.backlogs.lock().expect("backlog lock").remove(&key);
+        let kept: Vec<String> = dest.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+        set_finalizers(client, dest, kept).await
+    }
+
+    /// Adds the finalizer before anything exists in JetStream for the destination.
+    pub async fn hold(&self, client: &Client, dest: &WebhookDestination) -> Result<(), Error> {
+        if dest.finalizers().iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let mut all = dest.finalizers().to_vec();
+        all.push(FINALIZER.to_string());
+        set_finalizers(client, dest, all).await
+    }
+}
+
+/// A merge patch carrying the resourceVersion it was computed from: a concurrent change to the
+/// finalizers makes it fail with a conflict (and the reconcile is retried), never lost.
+async fn set_finalizers(client: &Client, dest: &WebhookDestination, finalizers: Vec<String>) -> Result<(), Error> {
+    let api: Api<WebhookDestination> = Api::namespaced(client.clone(), &dest.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": dest.resource_version(),
+        }
+    });
+    api.patch(&dest.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+impl From<NatsError> for Error {
+    fn from(e: NatsError) -> Error {
+        Error::JetStream(e)
+    }
+}
