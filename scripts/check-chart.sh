@@ -24,6 +24,9 @@ check() {
 
 check "default values"
 check "namespaced install" --set watchNamespace=analytics --set replicaCount=2
+check "JetStream mode" --set nats.url=nats://nats.nats.svc:4222 --set nats.auth.secretName=nats-auth \
+    --set nats.auth.credsKey=hookline.creds --set nats.tls.caSecretName=nats-ca
+"$helm" template hookline "$chart" --set nats.url=nats://nats:4222 | grep -q 'args: \["gateway"'
 # The ServiceMonitor's kind is not in the Kubernetes schemas: render it, check it is there.
 "$helm" template hookline "$chart" --set metrics.serviceMonitor.enabled=true |
     grep -q '^kind: ServiceMonitor$'

@@ -5,14 +5,14 @@
 use crate::api::GrantType;
 use crate::config::destination::token_secret_name;
 use crate::config::destination::{Destination, LiveDestination};
-use crate::oauth::endpoint::TokenEndpoint;
-use crate::oauth::manager::{self, InMemory, TokenSource};
-use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
-use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::jetstream::names::{DestinationNames, KeyDigest};
 use crate::jetstream::objects::{ConsumerPlan, Retention};
 use crate::jetstream::{self, Nats};
+use crate::oauth::endpoint::TokenEndpoint;
+use crate::oauth::manager::{self, InMemory, TokenSource};
+use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
 use crate::pipeline::dead_letters::DeadLetters;
+use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::inbox::Inbox;
 use crate::pipeline::ingest::{self, IngestState};
@@ -121,7 +121,10 @@ pub enum Backend {
     },
     /// A shared JetStream. `objects`: this process creates the streams and its destinations'
     /// consumers (`run --nats`); in the cluster the operator does.
-    JetStream { nats: Nats, objects: Option<Retention> },
+    JetStream {
+        nats: Nats,
+        objects: Option<Retention>,
+    },
 }
 
 pub async fn run(
@@ -276,7 +279,10 @@ impl LocalQueue {
 
     fn inbox(&self, destination: &str) -> anyhow::Result<Inbox> {
         let cursor = Cursor::open(&self.cursor_dir.join(destination), self.queue.head())?;
-        self.cursors.lock().expect("cursors lock").push(cursor.clone());
+        self.cursors
+            .lock()
+            .expect("cursors lock")
+            .push(cursor.clone());
         Ok(Inbox::local(self.queue.clone(), cursor, self.dlq.clone()))
     }
 
@@ -314,7 +320,13 @@ async fn stream_inbox(
                 jetstream::objects::ensure_consumer(nats, &plan).await?;
                 jetstream::objects::ensure_route(nats, &names, plan.key.as_ref()).await?;
             }
-            Inbox::stream(nats.clone(), names.clone(), dest.concurrency, dest.batching.size).await
+            Inbox::stream(
+                nats.clone(),
+                names.clone(),
+                dest.concurrency,
+                dest.batching.size,
+            )
+            .await
         };
         match attempt.await {
             Ok(inbox) => return Some(inbox),
@@ -331,12 +343,19 @@ async fn stream_inbox(
 
 /// After `shutdown`: turns true once every destination has delivered what was queued, or
 /// when `drain` has passed, whichever comes first.
-fn drained(local: LocalQueue, drain: Duration, mut shutdown: watch::Receiver<bool>) -> watch::Receiver<bool> {
+fn drained(
+    local: LocalQueue,
+    drain: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> watch::Receiver<bool> {
     let (stop, stopping) = watch::channel(false);
     tokio::spawn(async move {
         stopped(&mut shutdown).await;
         let deadline = tokio::time::Instant::now() + drain;
-        tracing::info!(?drain, "not ready and not ingesting; delivering what is queued");
+        tracing::info!(
+            ?drain,
+            "not ready and not ingesting; delivering what is queued"
+        );
         loop {
             let waiting = local.queue.head().saturating_sub(local.min_cursor());
             if waiting == 0 {
@@ -344,7 +363,10 @@ fn drained(local: LocalQueue, drain: Duration, mut shutdown: watch::Receiver<boo
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(waiting, "the grace period is nearly over; stopping with events still queued (they wait on this pod's disk)");
+                tracing::warn!(
+                    waiting,
+                    "the grace period is nearly over; stopping with events still queued (they wait on this pod's disk)"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -846,7 +846,10 @@ fn assert_rules_cover_exactly(operator_calls: &[String], files: &[&str]) {
 /// Every call has a rule in `files`, and every rule in `files[exact_from..]` is used.
 fn assert_rules_cover(operator_calls: &[String], files: &[&str], exact_from: usize) {
     let rules: Vec<_> = files.iter().flat_map(|f| chart_rules(f)).collect();
-    let checked: Vec<_> = files[exact_from..].iter().flat_map(|f| chart_rules(f)).collect();
+    let checked: Vec<_> = files[exact_from..]
+        .iter()
+        .flat_map(|f| chart_rules(f))
+        .collect();
     let allowed = |(group, resource, verb): &(String, String, String)| {
         rules.iter().any(|r| {
             r.api_groups.contains(group) && r.resources.contains(resource) && r.verbs.contains(verb)
@@ -1148,9 +1151,10 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     let nats_server = support::nats::NatsServer::start().await;
     let args = hookline::jetstream::NatsArgs {
         url: nats_server.url(),
+        creds: None,
+        ca: None,
         replicas: 1,
-        max_age_seconds: 3600,
-        ..Default::default()
+        max_age: Duration::from_secs(3600),
     };
     let nats = args.connect("test").await.unwrap().unwrap();
     let mut opts = options(None, "op-1", free_port());
@@ -1163,14 +1167,18 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     let server = ApiServer::new();
     let op = Operator::launch(server.clone(), opts);
     let setup_calls = server.calls();
-    op.create_secret("crm", json!({"token": "t", "writeKey": "wk-1"})).await;
+    op.create_secret("crm", json!({"token": "t", "writeKey": "wk-1"}))
+        .await;
     op.create_destination(&bearer_destination(
         "orders",
         "  source:\n    writeKeySecretRef: { name: crm, key: writeKey }\n",
     ))
     .await;
     let deployment = eventually("the worker Deployment", || async {
-        op.api::<Deployment>().get_opt("orders-hookline").await.unwrap()
+        op.api::<Deployment>()
+            .get_opt("orders-hookline")
+            .await
+            .unwrap()
     })
     .await;
     // Created before the Deployment was applied.
@@ -1180,23 +1188,42 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     let digest = hookline::jetstream::names::KeyDigest::of("wk-1");
     assert_eq!(
         consumer.config.filter_subjects,
-        vec![format!("hookline.events.dest.{NS}_orders"), digest.subject()]
+        vec![
+            format!("hookline.events.dest.{NS}_orders"),
+            digest.subject()
+        ]
     );
     let routes = js.get_key_value("hookline-routes").await.unwrap();
-    assert!(routes.get(format!("{}.{NS}_orders", digest.0)).await.unwrap().is_some());
+    assert!(
+        routes
+            .get(format!("{}.{NS}_orders", digest.0))
+            .await
+            .unwrap()
+            .is_some()
+    );
     let env = deployment.spec.unwrap().template.spec.unwrap().containers[0]
         .env
         .clone()
         .unwrap();
-    assert!(env.iter().any(|e| e.name == "HOOKLINE_NATS_URL" && e.value.as_deref() == Some(nats_server.url().as_str())));
-    assert!(env.iter().any(|e| e.name == "HOOKLINE_NATS_TOKEN" && e.value.is_none()), "credentials come from a Secret");
+    assert!(
+        env.iter().any(|e| e.name == "HOOKLINE_NATS_URL"
+            && e.value.as_deref() == Some(nats_server.url().as_str()))
+    );
+    assert!(
+        env.iter()
+            .any(|e| e.name == "HOOKLINE_NATS_TOKEN" && e.value.is_none()),
+        "credentials come from a Secret"
+    );
 
     let dest = eventually("status.backlog", || async {
         let d = op.destination("orders").await;
         d.status.as_ref().and_then(|s| s.backlog).map(|_| d)
     })
     .await;
-    assert!(dest.finalizers().contains(&"hookline.dev/jetstream".to_string()));
+    assert!(
+        dest.finalizers()
+            .contains(&"hookline.dev/jetstream".to_string())
+    );
     assert_eq!(
         dest.status.unwrap().ingest_url.as_deref(),
         Some("http://hookline-gateway.hookline.svc:8080")
@@ -1207,11 +1234,26 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         .await
         .unwrap();
     eventually("the destination to be gone", || async {
-        op.api::<WebhookDestination>().get_opt("orders").await.unwrap().is_none().then_some(())
+        op.api::<WebhookDestination>()
+            .get_opt("orders")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
     })
     .await;
-    assert!(stream.consumer_info(format!("{NS}_orders")).await.is_err(), "the consumer is removed");
-    assert!(routes.get(format!("{}.{NS}_orders", digest.0)).await.unwrap().is_none(), "the route is removed");
+    assert!(
+        stream.consumer_info(format!("{NS}_orders")).await.is_err(),
+        "the consumer is removed"
+    );
+    assert!(
+        routes
+            .get(format!("{}.{NS}_orders", digest.0))
+            .await
+            .unwrap()
+            .is_none(),
+        "the route is removed"
+    );
     op.stop().await;
     let own = [
         "create v1/secrets",
@@ -1228,5 +1270,9 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         .filter(|c| !own.contains(&c.as_str()))
         .collect();
     // A short scenario: every call covered, and the JetStream rules all needed.
-    assert_rules_cover(&operator_calls, &["operator-rules.yaml", "jetstream-rules.yaml"], 1);
+    assert_rules_cover(
+        &operator_calls,
+        &["operator-rules.yaml", "jetstream-rules.yaml"],
+        1,
+    );
 }

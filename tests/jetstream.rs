@@ -36,7 +36,12 @@ fn numbered(from: i64, to: i64) -> Value {
 
 const MAP_N: &str = "  mapping:\n    n: { \"@path\": \"$.properties.n\" }\n";
 
-async fn run_nats(dir: &std::path::Path, nats: &str, files: &[std::path::PathBuf], data: &str) -> Hookline {
+async fn run_nats(
+    dir: &std::path::Path,
+    nats: &str,
+    files: &[std::path::PathBuf],
+    data: &str,
+) -> Hookline {
     Hookline::start_with(files, &dir.join(data), &["--nats", nats]).await
 }
 
@@ -45,10 +50,20 @@ async fn run_with_nats_delivers_retries_from_jetstream_and_dead_letters_to_a_str
     let nats = NatsServer::start().await;
     let endpoint = Endpoint::start().await;
     // Every first attempt fails with a 503 and Retry-After: the retry comes back from JetStream.
-    endpoint.respond(|n| if n % 2 == 0 { (503, vec![("Retry-After".into(), "0".into())]) } else { (200, vec![]) });
+    endpoint.respond(|n| {
+        if n % 2 == 0 {
+            (503, vec![("Retry-After".into(), "0".into())])
+        } else {
+            (200, vec![])
+        }
+    });
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    maxAttempts: 5\n");
-    let files = [manifest(dir.path(), "d.yaml", &destination("crm", &endpoint.url, &spec))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
     let h = run_nats(dir.path(), &nats.url(), &files, "a").await;
     let r = h.post("/v1/batch", numbered(0, 20)).await;
     assert_eq!(r.status(), 200);
@@ -58,7 +73,10 @@ async fn run_with_nats_delivers_retries_from_jetstream_and_dead_letters_to_a_str
     assert_eq!(got.len(), 40, "one 503 and one 200 per event");
     assert!(counts(&got).values().all(|c| *c == 2));
     let retried = h.metrics().await;
-    assert!(retried.contains("hookline_delivery_retries_total{cause=\"503\",destination=\"crm\"} 20"), "{retried}");
+    assert!(
+        retried.contains("hookline_delivery_retries_total{cause=\"503\",destination=\"crm\"} 20"),
+        "{retried}"
+    );
 }
 
 /// The events stream's message count, read from JetStream itself.
@@ -76,9 +94,35 @@ async fn the_gateway_stores_each_event_once_and_every_destination_with_the_key_g
     let dir = tempfile::tempdir().unwrap();
     let key = "  source:\n    writeKeySecretRef: { name: keys, key: shop }\n";
     let files = [
-        manifest(dir.path(), "a.yaml", &destination("a", &format!("{}/a", endpoint.url), &format!("{MAP_N}{key}  subscription: 'properties.n < 5'\n"))),
-        manifest(dir.path(), "b.yaml", &destination("b", &format!("{}/b", endpoint.url), &format!("  mapping:\n    b: {{ \"@path\": \"$.properties.n\" }}\n{key}  subscription: 'properties.n >= 5'\n"))),
-        manifest(dir.path(), "c.yaml", &destination("c", &format!("{}/c", endpoint.url), &format!("{MAP_N}{key}"))),
+        manifest(
+            dir.path(),
+            "a.yaml",
+            &destination(
+                "a",
+                &format!("{}/a", endpoint.url),
+                &format!("{MAP_N}{key}  subscription: 'properties.n < 5'\n"),
+            ),
+        ),
+        manifest(
+            dir.path(),
+            "b.yaml",
+            &destination(
+                "b",
+                &format!("{}/b", endpoint.url),
+                &format!(
+                    "  mapping:\n    b: {{ \"@path\": \"$.properties.n\" }}\n{key}  subscription: 'properties.n >= 5'\n"
+                ),
+            ),
+        ),
+        manifest(
+            dir.path(),
+            "c.yaml",
+            &destination(
+                "c",
+                &format!("{}/c", endpoint.url),
+                &format!("{MAP_N}{key}"),
+            ),
+        ),
         manifest(dir.path(), "s.yaml", SECRETS),
     ];
     // The workers create their consumers and routes, and stop: the stream keeps every event
@@ -86,7 +130,11 @@ async fn the_gateway_stores_each_event_once_and_every_destination_with_the_key_g
     drop(run_nats(dir.path(), &nats.url(), &files, "w").await);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let gateway = Hookline::start_args(&["gateway", "--listen", &listen, "--nats", &nats.url()], port).await;
+    let gateway = Hookline::start_args(
+        &["gateway", "--listen", &listen, "--nats", &nats.url()],
+        port,
+    )
+    .await;
     let client = reqwest::Client::new();
     let post = |key: &'static str, body: Value| {
         client
@@ -95,18 +143,41 @@ async fn the_gateway_stores_each_event_once_and_every_destination_with_the_key_g
             .json(&body)
             .send()
     };
-    assert_eq!(post("wk-other", numbered(0, 1)).await.unwrap().status(), 401);
-    assert_eq!(post("wk-shop", numbered(0, 10)).await.unwrap().status(), 200);
+    assert_eq!(
+        post("wk-other", numbered(0, 1)).await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        post("wk-shop", numbered(0, 10)).await.unwrap().status(),
+        200
+    );
     // A client's retry of the same messages is not stored again.
-    assert_eq!(post("wk-shop", numbered(0, 10)).await.unwrap().status(), 200);
-    assert_eq!(stored_events(&nats.url()).await, 10, "one stored message per event");
+    assert_eq!(
+        post("wk-shop", numbered(0, 10)).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        stored_events(&nats.url()).await,
+        10,
+        "one stored message per event"
+    );
 
     let _workers = run_nats(dir.path(), &nats.url(), &files, "w").await;
     let got = endpoint
-        .wait_for("a: 5 events, b: 5, c: 10", |r| r.len() >= 20 && r.iter().filter(|x| x.path == "/c" && !x.raw.is_empty()).count() >= 10)
+        .wait_for("a: 5 events, b: 5, c: 10", |r| {
+            r.len() >= 20
+                && r.iter()
+                    .filter(|x| x.path == "/c" && !x.raw.is_empty())
+                    .count()
+                    >= 10
+        })
         .await;
     let on = |path: &str| -> Vec<Value> {
-        let mut v: Vec<Value> = got.iter().filter(|r| r.path == path).map(|r| r.body.clone()).collect();
+        let mut v: Vec<Value> = got
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.body.clone())
+            .collect();
         v.sort_by_key(|b| b.to_string());
         v.dedup();
         v
@@ -123,13 +194,25 @@ async fn without_jetstream_the_gateway_answers_503_never_200() {
     let mut nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let files = [
-        manifest(dir.path(), "a.yaml", &destination("a", "http://127.0.0.1:9/", "  source:\n    writeKeySecretRef: { name: keys, key: shop }\n")),
+        manifest(
+            dir.path(),
+            "a.yaml",
+            &destination(
+                "a",
+                "http://127.0.0.1:9/",
+                "  source:\n    writeKeySecretRef: { name: keys, key: shop }\n",
+            ),
+        ),
         manifest(dir.path(), "s.yaml", SECRETS),
     ];
     let _workers = run_nats(dir.path(), &nats.url(), &files, "w").await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let gateway = Hookline::start_args(&["gateway", "--listen", &listen, "--nats", &nats.url()], port).await;
+    let gateway = Hookline::start_args(
+        &["gateway", "--listen", &listen, "--nats", &nats.url()],
+        port,
+    )
+    .await;
     nats.kill9();
     let client = reqwest::Client::new();
     let r = client
@@ -141,7 +224,11 @@ async fn without_jetstream_the_gateway_answers_503_never_200() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    let ready = client.get(format!("{}/readyz", gateway.base)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", gateway.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
 }
 
@@ -152,22 +239,39 @@ async fn two_workers_share_one_consumer_and_a_killed_one_loses_nothing() {
     endpoint.slow_down(std::time::Duration::from_millis(50));
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    concurrency: 4\n");
-    let files = [manifest(dir.path(), "d.yaml", &destination("crm", &endpoint.url, &spec))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
     let mut first = run_nats(dir.path(), &nats.url(), &files, "a").await;
     let second = run_nats(dir.path(), &nats.url(), &files, "b").await;
     for i in 0..4 {
         let target = if i % 2 == 0 { &first } else { &second };
-        assert_eq!(target.post("/v1/batch", numbered(i * 50, i * 50 + 50)).await.status(), 200);
+        assert_eq!(
+            target
+                .post("/v1/batch", numbered(i * 50, i * 50 + 50))
+                .await
+                .status(),
+            200
+        );
     }
-    endpoint.wait_for("the first deliveries", |r| r.len() >= 20).await;
+    endpoint
+        .wait_for("the first deliveries", |r| r.len() >= 20)
+        .await;
     first.kill9();
-    let got = endpoint.wait_for("all 200 events", |r| counts(r).len() == 200).await;
+    let got = endpoint
+        .wait_for("all 200 events", |r| counts(r).len() == 200)
+        .await;
     let twice = counts(&got).values().filter(|c| **c > 1).count();
     // Only what the killed worker had in flight (4 requests) may come twice: what it held
     // without sending comes back to the other worker unsent.
     assert!(twice <= 4, "{twice} events delivered twice");
     let m = second.metrics().await;
-    assert!(m.contains("hookline_events_delivered_total{destination=\"crm\"}"), "{m}");
+    assert!(
+        m.contains("hookline_events_delivered_total{destination=\"crm\"}"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -176,16 +280,34 @@ async fn two_live_workers_deliver_each_event_once() {
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    concurrency: 4\n");
-    let files = [manifest(dir.path(), "d.yaml", &destination("crm", &endpoint.url, &spec))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
     let first = run_nats(dir.path(), &nats.url(), &files, "a").await;
     let second = run_nats(dir.path(), &nats.url(), &files, "b").await;
-    assert_eq!(first.post("/v1/batch", numbered(0, 100)).await.status(), 200);
-    assert_eq!(second.post("/v1/batch", numbered(100, 200)).await.status(), 200);
-    let got = endpoint.wait_for("all 200 events", |r| counts(r).len() == 200).await;
-    assert!(counts(&got).values().all(|c| *c == 1), "an event was delivered twice");
+    assert_eq!(
+        first.post("/v1/batch", numbered(0, 100)).await.status(),
+        200
+    );
+    assert_eq!(
+        second.post("/v1/batch", numbered(100, 200)).await.status(),
+        200
+    );
+    let got = endpoint
+        .wait_for("all 200 events", |r| counts(r).len() == 200)
+        .await;
+    assert!(
+        counts(&got).values().all(|c| *c == 1),
+        "an event was delivered twice"
+    );
     assert_eq!(got.len(), 200);
     let delivered = |m: String| m.contains("hookline_events_delivered_total{destination=\"crm\"}");
-    assert!(delivered(first.metrics().await) && delivered(second.metrics().await), "both workers delivered");
+    assert!(
+        delivered(first.metrics().await) && delivered(second.metrics().await),
+        "both workers delivered"
+    );
 }
 
 #[tokio::test]
@@ -195,15 +317,37 @@ async fn a_worker_stopped_while_the_endpoint_is_down_hands_its_events_to_the_nex
     endpoint.respond(|_| (503, vec![]));
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  batching:\n    size: 10\n    maxWaitMillis: 50\n");
-    let files = [manifest(dir.path(), "d.yaml", &destination("crm", &endpoint.url, &spec))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
     let mut old = run_nats(dir.path(), &nats.url(), &files, "a").await;
     assert_eq!(old.post("/v1/batch", numbered(0, 30)).await.status(), 200);
-    endpoint.wait_for("a failing attempt", |r| !r.is_empty()).await;
+    endpoint
+        .wait_for("a failing attempt", |r| !r.is_empty())
+        .await;
     old.sigterm();
-    assert!(old.wait_exit(std::time::Duration::from_secs(10)).await.success());
+    assert!(
+        old.wait_exit(std::time::Duration::from_secs(10))
+            .await
+            .success()
+    );
     endpoint.respond(|_| (200, vec![]));
     let _new = run_nats(dir.path(), &nats.url(), &files, "b").await;
-    let got = endpoint.wait_for("all 30 events", |r| counts(&r.iter().filter(|x| x.body.is_array()).cloned().collect::<Vec<_>>()).len() == 30 && r.len() > 3).await;
+    let got = endpoint
+        .wait_for("all 30 events", |r| {
+            counts(
+                &r.iter()
+                    .filter(|x| x.body.is_array())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+            .len()
+                == 30
+                && r.len() > 3
+        })
+        .await;
     assert!(counts(&got).len() == 30);
 }
 
@@ -213,22 +357,41 @@ async fn killing_one_nats_server_of_three_loses_no_accepted_event() {
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    concurrency: 4\n");
-    let files = [manifest(dir.path(), "d.yaml", &destination("crm", &endpoint.url, &spec))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
     let all = urls(&servers);
-    let h = Hookline::start_with(&files, &dir.path().join("a"), &["--nats", &all, "--nats-replicas", "3"]).await;
+    let h = Hookline::start_with(
+        &files,
+        &dir.path().join("a"),
+        &["--nats", &all, "--nats-replicas", "3"],
+    )
+    .await;
     let mut accepted = Vec::new();
     for round in 0..20i64 {
         if round == 5 {
             servers[0].kill9();
         }
-        let r = h.post("/v1/batch", numbered(round * 10, round * 10 + 10)).await;
+        let r = h
+            .post("/v1/batch", numbered(round * 10, round * 10 + 10))
+            .await;
         if r.status() == 200 {
             accepted.extend(round * 10..round * 10 + 10);
         } else {
-            assert_eq!(r.status(), 503, "an unstored batch is refused, never half-accepted");
+            assert_eq!(
+                r.status(),
+                503,
+                "an unstored batch is refused, never half-accepted"
+            );
         }
     }
-    assert!(accepted.len() >= 100, "the cluster kept accepting: {}", accepted.len());
+    assert!(
+        accepted.len() >= 100,
+        "the cluster kept accepting: {}",
+        accepted.len()
+    );
     let got = endpoint
         .wait_for("every accepted event", |r| {
             let c = counts(r);
@@ -244,33 +407,60 @@ async fn dead_letters_go_to_the_stream_and_replay_to_their_destination() {
     let endpoint = Endpoint::start().await;
     endpoint.respond(|_| (400, vec![]));
     let dir = tempfile::tempdir().unwrap();
-    let files = [manifest(dir.path(), "d.yaml", &destination("crm", &endpoint.url, MAP_N))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, MAP_N),
+    )];
     let h = run_nats(dir.path(), &nats.url(), &files, "a").await;
     assert_eq!(h.post("/v1/batch", numbered(0, 3)).await.status(), 200);
-    endpoint.wait_for("three refused events", |r| r.len() >= 3).await;
+    endpoint
+        .wait_for("three refused events", |r| r.len() >= 3)
+        .await;
     let list = || run_cli(&["dlq", "list", "crm", "--nats", &nats.url(), "-o", "json"]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let letters: Value = loop {
         let out = list();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
         if letters.as_array().unwrap().len() == 3 {
             break letters;
         }
-        assert!(std::time::Instant::now() < deadline, "dead letters: {letters}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead letters: {letters}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(letters[0]["destination"], "crm");
     assert_eq!(letters[0]["lastStatus"], 400);
     assert_eq!(letters[0]["event"]["properties"]["n"], 0);
     // Served by the worker too, for `dlq NAME -n NS` through the API server's service proxy.
-    let served: Value = reqwest::get(format!("{}/dlq", h.base)).await.unwrap().json().await.unwrap();
+    let served: Value = reqwest::get(format!("{}/dlq", h.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(served.as_array().unwrap().len(), 3);
 
     endpoint.respond(|_| (200, vec![]));
     let out = run_cli(&["dlq", "replay", "crm", "--nats", &nats.url()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    endpoint.wait_for("the replayed events", |r| r.len() >= 6).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    endpoint
+        .wait_for("the replayed events", |r| r.len() >= 6)
+        .await;
     let out = list();
-    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap(), json!([]));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!([])
+    );
 }

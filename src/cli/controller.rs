@@ -1,8 +1,8 @@
 //! `hookline controller`: the operator, against the cluster it runs in (or `KUBECONFIG`).
 
 use crate::controller::build::{BuildOptions, JetStreamOptions};
-use crate::jetstream::NatsArgs;
 use crate::controller::operator::{self, OperatorOptions};
+use crate::jetstream::NatsArgs;
 use crate::shutdown;
 use anyhow::Context;
 use std::net::SocketAddr;

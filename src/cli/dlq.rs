@@ -74,7 +74,9 @@ impl Common {
             }));
         }
         let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}")
+            anyhow::anyhow!(
+                "cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}"
+            )
         })?;
         let namespace = self
             .namespace
@@ -97,7 +99,8 @@ async fn through_proxy(
     method: axum::http::Method,
     path: &str,
 ) -> anyhow::Result<String> {
-    let uri = format!("/api/v1/namespaces/{namespace}/services/http:{name}-hookline:8080/proxy{path}");
+    let uri =
+        format!("/api/v1/namespaces/{namespace}/services/http:{name}-hookline:8080/proxy{path}");
     let request = axum::http::Request::builder()
         .method(method)
         .uri(&uri)
@@ -122,8 +125,10 @@ async fn list(place: &Place, destination: Option<&str>) -> anyhow::Result<Vec<De
             namespace,
             name,
         } => {
-            let text = through_proxy(client, namespace, name, axum::http::Method::GET, "/dlq").await?;
-            serde_json::from_str(&text).context("the worker's /dlq answer is not a list of dead letters")?
+            let text =
+                through_proxy(client, namespace, name, axum::http::Method::GET, "/dlq").await?;
+            serde_json::from_str(&text)
+                .context("the worker's /dlq answer is not a list of dead letters")?
         }
         Place::JetStream(letters) => letters.list().await.map_err(anyhow::Error::msg)?,
     })
@@ -165,9 +170,14 @@ pub async fn dlq(args: Args) -> anyhow::Result<i32> {
                 namespace,
                 name,
             } => {
-                let text =
-                    through_proxy(&client, &namespace, &name, axum::http::Method::POST, "/dlq/replay")
-                        .await?;
+                let text = through_proxy(
+                    &client,
+                    &namespace,
+                    &name,
+                    axum::http::Method::POST,
+                    "/dlq/replay",
+                )
+                .await?;
                 let answer: serde_json::Value = serde_json::from_str(&text)?;
                 println!(
                     "re-queued {} event(s) for {namespace}/{name}",

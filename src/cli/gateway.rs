@@ -24,7 +24,9 @@ pub struct Args {
 
 pub async fn gateway(args: Args) -> anyhow::Result<i32> {
     let Some(nats) = args.nats.connect("hookline gateway").await? else {
-        anyhow::bail!("hookline gateway needs JetStream: pass --nats nats://HOST:4222 (or set HOOKLINE_NATS_URL)");
+        anyhow::bail!(
+            "hookline gateway needs JetStream: pass --nats nats://HOST:4222 (or set HOOKLINE_NATS_URL)"
+        );
     };
     let shutdown = shutdown::on_signal("stopping: answering requests in flight");
     let table = RouteTable::default();

@@ -7,10 +7,9 @@ use crate::config::worker::WorkerConfig;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, SecretKeySelector,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -69,7 +68,13 @@ pub fn child_name(dest: &WebhookDestination) -> String {
 /// JetStream mode, its own worker Service otherwise.
 pub fn ingest_url(dest: &WebhookDestination, opts: &BuildOptions) -> String {
     let gateway = opts.jetstream.as_ref().and_then(|j| j.gateway_url.clone());
-    if let (Some(gateway), Some(_)) = (gateway, dest.spec.source.as_ref().and_then(|s| s.write_key_secret_ref.as_ref())) {
+    if let (Some(gateway), Some(_)) = (
+        gateway,
+        dest.spec
+            .source
+            .as_ref()
+            .and_then(|s| s.write_key_secret_ref.as_ref()),
+    ) {
         return gateway;
     }
     format!(
@@ -88,7 +93,10 @@ fn worker_env(opts: &BuildOptions) -> Vec<EnvVar> {
         ..EnvVar::default()
     };
     let Some(js) = &opts.jetstream else {
-        return vec![value("HOOKLINE_DRAIN_SECONDS", (GRACE_SECONDS - 5).to_string())];
+        return vec![value(
+            "HOOKLINE_DRAIN_SECONDS",
+            (GRACE_SECONDS - 5).to_string(),
+        )];
     };
     let mut env = vec![value("HOOKLINE_NATS_URL", js.url.clone())];
     if let Some(secret) = &js.auth_secret {

@@ -47,7 +47,11 @@ impl JetStreamObjects {
     }
 
     /// The streams (once per operator start), then the destination's consumer and route.
-    pub async fn ensure(&self, dest: &WebhookDestination, write_key: Option<&str>) -> Result<(), Error> {
+    pub async fn ensure(
+        &self,
+        dest: &WebhookDestination,
+        write_key: Option<&str>,
+    ) -> Result<(), Error> {
         if !self.streams_ready.load(Ordering::Acquire) {
             objects::ensure_streams(&self.nats, self.retention).await?;
             self.streams_ready.store(true, Ordering::Release);
@@ -56,8 +60,14 @@ impl JetStreamObjects {
         let plan = ConsumerPlan::new(
             names(dest),
             write_key.map(KeyDigest::of),
-            spec.delivery.as_ref().and_then(|d| d.concurrency).map_or(1, |c| c as usize),
-            spec.batching.as_ref().and_then(|b| b.size).map_or(1, |s| s as usize),
+            spec.delivery
+                .as_ref()
+                .and_then(|d| d.concurrency)
+                .map_or(1, |c| c as usize),
+            spec.batching
+                .as_ref()
+                .and_then(|b| b.size)
+                .map_or(1, |s| s as usize),
         );
         let key = ObjectRef::from_obj(dest);
         if self.ensured.lock().expect("ensured lock").get(&key) == Some(&plan) {
@@ -80,7 +90,10 @@ impl JetStreamObjects {
         }
         match objects::backlog(&self.nats, &names(dest)).await {
             Ok(n) => {
-                self.backlogs.lock().expect("backlog lock").insert(key, (Instant::now(), n));
+                self.backlogs
+                    .lock()
+                    .expect("backlog lock")
+                    .insert(key, (Instant::now(), n));
                 Some(n)
             }
             Err(e) => {
@@ -108,7 +121,12 @@ impl JetStreamObjects {
         let key = ObjectRef::from_obj(dest);
         self.ensured.lock().expect("ensured lock").remove(&key);
         self.backlogs.lock().expect("backlog lock").remove(&key);
-        let kept: Vec<String> = dest.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+        let kept: Vec<String> = dest
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
         set_finalizers(client, dest, kept).await
     }
 
@@ -125,16 +143,25 @@ impl JetStreamObjects {
 
 /// A merge patch carrying the resourceVersion it was computed from: a concurrent change to the
 /// finalizers makes it fail with a conflict (and the reconcile is retried), never lost.
-async fn set_finalizers(client: &Client, dest: &WebhookDestination, finalizers: Vec<String>) -> Result<(), Error> {
-    let api: Api<WebhookDestination> = Api::namespaced(client.clone(), &dest.namespace().unwrap_or_default());
+async fn set_finalizers(
+    client: &Client,
+    dest: &WebhookDestination,
+    finalizers: Vec<String>,
+) -> Result<(), Error> {
+    let api: Api<WebhookDestination> =
+        Api::namespaced(client.clone(), &dest.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "metadata": {
             "finalizers": finalizers,
             "resourceVersion": dest.resource_version(),
         }
     });
-    api.patch(&dest.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(
+        &dest.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     Ok(())
 }
 

@@ -201,7 +201,9 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
 /// The destination's write key, when it has one and its Secret resolves.
 fn write_key(dest: &WebhookDestination, deref: &dereference::Dereferenced) -> Option<String> {
     let loaded = LoadedDestination::from_resource(dest.clone());
-    Credentials::resolve(&loaded, &deref.secrets).ok()?.write_key
+    Credentials::resolve(&loaded, &deref.secrets)
+        .ok()?
+        .write_key
 }
 
 fn cached_meta<K: Resource<DynamicType = ()> + Clone>(

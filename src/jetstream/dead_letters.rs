@@ -10,14 +10,20 @@ use crate::pipeline::envelope::Envelope;
 use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 
 /// Stores the dead letters; only once this returns may their events be acknowledged.
-pub async fn append(nats: &Nats, names: &DestinationNames, letters: &[DeadLetter]) -> Result<(), NatsError> {
+pub async fn append(
+    nats: &Nats,
+    names: &DestinationNames,
+    letters: &[DeadLetter],
+) -> Result<(), NatsError> {
     let subject = names.dead_letter_subject();
     let messages = letters
         .iter()
         .map(|l| Outgoing {
             subject: subject.clone(),
             id: uuid::Uuid::new_v4().to_string(),
-            payload: serde_json::to_vec(l).expect("dead letters serialize").into(),
+            payload: serde_json::to_vec(l)
+                .expect("dead letters serialize")
+                .into(),
         })
         .collect();
     Publisher::new(nats.clone())
@@ -27,7 +33,10 @@ pub async fn append(nats: &Nats, names: &DestinationNames, letters: &[DeadLetter
 }
 
 /// The destination's dead letters, oldest first, with their sequence in the stream.
-pub async fn list(nats: &Nats, names: &DestinationNames) -> Result<Vec<(u64, DeadLetter)>, NatsError> {
+pub async fn list(
+    nats: &Nats,
+    names: &DestinationNames,
+) -> Result<Vec<(u64, DeadLetter)>, NatsError> {
     let stream = dead_letter_stream(nats).await?;
     let subject = names.dead_letter_subject();
     let mut letters = Vec::new();
@@ -47,7 +56,9 @@ pub async fn list(nats: &Nats, names: &DestinationNames) -> Result<Vec<(u64, Dea
         from = message.sequence + 1;
         match serde_json::from_slice::<DeadLetter>(&message.payload) {
             Ok(letter) => letters.push((message.sequence, letter)),
-            Err(e) => tracing::warn!(seq = message.sequence, error = %e, "skipping a dead letter that is not Hookline's"),
+            Err(e) => {
+                tracing::warn!(seq = message.sequence, error = %e, "skipping a dead letter that is not Hookline's")
+            }
         }
     }
     Ok(letters)

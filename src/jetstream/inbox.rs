@@ -210,7 +210,13 @@ impl StreamAcks {
 
     /// Hands everything still held back for immediate redelivery (the worker is stopping).
     pub async fn release_all(&self) {
-        let all: Vec<u64> = self.held.lock().expect("held lock").keys().copied().collect();
+        let all: Vec<u64> = self
+            .held
+            .lock()
+            .expect("held lock")
+            .keys()
+            .copied()
+            .collect();
         self.send(self.take(all), AckKind::Nak(None)).await;
         let _ = self.client.flush().await;
     }

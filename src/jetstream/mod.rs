@@ -48,11 +48,16 @@ impl NatsError {
 /// The flags every process that can use JetStream takes (`run`, `controller`, `worker`,
 /// `gateway`). Token and user/password come from the environment only, so a Secret can hold
 /// them (the chart's `nats.auth`); a URL never needs to.
-#[derive(clap::Args, Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
     /// NATS servers (nats://host:4222, several comma-separated); empty = local mode, with each
     /// process's own disk queue
-    #[arg(long = "nats", env = "HOOKLINE_NATS_URL", value_name = "URL", default_value = "")]
+    #[arg(
+        long = "nats",
+        env = "HOOKLINE_NATS_URL",
+        value_name = "URL",
+        default_value = ""
+    )]
     pub url: String,
     /// A NATS .creds file (JWT and NKey seed)
     #[arg(long = "nats-creds", env = "HOOKLINE_NATS_CREDS", value_name = "FILE")]
@@ -61,11 +66,15 @@ pub struct NatsArgs {
     #[arg(long = "nats-ca", env = "HOOKLINE_NATS_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
     /// JetStream streams' replicas (1 for a single server)
-    #[arg(long = "nats-replicas", env = "HOOKLINE_NATS_REPLICAS", default_value_t = 1)]
+    #[arg(
+        long = "nats-replicas",
+        env = "HOOKLINE_NATS_REPLICAS",
+        default_value_t = 1
+    )]
     pub replicas: usize,
-    /// How long undelivered events are kept in JetStream, in seconds
-    #[arg(long = "nats-max-age", env = "HOOKLINE_NATS_MAX_AGE", default_value_t = 7 * 24 * 3600)]
-    pub max_age_seconds: u64,
+    /// How long undelivered events are kept in JetStream (a number with s, m, h or d)
+    #[arg(long = "nats-max-age", env = "HOOKLINE_NATS_MAX_AGE", default_value = "7d", value_parser = parse_age)]
+    pub max_age: Duration,
 }
 
 impl NatsArgs {
@@ -89,7 +98,7 @@ impl NatsArgs {
     pub fn retention(&self) -> objects::Retention {
         objects::Retention {
             replicas: self.replicas.max(1),
-            max_age: Duration::from_secs(self.max_age_seconds),
+            max_age: self.max_age,
         }
     }
 
@@ -144,6 +153,21 @@ impl NatsArgs {
             url: self.url.clone(),
         }))
     }
+}
+
+/// `90s`, `30m`, `12h`, `7d`.
+fn parse_age(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration such as 90s, 30m, 12h or 7d");
+    let (number, unit) = text.trim().split_at(text.trim().len().saturating_sub(1));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 /// A connection to NATS and its JetStream.

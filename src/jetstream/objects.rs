@@ -192,7 +192,10 @@ pub async fn routes(nats: &Nats) -> Result<kv::Store, NatsError> {
         .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))
 }
 
-async fn route_keys(bucket: &kv::Store, names: &DestinationNames) -> Result<Vec<String>, NatsError> {
+async fn route_keys(
+    bucket: &kv::Store,
+    names: &DestinationNames,
+) -> Result<Vec<String>, NatsError> {
     use futures::TryStreamExt;
     let suffix = format!(".{}", names.consumer());
     let keys = match bucket.keys().await {

@@ -51,7 +51,10 @@ impl RouteTable {
         }
     }
 
-    async fn watch_once(&self, nats: &Nats) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn watch_once(
+        &self,
+        nats: &Nats,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let bucket = objects::routes(nats).await?;
         let mut entries = bucket.watch_with_history(">").await?;
         // A fresh watch replays every current entry first: the table is replaced only once the

@@ -42,7 +42,11 @@ pub enum Inbox {
 }
 
 pub enum InboxReader {
-    Local { reader: Reader, expected: u64, cursor: Arc<Cursor> },
+    Local {
+        reader: Reader,
+        expected: u64,
+        cursor: Arc<Cursor>,
+    },
     Stream(StreamReader),
 }
 
@@ -68,8 +72,12 @@ impl Inbox {
         concurrency: usize,
         batch_size: usize,
     ) -> Result<Inbox, crate::jetstream::NatsError> {
-        let (reader, acks) =
-            crate::jetstream::inbox::open(&nats, &names, (concurrency * batch_size).clamp(16, 1000)).await?;
+        let (reader, acks) = crate::jetstream::inbox::open(
+            &nats,
+            &names,
+            (concurrency * batch_size).clamp(16, 1000),
+        )
+        .await?;
         Ok(Inbox::Stream {
             nats,
             names,
@@ -151,8 +159,12 @@ impl Inbox {
                 cursor.persist()?;
                 Ok(Some(queue.head().saturating_sub(cursor.committed())))
             }
-            Inbox::Stream { nats, names, acks, .. } => {
-                let every = |d: Duration| round.is_multiple_of((d.as_millis() / TEND_INTERVAL.as_millis()) as u64);
+            Inbox::Stream {
+                nats, names, acks, ..
+            } => {
+                let every = |d: Duration| {
+                    round.is_multiple_of((d.as_millis() / TEND_INTERVAL.as_millis()) as u64)
+                };
                 if every(KEEP_ALIVE_INTERVAL) {
                     acks.keep_alive().await;
                 }

@@ -178,15 +178,18 @@ async fn accept(
             .and_then(Value::as_str)
             .map(str::to_string)
     });
-    let admitted = state.routes.admit(write_key.as_deref()).map_err(|refused| {
-        let message = match refused {
-            Refused::InvalidKey => "invalid write key",
-            Refused::KeyRequired => {
-                "a write key is required (HTTP Basic username, or writeKey in the body)"
-            }
-        };
-        Rejection(StatusCode::UNAUTHORIZED, message.into())
-    })?;
+    let admitted = state
+        .routes
+        .admit(write_key.as_deref())
+        .map_err(|refused| {
+            let message = match refused {
+                Refused::InvalidKey => "invalid write key",
+                Refused::KeyRequired => {
+                    "a write key is required (HTTP Basic username, or writeKey in the body)"
+                }
+            };
+            Rejection(StatusCode::UNAUTHORIZED, message.into())
+        })?;
 
     let received_at = Utc::now();
     let messages = if kind == "batch" {

@@ -6,7 +6,7 @@ use super::envelope::Envelope;
 use super::queue::Queue;
 use crate::jetstream::Nats;
 use crate::jetstream::names::{DestinationNames, KeyDigest};
-use crate::jetstream::publish::{Outgoing, Publisher, PublishError};
+use crate::jetstream::publish::{Outgoing, PublishError, Publisher};
 use crate::jetstream::routes::RouteTable;
 use serde_json::Value;
 
@@ -136,7 +136,12 @@ impl EventStore {
                     .keyed
                     .iter()
                     .map(|k| (k.subject(), k.0.clone()))
-                    .chain(admitted.open.iter().map(|n| (n.subject(), n.consumer().to_string())))
+                    .chain(
+                        admitted
+                            .open
+                            .iter()
+                            .map(|n| (n.subject(), n.consumer().to_string())),
+                    )
                     .collect();
                 let mut messages = Vec::with_capacity(events.len() * subjects.len());
                 for event in events {
@@ -177,7 +182,9 @@ mod tests {
             names: DestinationNames::new("default", name),
             key: key.map(KeyDigest::of),
         };
-        let routes = Routes::Fixed(Box::new(move || vec![route("a", Some("ka")), route("b", None)]));
+        let routes = Routes::Fixed(Box::new(move || {
+            vec![route("a", Some("ka")), route("b", None)]
+        }));
         let all = routes.admit(Some("ka")).unwrap();
         assert_eq!(all.to, None);
         assert_eq!(all.keyed, Some(KeyDigest::of("ka")));
@@ -186,7 +193,10 @@ mod tests {
         assert_eq!(open.to, Some(vec!["b".to_string()]));
         assert_eq!(open.keyed, None);
         let other = routes.admit(Some("nope")).unwrap();
-        assert_eq!(other.keyed, None, "an unknown key reaches only the open destinations");
+        assert_eq!(
+            other.keyed, None,
+            "an unknown key reaches only the open destinations"
+        );
         let only_keyed = Routes::Fixed(Box::new(move || vec![route("a", Some("ka"))]));
         assert_eq!(only_keyed.admit(Some("nope")), Err(Refused::InvalidKey));
         assert_eq!(only_keyed.admit(None), Err(Refused::KeyRequired));

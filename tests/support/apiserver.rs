@@ -280,7 +280,11 @@ impl ApiServer {
             && how != Write::Apply
             && old["metadata"]["resourceVersion"].as_str() != Some(wanted)
         {
-            return status_error(409, "Conflict", format!("{name}: the object has been modified"));
+            return status_error(
+                409,
+                "Conflict",
+                format!("{name}: the object has been modified"),
+            );
         }
         if target.status {
             if creating {

@@ -34,7 +34,9 @@ impl NatsServer {
 
     /// Three servers routed to each other (JetStream meta group of three: R3 streams).
     pub async fn cluster() -> Vec<NatsServer> {
-        let ports: Vec<(u16, u16)> = (0..3).map(|_| (super::free_port(), super::free_port())).collect();
+        let ports: Vec<(u16, u16)> = (0..3)
+            .map(|_| (super::free_port(), super::free_port()))
+            .collect();
         let routes: Vec<String> = ports
             .iter()
             .map(|(_, c)| format!("nats://127.0.0.1:{c}"))
@@ -104,8 +106,15 @@ impl NatsServer {
     /// Waits until the server accepts connections.
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(Instant::now() < deadline, "nats-server on {} did not start", self.port);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server on {} did not start",
+                self.port
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -132,5 +141,9 @@ impl Drop for NatsServer {
 
 /// A comma-separated URL list for `--nats`.
 pub fn urls(servers: &[NatsServer]) -> String {
-    servers.iter().map(NatsServer::url).collect::<Vec<_>>().join(",")
+    servers
+        .iter()
+        .map(NatsServer::url)
+        .collect::<Vec<_>>()
+        .join(",")
 }

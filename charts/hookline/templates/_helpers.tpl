@@ -32,3 +32,48 @@ app.kubernetes.io/part-of: hookline
 {{- define "hookline.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
+
+{{/*
+How the operator and the gateway reach NATS: URL, credentials from the nats.auth Secret (never a
+ConfigMap), the CA from nats.tls. Environment entries, then (nats.volumeMounts / nats.volumes)
+where the files go.
+*/}}
+{{- define "hookline.natsEnv" -}}
+- name: HOOKLINE_NATS_URL
+  value: {{ .Values.nats.url | quote }}
+{{- with .Values.nats.auth.secretName }}
+{{- range $var, $key := dict "HOOKLINE_NATS_TOKEN" "token" "HOOKLINE_NATS_USER" "user" "HOOKLINE_NATS_PASSWORD" "password" }}
+- name: {{ $var }}
+  valueFrom:
+    secretKeyRef: { name: {{ $.Values.nats.auth.secretName | quote }}, key: {{ $key }}, optional: true }
+{{- end }}
+{{- end }}
+{{- if .Values.nats.auth.credsKey }}
+- name: HOOKLINE_NATS_CREDS
+  value: /etc/hookline/nats-auth/{{ .Values.nats.auth.credsKey }}
+{{- end }}
+{{- if .Values.nats.tls.caSecretName }}
+- name: HOOKLINE_NATS_CA
+  value: /etc/hookline/nats-ca/ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "hookline.natsVolumeMounts" -}}
+{{- if .Values.nats.auth.credsKey }}
+- { name: nats-auth, mountPath: /etc/hookline/nats-auth, readOnly: true }
+{{- end }}
+{{- if .Values.nats.tls.caSecretName }}
+- { name: nats-ca, mountPath: /etc/hookline/nats-ca, readOnly: true }
+{{- end }}
+{{- end }}
+
+{{- define "hookline.natsVolumes" -}}
+{{- if .Values.nats.auth.credsKey }}
+- name: nats-auth
+  secret: { secretName: {{ .Values.nats.auth.secretName | quote }} }
+{{- end }}
+{{- if .Values.nats.tls.caSecretName }}
+- name: nats-ca
+  secret: { secretName: {{ .Values.nats.tls.caSecretName | quote }} }
+{{- end }}
+{{- end }}
