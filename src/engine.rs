@@ -153,11 +153,26 @@ pub async fn run(
             (EventStore::Local(local.queue.clone()), inboxes, Some(local))
         }
         Backend::JetStream { nats, objects } => {
+            // Disabled destinations keep their consumers: what is accepted meanwhile waits.
+            if let Some(retention) = objects {
+                for live in &destinations {
+                    let dest = live.borrow().clone();
+                    let ensured = until_ready(&dest.name, &shutdown, || {
+                        ensure_objects(nats, &dest, *retention)
+                    });
+                    if ensured.await.is_none() {
+                        return Ok(());
+                    }
+                }
+            }
             let mut inboxes = Vec::new();
             for live in &enabled {
                 let dest = live.borrow().clone();
-                let Some(inbox) = stream_inbox(nats, &dest, *objects, shutdown.clone()).await
-                else {
+                let names = DestinationNames::new(&dest.namespace, &dest.name);
+                let inbox = until_ready(&dest.name, &shutdown, || {
+                    Inbox::stream(nats.clone(), names.clone(), dest.concurrency, dest.batching.size)
+                });
+                let Some(inbox) = inbox.await else {
                     return Ok(());
                 };
                 inboxes.push(inbox);
@@ -298,40 +313,38 @@ impl LocalQueue {
     }
 }
 
-/// The destination's JetStream inbox, once NATS answers (and, with `objects`, once its
-/// consumer is in place); `None` when stopped first.
-async fn stream_inbox(
+/// The streams, and the destination's consumer and route (`run --nats`).
+async fn ensure_objects(
     nats: &Nats,
     dest: &Destination,
-    objects: Option<Retention>,
-    mut shutdown: watch::Receiver<bool>,
-) -> Option<Inbox> {
-    let names = DestinationNames::new(&dest.namespace, &dest.name);
+    retention: Retention,
+) -> Result<(), jetstream::NatsError> {
     let plan = ConsumerPlan::new(
-        names.clone(),
+        DestinationNames::new(&dest.namespace, &dest.name),
         dest.write_key.as_deref().map(KeyDigest::of),
         dest.concurrency,
         dest.batching.size,
     );
+    jetstream::objects::ensure_streams(nats, retention).await?;
+    jetstream::objects::ensure_consumer(nats, &plan).await?;
+    jetstream::objects::ensure_route(nats, &plan.names, plan.key.as_ref()).await
+}
+
+/// Tries `attempt` every second until JetStream answers; `None` when stopped first.
+async fn until_ready<T, Fut>(
+    destination: &str,
+    shutdown: &watch::Receiver<bool>,
+    attempt: impl Fn() -> Fut,
+) -> Option<T>
+where
+    Fut: std::future::Future<Output = Result<T, jetstream::NatsError>>,
+{
+    let mut shutdown = shutdown.clone();
     loop {
-        let attempt = async {
-            if let Some(retention) = objects {
-                jetstream::objects::ensure_streams(nats, retention).await?;
-                jetstream::objects::ensure_consumer(nats, &plan).await?;
-                jetstream::objects::ensure_route(nats, &names, plan.key.as_ref()).await?;
-            }
-            Inbox::stream(
-                nats.clone(),
-                names.clone(),
-                dest.concurrency,
-                dest.batching.size,
-            )
-            .await
-        };
-        match attempt.await {
-            Ok(inbox) => return Some(inbox),
+        match attempt().await {
+            Ok(done) => return Some(done),
             Err(e) => {
-                tracing::warn!(destination = %dest.name, error = %e, "JetStream is not ready for this destination yet; trying again");
+                tracing::warn!(destination, error = %e, "JetStream is not ready for this destination yet; trying again");
             }
         }
         tokio::select! {

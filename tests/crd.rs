@@ -181,7 +181,11 @@ fn names_columns_and_status_subresource_follow_the_contract() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Enabled", "Ready", "Auth", "Endpoint", "Age"]);
+    // `Backlog` (API §8) is filled in JetStream mode.
+    assert_eq!(
+        columns,
+        ["Enabled", "Ready", "Auth", "Endpoint", "Backlog", "Age"]
+    );
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");

@@ -135,49 +135,38 @@ struct Run {
     delivered_per_s: f64,
     p50_ms: f64,
     p99_ms: f64,
-    rss_mb: f64,
+    /// Peak RSS per process role ("run", "gateway", "worker").
+    rss_mb: Vec<(&'static str, f64)>,
 }
 
-async fn run_scenario(
-    endpoint: &str,
-    sink: &Arc<Sink>,
-    batch_size: usize,
-    concurrency: usize,
-    total: usize,
-) -> Run {
-    sink.reset();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("bench.yaml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata: {{name: bench}}\nspec:\n  endpoint: {{url: '{endpoint}'}}\n  subscription: 'type = \"track\"'\n  mapping:\n    user: {{\"@path\": \"$.userId\"}}\n    event: {{\"@path\": \"$.event\"}}\n    order_id: {{\"@path\": \"$.properties.order_id\"}}\n    total: {{\"@path\": \"$.properties.total\"}}\n    sent: {{\"@path\": \"$.properties.sent\"}}\n  batching: {{size: {batch_size}, maxWaitMillis: 50}}\n  delivery: {{concurrency: {concurrency}}}\n"
-        ),
-    )
-    .expect("write manifest");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// Where the queue is: each `hookline run`'s data dir, or a shared JetStream with a gateway in
+/// front and `workers` `hookline run --nats` processes delivering.
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    Local,
+    JetStream { nats: &'a str, workers: usize },
+}
+
+const WRITE_KEY: &str = "bench-key";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
-        .port();
-    let mut child = Command::new(hookline_binary())
-        .args([
-            "run",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("-f")
-        .arg(&manifest)
+        .port()
+}
+
+fn spawn(args: &[&str], extra: &[std::ffi::OsString]) -> Child {
+    Command::new(hookline_binary())
+        .args(args)
+        .args(extra)
         .env("HOOKLINE_LOG", "error")
         .stdout(Stdio::null())
         .spawn()
-        .expect("start hookline run");
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(INGEST_CONNECTIONS)
-        .build()
-        .expect("client");
+        .expect("start hookline")
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
     let ready_by = Instant::now() + Duration::from_secs(30);
     while !client
         .get(format!("{base}/readyz"))
@@ -185,9 +174,81 @@ async fn run_scenario(
         .await
         .is_ok_and(|r| r.status().is_success())
     {
-        assert!(Instant::now() < ready_by, "hookline run did not start");
+        assert!(Instant::now() < ready_by, "{base} did not become ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Starts the processes of `mode`; where to ingest, and every process with its role.
+async fn start(
+    mode: Mode<'_>,
+    dir: &std::path::Path,
+    manifest: &std::path::Path,
+    client: &reqwest::Client,
+) -> (String, Vec<(&'static str, Child)>) {
+    let run = |name: &str, nats: Option<&str>| {
+        let port = free_port();
+        let mut extra: Vec<std::ffi::OsString> = vec![
+            "--data-dir".into(),
+            dir.join(name).into(),
+            "-f".into(),
+            manifest.into(),
+        ];
+        if let Some(url) = nats {
+            extra.extend(["--nats".into(), url.into()]);
+        }
+        let child = spawn(&["run", "--listen", &format!("127.0.0.1:{port}")], &extra);
+        (format!("http://127.0.0.1:{port}"), child)
+    };
+    match mode {
+        Mode::Local => {
+            let (base, child) = run("local", None);
+            wait_ready(client, &base).await;
+            (base, vec![("run", child)])
+        }
+        Mode::JetStream { nats, workers } => {
+            let mut processes = Vec::new();
+            for i in 0..workers {
+                let (base, child) = run(&format!("worker-{i}"), Some(nats));
+                wait_ready(client, &base).await;
+                processes.push(("worker", child));
+            }
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let gateway = spawn(&["gateway", "--listen", &listen, "--nats", nats], &[]);
+            let base = format!("http://{listen}");
+            wait_ready(client, &base).await;
+            processes.push(("gateway", gateway));
+            (base, processes)
+        }
+    }
+}
+
+async fn run_scenario(
+    endpoint: &str,
+    sink: &Arc<Sink>,
+    mode: Mode<'_>,
+    batch_size: usize,
+    concurrency: usize,
+    total: usize,
+) -> Run {
+    sink.reset();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let manifest = dir.path().join("bench.yaml");
+    // A fresh name per scenario: a JetStream consumer starts with the events sent from now on.
+    let name = format!("bench-{}", now_micros());
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata: {{name: {name}}}\nspec:\n  endpoint: {{url: '{endpoint}'}}\n  subscription: 'type = \"track\"'\n  mapping:\n    user: {{\"@path\": \"$.userId\"}}\n    event: {{\"@path\": \"$.event\"}}\n    order_id: {{\"@path\": \"$.properties.order_id\"}}\n    total: {{\"@path\": \"$.properties.total\"}}\n    sent: {{\"@path\": \"$.properties.sent\"}}\n  batching: {{size: {batch_size}, maxWaitMillis: 50}}\n  delivery: {{concurrency: {concurrency}}}\n  source:\n    writeKeySecretRef: {{name: bench-key, key: key}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-key}}\nstringData: {{key: {WRITE_KEY}}}\n"
+        ),
+    )
+    .expect("write manifest");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(INGEST_CONNECTIONS)
+        .build()
+        .expect("client");
+    let (base, mut processes) = start(mode, dir.path(), &manifest, &client).await;
 
     let requests = total / EVENTS_PER_REQUEST;
     let next = Arc::new(AtomicU64::new(0));
@@ -205,7 +266,7 @@ async fn run_scenario(
                     let batch: Vec<Value> = (0..EVENTS_PER_REQUEST)
                         .map(|i| json!({"type": "track", "userId": format!("user-{i}"), "event": "Order Completed", "properties": {"order_id": format!("o-{n}-{i}"), "total": 10.5, "sent": sent}}))
                         .collect();
-                    let resp = client.post(format!("{base}/v1/batch")).json(&json!({"batch": batch})).send().await.expect("ingest request");
+                    let resp = client.post(format!("{base}/v1/batch")).basic_auth(WRITE_KEY, Some("")).json(&json!({"batch": batch})).send().await.expect("ingest request");
                     assert!(resp.status().is_success(), "ingest answered {}", resp.status());
                 }
             })
@@ -225,9 +286,16 @@ async fn run_scenario(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let deliver_time = started.elapsed();
-    let rss_mb = peak_rss_mb(&child);
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut rss_mb: Vec<(&'static str, f64)> = Vec::new();
+    for (role, child) in &mut processes {
+        let rss = peak_rss_mb(child);
+        match rss_mb.iter_mut().find(|(r, _)| r == role) {
+            Some((_, max)) => *max = max.max(rss),
+            None => rss_mb.push((role, rss)),
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 
     let mut lat = sink.latencies_us.lock().expect("sink lock").clone();
     lat.sort_unstable();
@@ -242,6 +310,38 @@ async fn run_scenario(
         p99_ms: pct(0.99),
         rss_mb,
     }
+}
+
+/// A nats-server with JetStream for the JetStream scenarios: the one `scripts/tools.sh`
+/// installs, or `HOOKLINE_NATS_SERVER`. `None` when there is none.
+fn start_nats(dir: &std::path::Path) -> Option<(Child, String)> {
+    let binary = std::env::var("HOOKLINE_NATS_SERVER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::PathBuf::from("target/tools/venv/bin/nats-server"));
+    if !binary.exists() {
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    Some((child, format!("nats://127.0.0.1:{port}")))
+}
+
+fn print_run(name: &str, r: &Run) {
+    let rss: Vec<String> = r.rss_mb.iter().map(|(role, mb)| format!("{role} {mb:.0}MB")).collect();
+    println!(
+        "{name:<44} {:>11.0} {:>12.0} {:>8.1} {:>8.1}  {}",
+        r.ingested_per_s,
+        r.delivered_per_s,
+        r.p50_ms,
+        r.p99_ms,
+        rss.join(", ")
+    );
 }
 
 fn main() {
@@ -260,13 +360,32 @@ fn main() {
         let bare = bare_rate(&endpoint, unbatched_concurrency, Duration::from_secs(3)).await;
         println!("hookline-bench: {total} events per scenario, ingested through /v1/batch ({EVENTS_PER_REQUEST} events a request, {INGEST_CONNECTIONS} connections), {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
         println!("bare load generator -> endpoint: {bare:.0} requests/s ({unbatched_concurrency} in flight)");
-        println!("{:<26} {:>12} {:>12} {:>9} {:>9} {:>9}", "scenario", "ingested/s", "delivered/s", "p50 ms", "p99 ms", "peak RSS");
-        for (name, batch, concurrency) in [("batch size 1, concurrency 8", 1, unbatched_concurrency), ("batch size 1, concurrency 32", 1, 32), ("batch size 100, concurrency 4", 100, 4)] {
-            let r = run_scenario(&endpoint, &sink, batch, concurrency, total).await;
-            println!("{name:<26} {:>12.0} {:>12.0} {:>9.1} {:>9.1} {:>7.1}MB", r.ingested_per_s, r.delivered_per_s, r.p50_ms, r.p99_ms, r.rss_mb);
+        println!("{:<44} {:>11} {:>12} {:>8} {:>8}  peak RSS", "scenario", "ingested/s", "delivered/s", "p50 ms", "p99 ms");
+        let mut local_batched = None;
+        for (name, batch, concurrency) in [("local: batch size 1, concurrency 8", 1, unbatched_concurrency), ("local: batch size 1, concurrency 32", 1, 32), ("local: batch size 100, concurrency 4", 100, 4)] {
+            let r = run_scenario(&endpoint, &sink, Mode::Local, batch, concurrency, total).await;
+            print_run(name, &r);
             if batch == 1 {
                 println!("  unbatched delivery / bare request rate: {:.0}%", 100.0 * r.delivered_per_s / bare);
+            } else {
+                local_batched = Some(r.delivered_per_s);
             }
         }
+        let store = tempfile::tempdir().expect("temp dir");
+        let Some((mut nats, url)) = start_nats(store.path()) else {
+            println!("JetStream scenarios skipped: no nats-server (run scripts/tools.sh, or set HOOKLINE_NATS_SERVER)");
+            return;
+        };
+        for (workers, batch, concurrency) in [(1, 100, 4), (2, 100, 4), (1, 1, 8), (2, 1, 8)] {
+            let mode = Mode::JetStream { nats: &url, workers };
+            let r = run_scenario(&endpoint, &sink, mode, batch, concurrency, total).await;
+            let name = format!("jetstream: {workers} worker(s), batch {batch}, conc. {concurrency}");
+            print_run(&name, &r);
+            if let (100, Some(local)) = (batch, local_batched) {
+                println!("  batched delivery / local mode's: {:.0}%", 100.0 * r.delivered_per_s / local);
+            }
+        }
+        let _ = nats.kill();
+        let _ = nats.wait();
     });
 }

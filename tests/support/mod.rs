@@ -96,9 +96,10 @@ impl Endpoint {
         self.received.lock().unwrap().clone()
     }
 
-    /// Waits (polling, with a deadline) until `pred` holds for what was received.
+    /// Waits (polling, with a deadline) until `pred` holds for what was received. The deadline
+    /// is generous: thousands of events through a debug build on a busy 2-core machine.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let got = self.received();
             if pred(&got) {
