@@ -170,7 +170,12 @@ pub async fn run(
                 let dest = live.borrow().clone();
                 let names = DestinationNames::new(&dest.namespace, &dest.name);
                 let inbox = until_ready(&dest.name, &shutdown, || {
-                    Inbox::stream(nats.clone(), names.clone(), dest.concurrency, dest.batching.size)
+                    Inbox::stream(
+                        nats.clone(),
+                        names.clone(),
+                        dest.concurrency,
+                        dest.batching.size,
+                    )
                 });
                 let Some(inbox) = inbox.await else {
                     return Ok(());

@@ -1160,7 +1160,7 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     let mut opts = options(None, "op-1", free_port());
     opts.build.jetstream = Some(hookline::controller::build::JetStreamOptions {
         url: nats_server.url(),
-        auth_secret: Some("nats-auth".into()),
+        credentials: [("token".to_string(), "s3cret".to_string())].into(),
         gateway_url: Some("http://hookline-gateway.hookline.svc:8080".into()),
     });
     opts.jetstream = Some((nats.clone(), args.retention()));

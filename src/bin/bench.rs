@@ -333,7 +333,11 @@ fn start_nats(dir: &std::path::Path) -> Option<(Child, String)> {
 }
 
 fn print_run(name: &str, r: &Run) {
-    let rss: Vec<String> = r.rss_mb.iter().map(|(role, mb)| format!("{role} {mb:.0}MB")).collect();
+    let rss: Vec<String> = r
+        .rss_mb
+        .iter()
+        .map(|(role, mb)| format!("{role} {mb:.0}MB"))
+        .collect();
     println!(
         "{name:<44} {:>11.0} {:>12.0} {:>8.1} {:>8.1}  {}",
         r.ingested_per_s,

@@ -33,10 +33,6 @@ pub struct Args {
     /// write key
     #[arg(long, env = "HOOKLINE_GATEWAY_URL")]
     gateway_url: Option<String>,
-    /// JetStream mode: the Secret (in each destination's namespace) whose `token`, or `user`
-    /// and `password`, workers use for NATS
-    #[arg(long, env = "HOOKLINE_NATS_AUTH_SECRET")]
-    nats_auth_secret: Option<String>,
 }
 
 pub async fn controller(args: Args) -> anyhow::Result<i32> {
@@ -53,11 +49,14 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let nats = args.nats.connect("hookline controller").await?;
-    let jetstream = nats.as_ref().map(|_| JetStreamOptions {
-        url: args.nats.url.clone(),
-        auth_secret: args.nats_auth_secret.clone(),
-        gateway_url: args.gateway_url.clone(),
-    });
+    let jetstream = match &nats {
+        Some(_) => Some(JetStreamOptions {
+            url: args.nats.url.clone(),
+            credentials: args.nats.credentials()?,
+            gateway_url: args.gateway_url.clone(),
+        }),
+        None => None,
+    };
     let shutdown = shutdown::on_signal("stopping: finishing reconciles in flight");
     operator::run(
         client,

@@ -4,12 +4,13 @@
 use crate::api::{AuthType, GrantType, WebhookDestination};
 use crate::config::destination::token_secret_name;
 use crate::config::worker::WorkerConfig;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
-    Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource,
+    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -41,8 +42,9 @@ pub struct BuildOptions {
 pub struct JetStreamOptions {
     /// What workers pass as `--nats`.
     pub url: String,
-    /// A Secret, in each destination's namespace, with `token` or `user`/`password` for NATS.
-    pub auth_secret: Option<String>,
+    /// The operator's own NATS credentials (`token`, `user`, `password`, `creds`, `ca.crt`):
+    /// copied into a Secret beside each destination's workers, never into its ConfigMap.
+    pub credentials: BTreeMap<String, String>,
     /// The gateway's URL: `status.ingestUrl` of destinations with a write key.
     pub gateway_url: Option<String>,
 }
@@ -57,6 +59,23 @@ pub struct Children {
     pub service_account: ServiceAccount,
     pub deployment: Deployment,
     pub service: Service,
+    /// JetStream mode with NATS credentials: the workers' copy of them.
+    pub nats_secret: Option<Secret>,
+}
+
+/// Where a worker finds the NATS credentials Secret.
+const NATS_DIR: &str = "/etc/hookline/nats";
+
+pub fn nats_secret_name(dest: &WebhookDestination) -> String {
+    format!("{}-nats", child_name(dest))
+}
+
+/// The credentials the workers need, when there are any.
+fn nats_credentials(opts: &BuildOptions) -> Option<&BTreeMap<String, String>> {
+    opts.jetstream
+        .as_ref()
+        .map(|j| &j.credentials)
+        .filter(|c| !c.is_empty())
 }
 
 /// `<name>-hookline`: the name of every child, and the Service's DNS name.
@@ -85,8 +104,8 @@ pub fn ingest_url(dest: &WebhookDestination, opts: &BuildOptions) -> String {
 }
 
 /// Local mode: the drain after SIGTERM, a little shorter than the grace period. JetStream
-/// mode: where NATS is, and its credentials from a Secret (never the ConfigMap).
-fn worker_env(opts: &BuildOptions) -> Vec<EnvVar> {
+/// mode: where NATS is, and its credentials from the workers' Secret (never the ConfigMap).
+fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
     let value = |name: &str, value: String| EnvVar {
         name: name.into(),
         value: Some(value),
@@ -99,24 +118,32 @@ fn worker_env(opts: &BuildOptions) -> Vec<EnvVar> {
         )];
     };
     let mut env = vec![value("HOOKLINE_NATS_URL", js.url.clone())];
-    if let Some(secret) = &js.auth_secret {
-        for (name, key) in [
-            ("HOOKLINE_NATS_TOKEN", "token"),
-            ("HOOKLINE_NATS_USER", "user"),
-            ("HOOKLINE_NATS_PASSWORD", "password"),
-        ] {
+    for (name, key) in [
+        ("HOOKLINE_NATS_TOKEN", "token"),
+        ("HOOKLINE_NATS_USER", "user"),
+        ("HOOKLINE_NATS_PASSWORD", "password"),
+    ] {
+        if js.credentials.contains_key(key) {
             env.push(EnvVar {
                 name: name.into(),
                 value_from: Some(EnvVarSource {
                     secret_key_ref: Some(SecretKeySelector {
-                        name: secret.clone(),
+                        name: nats_secret_name(dest),
                         key: key.into(),
-                        optional: Some(true),
+                        optional: None,
                     }),
                     ..EnvVarSource::default()
                 }),
                 ..EnvVar::default()
             });
+        }
+    }
+    for (name, key) in [
+        ("HOOKLINE_NATS_CREDS", "creds"),
+        ("HOOKLINE_NATS_CA", "ca.crt"),
+    ] {
+        if js.credentials.contains_key(key) {
+            env.push(value(name, format!("{NATS_DIR}/{key}")));
         }
     }
     env
@@ -163,7 +190,15 @@ pub fn worker_config(dest: &WebhookDestination) -> WorkerConfig {
 pub fn build(dest: &WebhookDestination, opts: &BuildOptions) -> Children {
     let config =
         serde_saphyr::to_string(&worker_config(dest)).expect("the worker configuration serializes");
-    let hash = hex::encode(Sha256::digest(config.as_bytes()));
+    let credentials = nats_credentials(opts);
+    // Rotated NATS credentials roll the workers too (environment variables are read once).
+    let mut digest = Sha256::new();
+    digest.update(config.as_bytes());
+    for (k, v) in credentials.into_iter().flatten() {
+        digest.update(k.as_bytes());
+        digest.update(v.as_bytes());
+    }
+    let hash = hex::encode(digest.finalize());
     Children {
         config_map: ConfigMap {
             metadata: meta(dest),
@@ -191,6 +226,18 @@ pub fn build(dest: &WebhookDestination, opts: &BuildOptions) -> Children {
             }),
             ..Service::default()
         },
+        nats_secret: credentials.map(|data| Secret {
+            metadata: ObjectMeta {
+                name: Some(nats_secret_name(dest)),
+                ..meta(dest)
+            },
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }),
     }
 }
 
@@ -259,6 +306,22 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             ..VolumeMount::default()
         },
     ];
+    if nats_credentials(opts).is_some() {
+        mounts.push(VolumeMount {
+            name: "nats".into(),
+            mount_path: NATS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "nats".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(nats_secret_name(dest)),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     for (i, (secret, optional)) in secret_mounts(dest).into_iter().enumerate() {
         let volume = format!("secret-{i}");
         mounts.push(VolumeMount {
@@ -301,7 +364,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(worker_env(opts)),
+        env: Some(worker_env(dest, opts)),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: Some(worker.resources.unwrap_or_else(default_resources)),

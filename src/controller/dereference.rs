@@ -92,6 +92,16 @@ impl SecretCache {
             .map(|s| s.metadata.resource_version.clone())
     }
 
+    /// A Secret's metadata as the watch has it (for one the operator applies itself).
+    pub fn meta(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> {
+        let key = ObjectRef::<PartialObjectMeta<Secret>>::new(name).within(namespace);
+        self.watched.get(&key).map(|s| s.metadata.clone())
+    }
+
     pub async fn exists(&self, namespace: &str, name: &str) -> bool {
         self.watched_version(namespace, name).await.is_some()
     }

@@ -142,6 +142,10 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         apply_unless_current(ctx, cached.as_ref(), &mut desired.service_account).await?;
         let cached = cached_meta(&c.services, &namespace, &child);
         apply_unless_current(ctx, cached.as_ref(), &mut desired.service).await?;
+        if let Some(secret) = &mut desired.nats_secret {
+            let cached = ctx.secrets.meta(&namespace, &build::nats_secret_name(dest));
+            apply_unless_current(ctx, cached.as_ref(), secret).await?;
+        }
         let cached = cached_deployment.as_ref().map(|d| &d.metadata);
         match apply_unless_current(ctx, cached, &mut desired.deployment).await? {
             Some(answered) => {

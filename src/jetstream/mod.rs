@@ -25,7 +25,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum NatsError {
     #[error("--nats: {0:?} is not a NATS URL (nats://host:4222, several comma-separated)")]
     BadUrl(String),
-    #[error("--nats-creds {}: {source}", file.display())]
+    #[error("cannot read {}: {source}", file.display())]
     Creds {
         file: PathBuf,
         source: std::io::Error,
@@ -152,6 +152,35 @@ impl NatsArgs {
             context,
             url: self.url.clone(),
         }))
+    }
+}
+
+impl NatsArgs {
+    /// What this process authenticates and verifies NATS with, as Secret keys: `token`,
+    /// `user`/`password` (from the environment), `creds` and `ca.crt` (file contents).
+    pub fn credentials(&self) -> Result<std::collections::BTreeMap<String, String>, NatsError> {
+        let mut out = std::collections::BTreeMap::new();
+        for (var, key) in [
+            ("HOOKLINE_NATS_TOKEN", "token"),
+            ("HOOKLINE_NATS_USER", "user"),
+            ("HOOKLINE_NATS_PASSWORD", "password"),
+        ] {
+            if let Ok(v) = std::env::var(var)
+                && !v.is_empty()
+            {
+                out.insert(key.to_string(), v);
+            }
+        }
+        for (file, key) in [(&self.creds, "creds"), (&self.ca, "ca.crt")] {
+            if let Some(file) = file {
+                let text = std::fs::read_to_string(file).map_err(|source| NatsError::Creds {
+                    file: file.clone(),
+                    source,
+                })?;
+                out.insert(key.to_string(), text);
+            }
+        }
+        Ok(out)
     }
 }
 
