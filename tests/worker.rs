@@ -221,3 +221,47 @@ async fn an_authorization_code_worker_follows_the_token_secret_the_operator_keep
     // The worker never asked the authorization server itself: the operator is the one refresher.
     assert_eq!(server.token_requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_local_mode_worker_drains_its_queue_after_sigterm_and_takes_no_more_events() {
+    let endpoint = Endpoint::start().await;
+    endpoint.slow_down(std::time::Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
+    let port = free_port();
+    let spec = format!(
+        "    endpoint: {{ url: \"{}/in\" }}\n    mapping: {{ id: {{ \"@path\": \"$.properties.id\" }} }}\n",
+        endpoint.url
+    );
+    let config = format!(
+        "destination:\n  apiVersion: hookline.dev/v1alpha1\n  kind: WebhookDestination\n  metadata: {{ name: orders, namespace: analytics }}\n  spec:\n{spec}secretsDir: {}\ndataDir: {}\nlisten: 127.0.0.1:{port}\n",
+        dir.path().join("secrets").display(),
+        dir.path().join("data").display()
+    );
+    let config_file = manifest(dir.path(), "worker.yaml", &config);
+    let path = config_file.to_str().unwrap();
+    let mut h = Hookline::start_args(&["worker", "--config", path, "--drain-seconds", "25"], port).await;
+    let batch: Vec<serde_json::Value> = (0..20)
+        .map(|i| serde_json::json!({"type": "track", "userId": "u", "event": "E", "properties": {"id": i}}))
+        .collect();
+    assert_eq!(h.post("/v1/batch", serde_json::json!({"batch": batch})).await.status(), 200);
+    endpoint.wait_for("the first delivery", |r| !r.is_empty()).await;
+    h.sigterm();
+    // Unready and not ingesting at once: the Service sends elsewhere.
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while client
+        .get(format!("{}/readyz", h.base))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(std::time::Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let status = h.wait_exit(std::time::Duration::from_secs(20)).await;
+    assert!(status.success());
+    let got = endpoint.received();
+    let ids: std::collections::HashSet<i64> = got.iter().filter_map(|r| r.body["id"].as_i64()).collect();
+    assert_eq!(ids.len(), 20, "the whole backlog was delivered before exiting");
+}
