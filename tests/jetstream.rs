@@ -73,7 +73,12 @@ async fn run_with_nats_retries_from_jetstream_and_keeps_the_order() {
     assert_eq!(got.len(), 40, "one 503 and one 200 per event");
     assert!(counts(&got).values().all(|c| *c == 2));
     // concurrency 1: a retried event holds back the ones behind it.
-    let delivered: Vec<i64> = got.iter().skip(1).step_by(2).map(|r| r.body["n"].as_i64().unwrap()).collect();
+    let delivered: Vec<i64> = got
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|r| r.body["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(delivered, (0..20).collect::<Vec<_>>());
     let retried = h.metrics().await;
     assert!(
@@ -473,13 +478,28 @@ async fn events_accepted_while_a_destination_is_disabled_are_delivered_once_it_i
     let nats = NatsServer::start().await;
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let spec = |enabled: bool| format!("  enabled: {enabled}\n{MAP_N}  source:\n    writeKeySecretRef: {{ name: keys, key: shop }}\n");
+    let spec = |enabled: bool| {
+        format!(
+            "  enabled: {enabled}\n{MAP_N}  source:\n    writeKeySecretRef: {{ name: keys, key: shop }}\n"
+        )
+    };
     let secrets = manifest(dir.path(), "s.yaml", SECRETS);
-    let disabled = [manifest(dir.path(), "off.yaml", &destination("crm", &endpoint.url, &spec(false))), secrets.clone()];
+    let disabled = [
+        manifest(
+            dir.path(),
+            "off.yaml",
+            &destination("crm", &endpoint.url, &spec(false)),
+        ),
+        secrets.clone(),
+    ];
     let off = run_nats(dir.path(), &nats.url(), &disabled, "a").await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let gateway = Hookline::start_args(&["gateway", "--listen", &listen, "--nats", &nats.url()], port).await;
+    let gateway = Hookline::start_args(
+        &["gateway", "--listen", &listen, "--nats", &nats.url()],
+        port,
+    )
+    .await;
     let r = reqwest::Client::new()
         .post(format!("{}/v1/batch", gateway.base))
         .basic_auth("wk-shop", Some(""))
@@ -488,12 +508,25 @@ async fn events_accepted_while_a_destination_is_disabled_are_delivered_once_it_i
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(stored_events(&nats.url()).await, 10, "kept for the disabled destination");
+    assert_eq!(
+        stored_events(&nats.url()).await,
+        10,
+        "kept for the disabled destination"
+    );
     assert!(endpoint.received().is_empty());
     drop(off);
-    let enabled = [manifest(dir.path(), "on.yaml", &destination("crm", &endpoint.url, &spec(true))), secrets];
+    let enabled = [
+        manifest(
+            dir.path(),
+            "on.yaml",
+            &destination("crm", &endpoint.url, &spec(true)),
+        ),
+        secrets,
+    ];
     let _on = run_nats(dir.path(), &nats.url(), &enabled, "a").await;
-    endpoint.wait_for("the 10 events", |r| counts(r).len() == 10).await;
+    endpoint
+        .wait_for("the 10 events", |r| counts(r).len() == 10)
+        .await;
 }
 
 #[tokio::test]
@@ -503,14 +536,22 @@ async fn attempts_are_counted_across_workers_from_jetstream() {
     endpoint.respond(|_| (503, vec![("Retry-After".into(), "1".into())]));
     let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    maxAttempts: 2\n");
-    let files = [manifest(dir.path(), "d.yaml", &destination("crm", &endpoint.url, &spec))];
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
     let mut first = run_nats(dir.path(), &nats.url(), &files, "a").await;
     assert_eq!(first.post("/v1/batch", numbered(0, 1)).await.status(), 200);
-    endpoint.wait_for("the first attempt", |r| r.len() == 1).await;
+    endpoint
+        .wait_for("the first attempt", |r| r.len() == 1)
+        .await;
     // The retry waits in JetStream: the worker that made the first attempt is gone.
     first.kill9();
     let _second = run_nats(dir.path(), &nats.url(), &files, "b").await;
-    endpoint.wait_for("the second attempt", |r| r.len() == 2).await;
+    endpoint
+        .wait_for("the second attempt", |r| r.len() == 2)
+        .await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let letters = loop {
         let out = run_cli(&["dlq", "list", "crm", "--nats", &nats.url(), "-o", "json"]);
@@ -521,6 +562,9 @@ async fn attempts_are_counted_across_workers_from_jetstream() {
         assert!(std::time::Instant::now() < deadline, "no dead letter");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(letters[0]["attempts"], 2, "the second worker knew of the first attempt");
+    assert_eq!(
+        letters[0]["attempts"], 2,
+        "the second worker knew of the first attempt"
+    );
     assert_eq!(endpoint.received().len(), 2);
 }

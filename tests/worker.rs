@@ -240,12 +240,20 @@ async fn a_local_mode_worker_drains_its_queue_after_sigterm_and_takes_no_more_ev
     );
     let config_file = manifest(dir.path(), "worker.yaml", &config);
     let path = config_file.to_str().unwrap();
-    let mut h = Hookline::start_args(&["worker", "--config", path, "--drain-seconds", "25"], port).await;
+    let mut h =
+        Hookline::start_args(&["worker", "--config", path, "--drain-seconds", "25"], port).await;
     let batch: Vec<serde_json::Value> = (0..20)
         .map(|i| serde_json::json!({"type": "track", "userId": "u", "event": "E", "properties": {"id": i}}))
         .collect();
-    assert_eq!(h.post("/v1/batch", serde_json::json!({"batch": batch})).await.status(), 200);
-    endpoint.wait_for("the first delivery", |r| !r.is_empty()).await;
+    assert_eq!(
+        h.post("/v1/batch", serde_json::json!({"batch": batch}))
+            .await
+            .status(),
+        200
+    );
+    endpoint
+        .wait_for("the first delivery", |r| !r.is_empty())
+        .await;
     h.sigterm();
     // Unready and not ingesting at once: the Service sends elsewhere.
     let client = reqwest::Client::new();
@@ -256,12 +264,20 @@ async fn a_local_mode_worker_drains_its_queue_after_sigterm_and_takes_no_more_ev
         .await
         .is_ok_and(|r| r.status().is_success())
     {
-        assert!(std::time::Instant::now() < deadline, "still ready after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready after SIGTERM"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let status = h.wait_exit(std::time::Duration::from_secs(20)).await;
     assert!(status.success());
     let got = endpoint.received();
-    let ids: std::collections::HashSet<i64> = got.iter().filter_map(|r| r.body["id"].as_i64()).collect();
-    assert_eq!(ids.len(), 20, "the whole backlog was delivered before exiting");
+    let ids: std::collections::HashSet<i64> =
+        got.iter().filter_map(|r| r.body["id"].as_i64()).collect();
+    assert_eq!(
+        ids.len(),
+        20,
+        "the whole backlog was delivered before exiting"
+    );
 }

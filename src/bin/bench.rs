@@ -120,6 +120,22 @@ fn hookline_binary() -> std::path::PathBuf {
     bin
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn peak_rss_mb(child: &Child) -> f64 {
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
@@ -137,6 +153,8 @@ struct Run {
     p99_ms: f64,
     /// Peak RSS per process role ("run", "gateway", "worker").
     rss_mb: Vec<(&'static str, f64)>,
+    /// CPU seconds per role, summed over its processes, and of nats-server.
+    cpu_s: Vec<(&'static str, f64)>,
 }
 
 /// Where the queue is: each `hookline run`'s data dir, or a shared JetStream with a gateway in
@@ -227,6 +245,7 @@ async fn start(
 async fn run_scenario(
     endpoint: &str,
     sink: &Arc<Sink>,
+    nats_pid: Option<u32>,
     mode: Mode<'_>,
     batch_size: usize,
     concurrency: usize,
@@ -252,6 +271,7 @@ async fn run_scenario(
 
     let requests = total / EVENTS_PER_REQUEST;
     let next = Arc::new(AtomicU64::new(0));
+    let nats_cpu_before = nats_pid.map(cpu_seconds);
     let started = Instant::now();
     let senders: Vec<_> = (0..INGEST_CONNECTIONS)
         .map(|_| {
@@ -287,14 +307,23 @@ async fn run_scenario(
     }
     let deliver_time = started.elapsed();
     let mut rss_mb: Vec<(&'static str, f64)> = Vec::new();
+    let mut cpu_s: Vec<(&'static str, f64)> = Vec::new();
     for (role, child) in &mut processes {
         let rss = peak_rss_mb(child);
         match rss_mb.iter_mut().find(|(r, _)| r == role) {
             Some((_, max)) => *max = max.max(rss),
             None => rss_mb.push((role, rss)),
         }
+        let cpu = cpu_seconds(child.id());
+        match cpu_s.iter_mut().find(|(r, _)| r == role) {
+            Some((_, sum)) => *sum += cpu,
+            None => cpu_s.push((role, cpu)),
+        }
         let _ = child.kill();
         let _ = child.wait();
+    }
+    if let (Some(pid), Some(before)) = (nats_pid, nats_cpu_before) {
+        cpu_s.push(("nats-server", cpu_seconds(pid) - before));
     }
 
     let mut lat = sink.latencies_us.lock().expect("sink lock").clone();
@@ -309,6 +338,7 @@ async fn run_scenario(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         rss_mb,
+        cpu_s,
     }
 }
 
@@ -346,6 +376,12 @@ fn print_run(name: &str, r: &Run) {
         r.p99_ms,
         rss.join(", ")
     );
+    let cpu: Vec<String> = r
+        .cpu_s
+        .iter()
+        .map(|(role, s)| format!("{role} {s:.1}s"))
+        .collect();
+    println!("  CPU: {}", cpu.join(", "));
 }
 
 fn main() {
@@ -367,7 +403,7 @@ fn main() {
         println!("{:<44} {:>11} {:>12} {:>8} {:>8}  peak RSS", "scenario", "ingested/s", "delivered/s", "p50 ms", "p99 ms");
         let mut local_batched = None;
         for (name, batch, concurrency) in [("local: batch size 1, concurrency 8", 1, unbatched_concurrency), ("local: batch size 1, concurrency 32", 1, 32), ("local: batch size 100, concurrency 4", 100, 4)] {
-            let r = run_scenario(&endpoint, &sink, Mode::Local, batch, concurrency, total).await;
+            let r = run_scenario(&endpoint, &sink, None, Mode::Local, batch, concurrency, total).await;
             print_run(name, &r);
             if batch == 1 {
                 println!("  unbatched delivery / bare request rate: {:.0}%", 100.0 * r.delivered_per_s / bare);
@@ -382,7 +418,7 @@ fn main() {
         };
         for (workers, batch, concurrency) in [(1, 100, 4), (2, 100, 4), (1, 1, 8), (2, 1, 8)] {
             let mode = Mode::JetStream { nats: &url, workers };
-            let r = run_scenario(&endpoint, &sink, mode, batch, concurrency, total).await;
+            let r = run_scenario(&endpoint, &sink, Some(nats.id()), mode, batch, concurrency, total).await;
             let name = format!("jetstream: {workers} worker(s), batch {batch}, conc. {concurrency}");
             print_run(&name, &r);
             if let (100, Some(local)) = (batch, local_batched) {

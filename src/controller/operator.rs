@@ -58,7 +58,13 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "health and metrics");
-    let server = tokio::spawn(serve_health(listener, ready.clone(), shutdown.clone()));
+    let nats = opts.jetstream.as_ref().map(|(nats, _)| nats.clone());
+    let server = tokio::spawn(serve_health(
+        listener,
+        ready.clone(),
+        nats,
+        shutdown.clone(),
+    ));
 
     match &opts.leader_election {
         None => run_controller(client, &opts, ready, shutdown).await,
@@ -403,9 +409,11 @@ fn referencing(
         .collect()
 }
 
+/// `/readyz`: leading (or standing by, ready), and in JetStream mode JetStream reachable.
 async fn serve_health(
     listener: tokio::net::TcpListener,
     ready: Arc<AtomicBool>,
+    nats: Option<crate::jetstream::Nats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use axum::routing::get;
@@ -415,11 +423,19 @@ async fn serve_health(
             "/readyz",
             get(move || {
                 let ready = ready.load(Ordering::Acquire);
+                let nats = nats.clone();
                 async move {
-                    if ready {
-                        (axum::http::StatusCode::OK, "ready")
-                    } else {
+                    if !ready {
                         (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not leading")
+                    } else if let Some(nats) = nats
+                        && !nats.reachable().await
+                    {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "JetStream is unreachable",
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "ready")
                     }
                 }
             }),

@@ -15,6 +15,7 @@ pub mod routes;
 
 use async_nats::jetstream;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a JetStream request (a publish acknowledgement, an API call) may take before the
@@ -147,11 +148,11 @@ impl NatsArgs {
             })?;
         let mut context = jetstream::new(client.clone());
         context.set_timeout(REQUEST_TIMEOUT);
-        Ok(Some(Nats {
+        Ok(Some(Nats(Arc::new(Connection {
             client,
             context,
             url: self.url.clone(),
-        }))
+        }))))
     }
 }
 
@@ -199,12 +200,23 @@ fn parse_age(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
-/// A connection to NATS and its JetStream.
+/// A connection to NATS and its JetStream, cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Nats {
+pub struct Nats(Arc<Connection>);
+
+#[derive(Debug)]
+pub struct Connection {
     pub client: async_nats::Client,
     pub context: jetstream::Context,
     pub url: String,
+}
+
+impl std::ops::Deref for Nats {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.0
+    }
 }
 
 impl Nats {

@@ -29,16 +29,18 @@ pub enum Inbox {
         cursor: Arc<Cursor>,
         dlq: DeadLetterStore,
     },
-    Stream {
-        nats: Nats,
-        names: DestinationNames,
-        acks: StreamAcks,
-        reader: tokio::sync::Mutex<Option<StreamReader>>,
-        /// With `concurrency` 1 and batches of several events, a batch to be retried waits in
-        /// the worker (marked in progress): handing it back would let the events behind it
-        /// overtake it.
-        retries_in_place: bool,
-    },
+    Stream(Box<StreamInbox>),
+}
+
+/// The destination's side of its JetStream consumer.
+pub struct StreamInbox {
+    nats: Nats,
+    names: DestinationNames,
+    acks: StreamAcks,
+    reader: tokio::sync::Mutex<Option<StreamReader>>,
+    /// With `concurrency` 1 and batches of several events, a batch to be retried waits in the
+    /// worker (marked in progress): handing it back would let the events behind it overtake it.
+    retries_in_place: bool,
 }
 
 pub enum InboxReader {
@@ -47,7 +49,7 @@ pub enum InboxReader {
         expected: u64,
         cursor: Arc<Cursor>,
     },
-    Stream(StreamReader),
+    Stream(Box<StreamReader>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +80,13 @@ impl Inbox {
             (concurrency * batch_size).clamp(16, 1000),
         )
         .await?;
-        Ok(Inbox::Stream {
+        Ok(Inbox::Stream(Box::new(StreamInbox {
             nats,
             names,
             acks,
             reader: tokio::sync::Mutex::new(Some(reader)),
             retries_in_place: concurrency == 1 && batch_size > 1,
-        })
+        })))
     }
 
     /// The reader; taken once, by the worker's read loop.
@@ -98,13 +100,14 @@ impl Inbox {
                     cursor: cursor.clone(),
                 }
             }
-            Inbox::Stream { reader, .. } => InboxReader::Stream(
-                reader
+            Inbox::Stream(stream) => InboxReader::Stream(Box::new(
+                stream
+                    .reader
                     .lock()
                     .await
                     .take()
                     .expect("the reader is taken once"),
-            ),
+            )),
         }
     }
 
@@ -112,7 +115,7 @@ impl Inbox {
     pub async fn complete(&self, seqs: impl IntoIterator<Item = u64>) {
         match self {
             Inbox::Local { cursor, .. } => cursor.complete(seqs),
-            Inbox::Stream { acks, .. } => acks.ack(seqs).await,
+            Inbox::Stream(stream) => stream.acks.ack(seqs).await,
         }
     }
 
@@ -120,12 +123,8 @@ impl Inbox {
     /// them itself (the local queue, or where order requires it).
     pub async fn retry_later(&self, seqs: impl IntoIterator<Item = u64>, delay: Duration) -> bool {
         match self {
-            Inbox::Stream {
-                acks,
-                retries_in_place: false,
-                ..
-            } => {
-                acks.retry_after(seqs, delay).await;
+            Inbox::Stream(stream) if !stream.retries_in_place => {
+                stream.acks.retry_after(seqs, delay).await;
                 true
             }
             _ => false,
@@ -137,7 +136,7 @@ impl Inbox {
     pub fn history(&self, seqs: impl IntoIterator<Item = u64>) -> (u32, Option<SystemTime>) {
         match self {
             Inbox::Local { .. } => (0, None),
-            Inbox::Stream { acks, .. } => acks.history(seqs),
+            Inbox::Stream(stream) => stream.acks.history(seqs),
         }
     }
 
@@ -145,8 +144,8 @@ impl Inbox {
     pub async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<(), InboxError> {
         match self {
             Inbox::Local { dlq, .. } => Ok(dlq.append(letters)?),
-            Inbox::Stream { nats, names, .. } => {
-                Ok(dead_letters::append(nats, names, letters).await?)
+            Inbox::Stream(stream) => {
+                Ok(dead_letters::append(&stream.nats, &stream.names, letters).await?)
             }
         }
     }
@@ -159,17 +158,15 @@ impl Inbox {
                 cursor.persist()?;
                 Ok(Some(queue.head().saturating_sub(cursor.committed())))
             }
-            Inbox::Stream {
-                nats, names, acks, ..
-            } => {
+            Inbox::Stream(stream) => {
                 let every = |d: Duration| {
                     round.is_multiple_of((d.as_millis() / TEND_INTERVAL.as_millis()) as u64)
                 };
                 if every(KEEP_ALIVE_INTERVAL) {
-                    acks.keep_alive().await;
+                    stream.acks.keep_alive().await;
                 }
                 if every(Duration::from_secs(5)) {
-                    return Ok(Some(objects::backlog(nats, names).await?));
+                    return Ok(Some(objects::backlog(&stream.nats, &stream.names).await?));
                 }
                 Ok(None)
             }
@@ -181,8 +178,8 @@ impl Inbox {
     pub async fn close(&self) -> Result<(), InboxError> {
         match self {
             Inbox::Local { cursor, .. } => Ok(cursor.persist()?),
-            Inbox::Stream { acks, .. } => {
-                acks.release_all().await;
+            Inbox::Stream(stream) => {
+                stream.acks.release_all().await;
                 Ok(())
             }
         }
