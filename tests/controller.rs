@@ -825,17 +825,26 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
         "delete v1/services",
         "get v1/services",
     ];
-    let operator_calls: Vec<String> = server
-        .calls()
-        .into_iter()
-        .filter(|(c, n)| setup_calls.get(c).is_none_or(|before| n > before))
-        .map(|(c, _)| c)
-        .filter(|c| !own.contains(&c.as_str()))
-        .collect();
+    let operator_calls = calls_since(&server, &setup_calls, &own);
     assert_rules_cover_exactly(
         &operator_calls,
         &["operator-rules.yaml", "leader-election-rules.yaml"],
     );
+}
+
+/// The kinds of call made since `setup` (more of them than then), less the test's `own`.
+fn calls_since(
+    server: &ApiServer,
+    setup: &std::collections::HashMap<String, u64>,
+    own: &[&str],
+) -> Vec<String> {
+    server
+        .calls()
+        .into_iter()
+        .filter(|(c, n)| setup.get(c).is_none_or(|before| n > before))
+        .map(|(c, _)| c)
+        .filter(|c| !own.contains(&c.as_str()))
+        .collect()
 }
 
 /// Every call has a rule in `files`, and every rule is used.
@@ -1262,13 +1271,7 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         "delete hookline.dev/v1alpha1/webhookdestinations",
         "get apps/v1/deployments",
     ];
-    let operator_calls: Vec<String> = server
-        .calls()
-        .into_iter()
-        .filter(|(c, n)| setup_calls.get(c).is_none_or(|before| n > before))
-        .map(|(c, _)| c)
-        .filter(|c| !own.contains(&c.as_str()))
-        .collect();
+    let operator_calls = calls_since(&server, &setup_calls, &own);
     // A short scenario: every call covered, and the JetStream rules all needed.
     assert_rules_cover(
         &operator_calls,

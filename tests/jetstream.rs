@@ -45,10 +45,43 @@ async fn run_nats(
     Hookline::start_with(files, &dir.join(data), &["--nats", nats]).await
 }
 
+/// One nats-server, one endpoint, and the destination `crm` sending to it with `spec`.
+struct Setup {
+    nats: NatsServer,
+    endpoint: Endpoint,
+    dir: tempfile::TempDir,
+    files: Vec<std::path::PathBuf>,
+}
+
+impl Setup {
+    async fn new(spec: &str) -> Setup {
+        let nats = NatsServer::start().await;
+        let endpoint = Endpoint::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![manifest(
+            dir.path(),
+            "d.yaml",
+            &destination("crm", &endpoint.url, spec),
+        )];
+        Setup {
+            nats,
+            endpoint,
+            dir,
+            files,
+        }
+    }
+
+    /// `hookline run --nats` with its own data dir `data`.
+    async fn worker(&self, data: &str) -> Hookline {
+        run_nats(self.dir.path(), &self.nats.url(), &self.files, data).await
+    }
+}
+
 #[tokio::test]
 async fn run_with_nats_retries_from_jetstream_and_keeps_the_order() {
-    let nats = NatsServer::start().await;
-    let endpoint = Endpoint::start().await;
+    let spec = format!("{MAP_N}  delivery:\n    maxAttempts: 5\n");
+    let t = Setup::new(&spec).await;
+    let endpoint = &t.endpoint;
     // Every first attempt fails with a 503 and Retry-After: the retry comes back from JetStream.
     endpoint.respond(|n| {
         if n % 2 == 0 {
@@ -57,14 +90,7 @@ async fn run_with_nats_retries_from_jetstream_and_keeps_the_order() {
             (200, vec![])
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let spec = format!("{MAP_N}  delivery:\n    maxAttempts: 5\n");
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let h = run_nats(dir.path(), &nats.url(), &files, "a").await;
+    let h = t.worker("a").await;
     let r = h.post("/v1/batch", numbered(0, 20)).await;
     assert_eq!(r.status(), 200);
     let got = endpoint
@@ -242,18 +268,12 @@ async fn without_jetstream_the_gateway_answers_503_never_200() {
 
 #[tokio::test]
 async fn two_workers_share_one_consumer_and_a_killed_one_loses_nothing() {
-    let nats = NatsServer::start().await;
-    let endpoint = Endpoint::start().await;
-    endpoint.slow_down(std::time::Duration::from_millis(50));
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    concurrency: 4\n");
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let mut first = run_nats(dir.path(), &nats.url(), &files, "a").await;
-    let second = run_nats(dir.path(), &nats.url(), &files, "b").await;
+    let t = Setup::new(&spec).await;
+    let endpoint = &t.endpoint;
+    endpoint.slow_down(std::time::Duration::from_millis(50));
+    let mut first = t.worker("a").await;
+    let second = t.worker("b").await;
     for i in 0..4 {
         let target = if i % 2 == 0 { &first } else { &second };
         assert_eq!(
@@ -284,17 +304,11 @@ async fn two_workers_share_one_consumer_and_a_killed_one_loses_nothing() {
 
 #[tokio::test]
 async fn two_live_workers_deliver_each_event_once() {
-    let nats = NatsServer::start().await;
-    let endpoint = Endpoint::start().await;
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    concurrency: 4\n");
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let first = run_nats(dir.path(), &nats.url(), &files, "a").await;
-    let second = run_nats(dir.path(), &nats.url(), &files, "b").await;
+    let t = Setup::new(&spec).await;
+    let endpoint = &t.endpoint;
+    let first = t.worker("a").await;
+    let second = t.worker("b").await;
     assert_eq!(
         first.post("/v1/batch", numbered(0, 100)).await.status(),
         200
@@ -320,17 +334,11 @@ async fn two_live_workers_deliver_each_event_once() {
 
 #[tokio::test]
 async fn a_worker_stopped_while_the_endpoint_is_down_hands_its_events_to_the_next() {
-    let nats = NatsServer::start().await;
-    let endpoint = Endpoint::start().await;
-    endpoint.respond(|_| (503, vec![]));
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  batching:\n    size: 10\n    maxWaitMillis: 50\n");
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let mut old = run_nats(dir.path(), &nats.url(), &files, "a").await;
+    let t = Setup::new(&spec).await;
+    let endpoint = &t.endpoint;
+    endpoint.respond(|_| (503, vec![]));
+    let mut old = t.worker("a").await;
     assert_eq!(old.post("/v1/batch", numbered(0, 30)).await.status(), 200);
     endpoint
         .wait_for("a failing attempt", |r| !r.is_empty())
@@ -342,7 +350,7 @@ async fn a_worker_stopped_while_the_endpoint_is_down_hands_its_events_to_the_nex
             .success()
     );
     endpoint.respond(|_| (200, vec![]));
-    let _new = run_nats(dir.path(), &nats.url(), &files, "b").await;
+    let _new = t.worker("b").await;
     let got = endpoint
         .wait_for("all 30 events", |r| {
             counts(
@@ -411,16 +419,10 @@ async fn killing_one_nats_server_of_three_loses_no_accepted_event() {
 
 #[tokio::test]
 async fn dead_letters_go_to_the_stream_and_replay_to_their_destination() {
-    let nats = NatsServer::start().await;
-    let endpoint = Endpoint::start().await;
+    let t = Setup::new(MAP_N).await;
+    let (nats, endpoint) = (&t.nats, &t.endpoint);
     endpoint.respond(|_| (400, vec![]));
-    let dir = tempfile::tempdir().unwrap();
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, MAP_N),
-    )];
-    let h = run_nats(dir.path(), &nats.url(), &files, "a").await;
+    let h = t.worker("a").await;
     assert_eq!(h.post("/v1/batch", numbered(0, 3)).await.status(), 200);
     endpoint
         .wait_for("three refused events", |r| r.len() >= 3)
@@ -531,24 +533,18 @@ async fn events_accepted_while_a_destination_is_disabled_are_delivered_once_it_i
 
 #[tokio::test]
 async fn attempts_are_counted_across_workers_from_jetstream() {
-    let nats = NatsServer::start().await;
-    let endpoint = Endpoint::start().await;
-    endpoint.respond(|_| (503, vec![("Retry-After".into(), "1".into())]));
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    maxAttempts: 2\n");
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let mut first = run_nats(dir.path(), &nats.url(), &files, "a").await;
+    let t = Setup::new(&spec).await;
+    let (nats, endpoint) = (&t.nats, &t.endpoint);
+    endpoint.respond(|_| (503, vec![("Retry-After".into(), "1".into())]));
+    let mut first = t.worker("a").await;
     assert_eq!(first.post("/v1/batch", numbered(0, 1)).await.status(), 200);
     endpoint
         .wait_for("the first attempt", |r| r.len() == 1)
         .await;
     // The retry waits in JetStream: the worker that made the first attempt is gone.
     first.kill9();
-    let _second = run_nats(dir.path(), &nats.url(), &files, "b").await;
+    let _second = t.worker("b").await;
     endpoint
         .wait_for("the second attempt", |r| r.len() == 2)
         .await;

@@ -73,15 +73,7 @@ impl Common {
                 destinations: vec![DestinationNames::new(namespace, name)],
             }));
         }
-        let client = kube::Client::try_default().await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}"
-            )
-        })?;
-        let namespace = self
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
+        let (client, namespace) = super::cluster_client(self.namespace.as_deref()).await?;
         Ok(Place::Cluster {
             client,
             namespace,
