@@ -572,3 +572,75 @@ async fn attempts_are_counted_across_workers_from_jetstream() {
     );
     assert_eq!(endpoint.received().len(), 2);
 }
+
+// Multi-threaded: the CLI runs as a blocking child process while this runtime serves the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_the_service_proxy() {
+    let t = Setup::new(MAP_N).await;
+    t.endpoint.respond(|_| (422, vec![]));
+    let worker = t.worker("a").await;
+    assert_eq!(worker.post("/v1/batch", numbered(0, 2)).await.status(), 200);
+    t.endpoint
+        .wait_for("two refused events", |r| r.len() >= 2)
+        .await;
+
+    // The API server reaches the worker Service `crm-hookline` in `default`; the user has only
+    // a kubeconfig.
+    let api = support::apiserver::ApiServer::new();
+    api.expose_service("default", "crm-hookline", &worker.base);
+    let addr = api.serve().await;
+    let kubeconfig = t.dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        support::apiserver::ApiServer::kubeconfig(addr, "default"),
+    )
+    .unwrap();
+    let dlq = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .arg("dlq")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("HOOKLINE_NATS_URL")
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let letters = loop {
+        let out = dlq(&["list", "crm", "-n", "default", "-o", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if letters.as_array().unwrap().len() == 2 {
+            break letters;
+        }
+        assert!(std::time::Instant::now() < deadline, "{letters}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters[0]["lastStatus"], 422);
+    assert_eq!(letters[0]["destination"], "crm");
+
+    t.endpoint.respond(|_| (200, vec![]));
+    let out = dlq(&["replay", "crm", "-n", "default"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-queued 2 event(s)"));
+    t.endpoint
+        .wait_for("the replayed events", |r| r.len() >= 4)
+        .await;
+    let calls = api.calls();
+    assert!(
+        calls.contains_key("get v1/services/proxy")
+            && calls.contains_key("create v1/services/proxy"),
+        "{calls:?}"
+    );
+
+    let missing = dlq(&["list", "nope", "-n", "default"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("services/proxy"));
+}

@@ -73,7 +73,19 @@ impl Common {
                 destinations: vec![DestinationNames::new(namespace, name)],
             }));
         }
-        let (client, namespace) = super::cluster_client(self.namespace.as_deref()).await?;
+        // No retries on 503: "no endpoints available" (workers scaled to zero, or starting)
+        // is answered at once, not after kube's minutes of backoff.
+        let mut config = kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}"
+            )
+        })?;
+        config.default_retry = false;
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client = kube::Client::try_from(config)?;
         Ok(Place::Cluster {
             client,
             namespace,
@@ -100,7 +112,7 @@ async fn through_proxy(
         .expect("a valid request");
     client.request_text(request).await.with_context(|| {
         format!(
-            "cannot reach the workers of WebhookDestination {namespace}/{name} through the API server (is it running? does your kubeconfig allow services/proxy in {namespace}?)"
+            "cannot reach the workers of WebhookDestination {namespace}/{name} through the API server (do they run — spec.enabled, `kubectl get whd {name} -n {namespace}`? does your kubeconfig allow get/create on services/proxy in {namespace}?)"
         )
     })
 }

@@ -104,7 +104,15 @@ impl DestinationTarget {
             ),
             (None, false) => Ok(Target::Files(&self.files)),
             (Some(name), true) => {
-                let (client, namespace) = cluster_client(self.namespace.as_deref()).await?;
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}"
+                    )
+                })?;
+                let namespace = self
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_string());
                 Ok(Target::Cluster {
                     api: Box::new(kube::Api::namespaced(client, &namespace)),
                     namespace,
@@ -113,16 +121,6 @@ impl DestinationTarget {
             }
         }
     }
-}
-
-/// A client from the kubeconfig (or the in-cluster config), and `namespace` or its default.
-pub async fn cluster_client(namespace: Option<&str>) -> anyhow::Result<(kube::Client, String)> {
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}")
-    })?;
-    let namespace =
-        namespace.map_or_else(|| client.default_namespace().to_string(), str::to_string);
-    Ok((client, namespace))
 }
 
 /// Every WebhookDestination in `files`, resolved against the Secrets in them.

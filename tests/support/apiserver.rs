@@ -36,6 +36,75 @@ pub struct ApiServer {
     changed: Arc<watch::Sender<u64>>,
     /// Requests by "verb collection", for tests that check which calls were made.
     calls: Arc<Mutex<HashMap<String, u64>>>,
+    /// Services reachable through the service proxy: (namespace, name) → base URL.
+    services: Arc<Mutex<HashMap<(String, String), String>>>,
+}
+
+/// `(namespace, service name, path beyond)` of a service-proxy request.
+fn proxied(path: &str) -> Option<(String, String, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (namespace, rest) = rest.split_once("/services/")?;
+    let (service, beyond) = rest.split_once("/proxy")?;
+    // `[scheme:]name[:port]`
+    let parts: Vec<&str> = service.split(':').collect();
+    let name = match parts.as_slice() {
+        [name] | [name, _] if !matches!(*name, "http" | "https") => name,
+        ["http" | "https", name] | [_, name, _] => name,
+        _ => return None,
+    };
+    Some((namespace.into(), name.to_string(), beyond.to_string()))
+}
+
+/// Forwards a service-proxy request to the exposed service, as the API server does.
+async fn proxy(
+    server: &ApiServer,
+    method: &Method,
+    namespace: &str,
+    service: &str,
+    path: &str,
+    body: Bytes,
+) -> Response {
+    let verb = if method == Method::GET {
+        "get"
+    } else {
+        "create"
+    };
+    *server
+        .calls
+        .lock()
+        .unwrap()
+        .entry(format!("{verb} v1/services/proxy"))
+        .or_default() += 1;
+    let base = server
+        .services
+        .lock()
+        .unwrap()
+        .get(&(namespace.to_string(), service.to_string()))
+        .cloned();
+    let Some(base) = base else {
+        return status_error(
+            503,
+            "ServiceUnavailable",
+            format!("no endpoints available for service {service:?}"),
+        );
+    };
+    let answer = reqwest::Client::new()
+        .request(method.clone(), format!("{base}{path}"))
+        .body(body)
+        .send()
+        .await;
+    match answer {
+        Ok(r) => {
+            let status = r.status();
+            let bytes = r.bytes().await.unwrap_or_default();
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(bytes))
+                .unwrap()
+        }
+        Err(e) => status_error(503, "ServiceUnavailable", e.to_string()),
+    }
 }
 
 /// Where a request points: `collection` is `group/version/plural` (`v1/secrets` for core).
@@ -175,7 +244,17 @@ impl ApiServer {
             store: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             calls: Arc::default(),
+            services: Arc::default(),
         }
+    }
+
+    /// Makes `/api/v1/namespaces/{namespace}/services/[scheme:]{name}[:port]/proxy/...` reach
+    /// `base` (a process on 127.0.0.1 playing the Service's pods).
+    pub fn expose_service(&self, namespace: &str, name: &str, base: &str) {
+        self.services
+            .lock()
+            .unwrap()
+            .insert((namespace.into(), name.into()), base.into());
     }
 
     fn router(&self) -> axum::Router {
@@ -515,6 +594,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some((namespace, service, rest)) = proxied(uri.path()) {
+        return proxy(&server, &method, &namespace, &service, &rest, body).await;
+    }
     let Some(target) = parse(uri.path()) else {
         return status_error(404, "NotFound", format!("no route {}", uri.path()));
     };
