@@ -1,6 +1,8 @@
 //! The data path, one module per stage, in the order events flow:
 //! ingest → queue → subscription → mapping → batch → deliver (signing, retries, dead letters).
-//! [`worker`] wires the stages for one destination.
+//! [`worker`] wires the stages for one destination. The queue is one of two backends behind
+//! a seam: [`store`] is ingestion's side (append locally, or publish to JetStream), [`inbox`]
+//! the worker's (read, complete, retry later, dead-letter).
 
 pub mod batch;
 pub mod dead_letters;
