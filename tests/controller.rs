@@ -1162,7 +1162,7 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         url: nats_server.url(),
         creds: None,
         ca: None,
-        replicas: 1,
+        replicas: None,
         max_age: Duration::from_secs(3600),
     };
     let nats = args.connect("test").await.unwrap().unwrap();

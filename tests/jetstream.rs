@@ -382,7 +382,8 @@ async fn killing_one_nats_server_of_three_loses_no_accepted_event() {
     let h = Hookline::start_with(
         &files,
         &dir.path().join("a"),
-        &["--nats", &all, "--nats-replicas", "3"],
+        // Replicas: 3 by default on a cluster.
+        &["--nats", &all],
     )
     .await;
     // A client that retries a refused batch, as Segment's libraries do: every batch is accepted
@@ -416,6 +417,12 @@ async fn killing_one_nats_server_of_three_loses_no_accepted_event() {
         }
     }
     assert_eq!(accepted.len(), 200, "after {refusals} refusals");
+    let client = async_nats::connect(servers[1].url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream("HOOKLINE_EVENTS")
+        .await
+        .unwrap();
+    assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
     let got = endpoint
         .wait_for("every accepted event", |r| {
             let c = counts(r);

@@ -66,13 +66,10 @@ pub struct NatsArgs {
     /// A PEM bundle of CAs that sign the NATS servers' certificates
     #[arg(long = "nats-ca", env = "HOOKLINE_NATS_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
-    /// JetStream streams' replicas (1 for a single server)
-    #[arg(
-        long = "nats-replicas",
-        env = "HOOKLINE_NATS_REPLICAS",
-        default_value_t = 1
-    )]
-    pub replicas: usize,
+    /// Replicas of Hookline's streams and routes bucket (default: 3 on a NATS cluster, 1 on a
+    /// single server)
+    #[arg(long = "nats-replicas", env = "HOOKLINE_NATS_REPLICAS")]
+    pub replicas: Option<usize>,
     /// How long undelivered events are kept in JetStream (a number with s, m, h or d)
     #[arg(long = "nats-max-age", env = "HOOKLINE_NATS_MAX_AGE", default_value = "7d", value_parser = parse_age)]
     pub max_age: Duration,
@@ -98,7 +95,7 @@ impl NatsArgs {
 
     pub fn retention(&self) -> objects::Retention {
         objects::Retention {
-            replicas: self.replicas.max(1),
+            replicas: self.replicas.map(|r| r.max(1)),
             max_age: self.max_age,
         }
     }

@@ -17,7 +17,8 @@ pub const ACK_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Retention {
-    pub replicas: usize,
+    /// `None`: 3 on a NATS cluster, 1 on a single server.
+    pub replicas: Option<usize>,
     /// How long undelivered events are kept.
     pub max_age: Duration,
 }
@@ -79,13 +80,18 @@ impl ConsumerPlan {
 /// date.
 pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), NatsError> {
     let js = &nats.context;
+    if nats.client.connection_state() != async_nats::connection::State::Connected {
+        // Whether NATS is a cluster is known only once connected.
+        return Err(NatsError::api("streams", "NATS is not connected yet"));
+    }
+    let replicas = replicas(nats, retention.replicas);
     js.create_or_update_stream(stream::Config {
         name: EVENTS_STREAM.into(),
         description: Some("hookline: accepted events, until every destination is done".into()),
         subjects: vec![EVENTS_SUBJECTS.into()],
         retention: stream::RetentionPolicy::Interest,
         storage: stream::StorageType::File,
-        num_replicas: retention.replicas,
+        num_replicas: replicas,
         max_age: retention.max_age,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
@@ -98,7 +104,7 @@ pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), Nat
         subjects: vec![DEAD_LETTER_SUBJECTS.into()],
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
-        num_replicas: retention.replicas,
+        num_replicas: replicas,
         max_age: DEAD_LETTER_MAX_AGE,
         ..Default::default()
     })
@@ -109,12 +115,29 @@ pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), Nat
         description: "hookline: write-key digests the gateway accepts".into(),
         history: 1,
         storage: stream::StorageType::File,
-        num_replicas: retention.replicas,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
     .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))?;
     Ok(())
+}
+
+/// A single server holds one copy whatever was asked (it refuses more); a cluster holds what
+/// was asked, 3 by default.
+fn replicas(nats: &Nats, configured: Option<usize>) -> usize {
+    let clustered = nats.client.server_info().cluster.is_some();
+    match (clustered, configured) {
+        (true, configured) => configured.unwrap_or(3),
+        (false, Some(n)) if n > 1 => {
+            tracing::warn!(
+                replicas = n,
+                "NATS is a single server: its streams keep one copy"
+            );
+            1
+        }
+        (false, _) => 1,
+    }
 }
 
 /// The destination's durable consumer, created or updated to `plan`.
