@@ -97,6 +97,9 @@ impl JetStreamObjects {
                 Some(n)
             }
             Err(e) => {
+                // The consumer may be gone (removed by hand, or with a lost NATS store): the
+                // next reconcile creates it again.
+                self.ensured.lock().expect("ensured lock").remove(&key);
                 tracing::warn!(destination = %dest.name_any(), error = %e, "cannot read the backlog");
                 None
             }
