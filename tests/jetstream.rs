@@ -651,3 +651,72 @@ async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_the_service_proxy()
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("services/proxy"));
 }
+
+#[tokio::test]
+async fn a_replay_on_a_shared_write_key_reaches_only_its_own_destination() {
+    let nats = NatsServer::start().await;
+    let (refusing, accepting) = (Endpoint::start().await, Endpoint::start().await);
+    refusing.respond(|_| (400, vec![]));
+    let dir = tempfile::tempdir().unwrap();
+    let key = "  source:\n    writeKeySecretRef: { name: keys, key: shop }\n";
+    let files = [
+        manifest(
+            dir.path(),
+            "a.yaml",
+            &destination("a", &refusing.url, &format!("{MAP_N}{key}")),
+        ),
+        manifest(
+            dir.path(),
+            "b.yaml",
+            &destination("b", &accepting.url, &format!("{MAP_N}{key}")),
+        ),
+        manifest(dir.path(), "s.yaml", SECRETS),
+    ];
+    let h = run_nats(dir.path(), &nats.url(), &files, "w").await;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/batch", h.base))
+        .basic_auth("wk-shop", Some(""))
+        .json(&numbered(0, 3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    accepting
+        .wait_for("b's three events", |r| r.len() == 3)
+        .await;
+    refusing
+        .wait_for("a's three refusals", |r| r.len() == 3)
+        .await;
+    let list = || run_cli(&["dlq", "list", "a", "--nats", &nats.url(), "-o", "json"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while serde_json::from_slice::<Value>(&list().stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .len()
+        < 3
+    {
+        assert!(std::time::Instant::now() < deadline, "a's dead letters");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    refusing.respond(|_| (200, vec![]));
+    let out = run_cli(&["dlq", "replay", "a", "--nats", &nats.url()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    refusing
+        .wait_for("a's replayed events", |r| r.len() == 6)
+        .await;
+    // b reads the same key subject: it has acknowledged the replays without sending them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stored_events(&nats.url()).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replays were not finished with"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepting.received().len(), 3, "b got nothing twice");
+}

@@ -1,6 +1,7 @@
 //! Dead letters in JetStream: one message per event given up on, on the destination's subject
 //! of the dead-letter stream, in the same shape as the local store's entries. Replay publishes
-//! the original events again to the destination alone, then removes the dead letters.
+//! the original events again, addressed to the destination alone, then removes the dead
+//! letters.
 
 use super::names::{DEAD_LETTER_STREAM, DestinationNames};
 use super::publish::{Outgoing, Publisher};
@@ -70,7 +71,9 @@ pub async fn replay(nats: &Nats, names: &DestinationNames) -> Result<usize, Nats
     if letters.is_empty() {
         return Ok(0);
     }
-    let subject = names.subject();
+    // The destination's own subject, or its write key's, which the other destinations holding
+    // that key read too: the recipient says whose it is.
+    let subject = super::objects::consumer_subject(nats, names).await?;
     let messages = letters
         .iter()
         .map(|(seq, l)| Outgoing {
@@ -78,7 +81,7 @@ pub async fn replay(nats: &Nats, names: &DestinationNames) -> Result<usize, Nats
             // Replaying the same dead letter twice within the duplicate window stores it once.
             id: format!("replay:{}:{seq}", names.consumer()),
             payload: Envelope {
-                to: None,
+                to: Some(vec![names.recipient().to_string()]),
                 event: l.event.clone(),
             }
             .encode()

@@ -53,7 +53,7 @@ impl DestinationNames {
         &self.token
     }
 
-    /// Events for this destination alone (its own ingestion without a write key, replays).
+    /// Events sent to a destination without a write key (its own worker Service).
     pub fn subject(&self) -> String {
         format!("hookline.events.dest.{}", self.token)
     }
@@ -67,11 +67,17 @@ impl DestinationNames {
         format!("{}.{}", key.0, self.token)
     }
 
-    /// What this destination's consumer reads: its own subject and its write key's.
-    pub fn filter_subjects(&self, key: Option<&KeyDigest>) -> Vec<String> {
-        let mut subjects = vec![self.subject()];
-        subjects.extend(key.map(KeyDigest::subject));
-        subjects
+    /// What this destination's consumer reads: its write key's subject, or its own without
+    /// one. Always a single subject: JetStream serves a consumer with several filters at a
+    /// markedly higher cost per event. Events for this destination alone on a shared key
+    /// subject (replays) name it as their recipient (see [`Self::recipient`]).
+    pub fn filter_subject(&self, key: Option<&KeyDigest>) -> String {
+        key.map_or_else(|| self.subject(), KeyDigest::subject)
+    }
+
+    /// How a queued event addresses this destination alone.
+    pub fn recipient(&self) -> &str {
+        &self.token
     }
 }
 
@@ -95,6 +101,8 @@ mod tests {
         let key = KeyDigest::of("wk");
         assert_eq!(key.0.len(), 64);
         assert!(!key.subject().contains("wk."));
+        assert_eq!(a.filter_subject(None), a.subject());
+        assert_eq!(a.filter_subject(Some(&key)), key.subject());
         assert_eq!(route_digest(&a.route_key(&key)), Some(key));
     }
 }

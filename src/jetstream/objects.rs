@@ -70,7 +70,7 @@ impl ConsumerPlan {
             // dead-letters; JetStream must never drop an event on its own.
             max_deliver: -1,
             max_ack_pending: self.max_ack_pending,
-            filter_subjects: self.names.filter_subjects(self.key.as_ref()),
+            filter_subject: self.names.filter_subject(self.key.as_ref()),
             ..Default::default()
         }
     }
@@ -199,6 +199,16 @@ pub async fn backlog(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsE
         .await
         .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
     Ok(info.num_pending + info.num_ack_pending as u64)
+}
+
+/// The subject the destination's consumer reads (where a replay for it goes).
+pub async fn consumer_subject(nats: &Nats, names: &DestinationNames) -> Result<String, NatsError> {
+    let stream = events_stream(nats).await?;
+    let info = stream
+        .consumer_info(names.consumer())
+        .await
+        .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
+    Ok(info.config.filter_subject.clone())
 }
 
 pub async fn events_stream(nats: &Nats) -> Result<stream::Stream<()>, NatsError> {

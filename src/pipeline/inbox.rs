@@ -131,6 +131,15 @@ impl Inbox {
         }
     }
 
+    /// How a queued event addressed to this destination alone names it: the destination's name
+    /// in its own process's queue, its namespace and name in a JetStream every cluster shares.
+    pub fn recipient<'a>(&'a self, dest: &'a crate::config::destination::Destination) -> &'a str {
+        match self {
+            Inbox::Local { .. } => &dest.name,
+            Inbox::Stream(stream) => stream.names.recipient(),
+        }
+    }
+
     /// Attempts already made on these events before the worker got them, and since when they
     /// have been waiting (JetStream only: locally a restart starts the count again).
     pub fn history(&self, seqs: impl IntoIterator<Item = u64>) -> (u32, Option<SystemTime>) {

@@ -405,7 +405,7 @@ impl Worker {
                 ));
             }
         };
-        if !envelope.is_for(&dest.name) {
+        if !envelope.is_for(self.shared.inbox.recipient(dest)) {
             return Prepared::NotForUs;
         }
         if !dest.subscription.matches(&envelope.event) {
