@@ -165,7 +165,6 @@ enum Mode<'a> {
     JetStream { nats: &'a str, workers: usize },
 }
 
-const WRITE_KEY: &str = "bench-key";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -254,12 +253,15 @@ async fn run_scenario(
     sink.reset();
     let dir = tempfile::tempdir().expect("temp dir");
     let manifest = dir.path().join("bench.yaml");
-    // A fresh name per scenario: a JetStream consumer starts with the events sent from now on.
+    // A fresh name and write key per scenario: a JetStream consumer starts with the events sent
+    // from now on, and the consumers of earlier scenarios (their workers gone) do not hold on to
+    // this one's events.
     let name = format!("bench-{}", now_micros());
+    let write_key = format!("key-{name}");
     std::fs::write(
         &manifest,
         format!(
-            "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata: {{name: {name}}}\nspec:\n  endpoint: {{url: '{endpoint}'}}\n  subscription: 'type = \"track\"'\n  mapping:\n    user: {{\"@path\": \"$.userId\"}}\n    event: {{\"@path\": \"$.event\"}}\n    order_id: {{\"@path\": \"$.properties.order_id\"}}\n    total: {{\"@path\": \"$.properties.total\"}}\n    sent: {{\"@path\": \"$.properties.sent\"}}\n  batching: {{size: {batch_size}, maxWaitMillis: 50}}\n  delivery: {{concurrency: {concurrency}}}\n  source:\n    writeKeySecretRef: {{name: bench-key, key: key}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-key}}\nstringData: {{key: {WRITE_KEY}}}\n"
+            "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata: {{name: {name}}}\nspec:\n  endpoint: {{url: '{endpoint}'}}\n  subscription: 'type = \"track\"'\n  mapping:\n    user: {{\"@path\": \"$.userId\"}}\n    event: {{\"@path\": \"$.event\"}}\n    order_id: {{\"@path\": \"$.properties.order_id\"}}\n    total: {{\"@path\": \"$.properties.total\"}}\n    sent: {{\"@path\": \"$.properties.sent\"}}\n  batching: {{size: {batch_size}, maxWaitMillis: 50}}\n  delivery: {{concurrency: {concurrency}}}\n  source:\n    writeKeySecretRef: {{name: bench-key, key: key}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-key}}\nstringData: {{key: {write_key}}}\n"
         ),
     )
     .expect("write manifest");
@@ -275,7 +277,7 @@ async fn run_scenario(
     let started = Instant::now();
     let senders: Vec<_> = (0..INGEST_CONNECTIONS)
         .map(|_| {
-            let (client, base, next) = (client.clone(), base.clone(), next.clone());
+            let (client, base, next, key) = (client.clone(), base.clone(), next.clone(), write_key.clone());
             tokio::spawn(async move {
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -286,7 +288,7 @@ async fn run_scenario(
                     let batch: Vec<Value> = (0..EVENTS_PER_REQUEST)
                         .map(|i| json!({"type": "track", "userId": format!("user-{i}"), "event": "Order Completed", "properties": {"order_id": format!("o-{n}-{i}"), "total": 10.5, "sent": sent}}))
                         .collect();
-                    let resp = client.post(format!("{base}/v1/batch")).basic_auth(WRITE_KEY, Some("")).json(&json!({"batch": batch})).send().await.expect("ingest request");
+                    let resp = client.post(format!("{base}/v1/batch")).basic_auth(&key, Some("")).json(&json!({"batch": batch})).send().await.expect("ingest request");
                     assert!(resp.status().is_success(), "ingest answered {}", resp.status());
                 }
             })
