@@ -720,3 +720,37 @@ async fn a_replay_on_a_shared_write_key_reaches_only_its_own_destination() {
     }
     assert_eq!(accepting.received().len(), 3, "b got nothing twice");
 }
+
+#[tokio::test]
+async fn a_request_slower_than_the_ack_wait_is_not_handed_to_another_worker() {
+    // The ack wait is 10 s; the request takes 12: the worker marks the event in progress.
+    let nats = NatsServer::start().await;
+    let endpoint = Endpoint::start().await;
+    endpoint.slow_down(std::time::Duration::from_secs(12));
+    let dir = tempfile::tempdir().unwrap();
+    let slow = destination("crm", &endpoint.url, MAP_N)
+        .replace("    url:", "    timeoutSeconds: 20\n    url:");
+    let files = [manifest(dir.path(), "d.yaml", &slow)];
+    let first = run_nats(dir.path(), &nats.url(), &files, "a").await;
+    let _second = run_nats(dir.path(), &nats.url(), &files, "b").await;
+    assert_eq!(first.post("/v1/batch", numbered(0, 1)).await.status(), 200);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("HOOKLINE_EVENTS")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let info = loop {
+        let info = stream.consumer_info("default_crm").await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 && !endpoint.received().is_empty() {
+            break info;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: {info:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(info.num_redelivered, 0, "JetStream handed it out again");
+    assert_eq!(endpoint.received().len(), 1);
+}

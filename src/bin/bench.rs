@@ -165,7 +165,6 @@ enum Mode<'a> {
     JetStream { nats: &'a str, workers: usize },
 }
 
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
