@@ -271,6 +271,22 @@ pub struct Delivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub concurrency: Option<u32>,
+    /// At most this many requests per second to the endpoint (per worker pod in the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second, shared by all of the destination's requests (fractions allowed:
+    /// 0.5 is one request every two seconds).
+    #[schemars(range(min = 0.001))]
+    pub requests_per_second: f64,
+    /// Requests that may go out at once after a quiet spell, above the steady rate. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub burst: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -8,6 +8,7 @@ use crate::api::{AuthType, GrantType, OAuth2, SigningScheme};
 use crate::oauth::store::from_fields;
 use crate::oauth::{OAuthSettings, TokenSet};
 use crate::pipeline::batch::BatchPolicy;
+use crate::pipeline::deliver::pace::RateLimitPolicy;
 use crate::pipeline::deliver::request::{HeaderEntry, RequestTemplate};
 use crate::pipeline::deliver::retry::RetryPolicy;
 use crate::pipeline::deliver::signing::Signer;
@@ -41,6 +42,7 @@ pub struct Destination {
     pub batching: BatchPolicy,
     pub retry: RetryPolicy,
     pub concurrency: usize,
+    pub rate_limit: Option<RateLimitPolicy>,
     pub write_key: Option<String>,
     pub oauth: Option<OAuth>,
 }
@@ -63,6 +65,7 @@ pub struct CompiledSpec {
     pub batching: BatchPolicy,
     pub retry: RetryPolicy,
     pub concurrency: usize,
+    pub rate_limit: Option<RateLimitPolicy>,
 }
 
 /// The part that comes from Secrets: what a rotation changes.
@@ -102,6 +105,7 @@ impl Destination {
             batching: compiled.batching,
             retry: compiled.retry,
             concurrency: compiled.concurrency,
+            rate_limit: compiled.rate_limit,
             write_key: credentials.write_key,
             oauth: credentials.oauth,
         })
@@ -201,6 +205,24 @@ impl CompiledSpec {
             origin,
         )?
         .map_or(1, |v| v as usize);
+        let rate_limit = match &d.rate_limit {
+            None => None,
+            Some(r) if !(r.requests_per_second.is_finite() && r.requests_per_second > 0.0) => {
+                return Err(bad(
+                    "spec.delivery.rateLimit.requestsPerSecond",
+                    format!("must be a number above 0, not {}", r.requests_per_second),
+                ));
+            }
+            Some(r) => Some(RateLimitPolicy {
+                per_second: r.requests_per_second,
+                burst: positive(
+                    r.burst.map(u64::from),
+                    "spec.delivery.rateLimit.burst",
+                    origin,
+                )?
+                .map_or(1, |b| b as u32),
+            }),
+        };
         Ok(CompiledSpec {
             url,
             subscription,
@@ -209,6 +231,7 @@ impl CompiledSpec {
             batching,
             retry,
             concurrency,
+            rate_limit,
         })
     }
 }

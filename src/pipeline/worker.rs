@@ -6,6 +6,7 @@
 
 use super::batch::{Batch, Batcher, Item};
 use super::deliver::dlq::DeadLetter;
+use super::deliver::pace::Pace;
 use super::deliver::request::request_id;
 use super::deliver::{Attempt, HttpSender, Verdict};
 use super::envelope::Envelope;
@@ -27,6 +28,8 @@ struct Shared {
     live: LiveDestination,
     inbox: Inbox,
     sender: HttpSender,
+    /// The rate limit, and a `429`'s hold on every request.
+    pace: Pace,
     /// OAuth 2.0 destinations: where each attempt gets its access token.
     tokens: Option<TokenSource>,
     metrics: DestinationMetrics,
@@ -98,6 +101,7 @@ impl Worker {
     ) -> Result<Worker, reqwest::Error> {
         let dest = live.borrow().clone();
         let sender = HttpSender::new(dest.concurrency, dest.request.timeout)?;
+        let pace = Pace::new(dest.rate_limit);
         let metrics = DestinationMetrics::new(&dest.name);
         Ok(Worker {
             shared: Arc::new(Shared {
@@ -105,6 +109,7 @@ impl Worker {
                 live,
                 inbox,
                 sender,
+                pace,
                 tokens,
                 metrics,
             }),
@@ -506,6 +511,12 @@ impl Shared {
         self.metrics.batch_size.observe(batch.items.len() as f64);
         let mut rejected: Option<AccessToken> = None;
         loop {
+            // Paced before the token and the signature's timestamp are taken: a long hold must
+            // not send a stale one.
+            tokio::select! {
+                _ = self.pace.ready() => {}
+                _ = stopped(&mut shutdown) => return,
+            }
             let token = match &self.tokens {
                 None => None,
                 Some(tokens) => match tokens.usable(rejected.as_ref(), &mut shutdown).await {
@@ -520,6 +531,10 @@ impl Shared {
                 request.authorize(&t.secret);
             }
             let attempt = self.sender.send(&request).await;
+            if let (Some(429), Some(wait)) = (attempt.status, attempt.retry_after) {
+                // The endpoint is overloaded, not just this request: everything waits.
+                self.pace.hold_until(Instant::now() + wait);
+            }
             self.metrics
                 .request_duration
                 .observe(attempt.latency.as_secs_f64());

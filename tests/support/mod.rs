@@ -19,6 +19,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: serde_json::Value,
     pub raw: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 type Responder = dyn Fn(usize) -> (u16, Vec<(String, String)>) + Send + Sync;
@@ -51,6 +53,7 @@ impl Endpoint {
                             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
                             raw: body.to_vec(),
                             headers,
+                            at: Instant::now(),
                         });
                         r.len() - 1
                     };

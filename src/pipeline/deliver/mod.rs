@@ -2,6 +2,7 @@
 //! (delivered, retry, or give up) that the worker acts on.
 
 pub mod dlq;
+pub mod pace;
 pub mod request;
 pub mod retry;
 pub mod signing;
