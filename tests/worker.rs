@@ -281,3 +281,45 @@ async fn a_local_mode_worker_drains_its_queue_after_sigterm_and_takes_no_more_ev
         "the whole backlog was delivered before exiting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_ca_is_picked_up_without_a_restart() {
+    use support::tls::{Ca, TlsEndpoint, server_config};
+    let (old, new) = (Ca::new("old root"), Ca::new("new root"));
+    let endpoint = TlsEndpoint::start(server_config(&old.issue(&["127.0.0.1"]), None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets");
+    mount_secret(&secrets, "crm-ca", "ca.crt", &old.pem(), 1);
+    let spec = format!(
+        "    endpoint:\n      url: \"{}\"\n      tls: {{ caSecretRef: {{ name: crm-ca, key: ca.crt }} }}\n",
+        endpoint.url
+    );
+    let h = start_worker(dir.path(), &spec).await;
+    let track = serde_json::json!({"userId": "u", "event": "E"});
+    assert_eq!(h.post("/v1/track", track.clone()).await.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while endpoint.served() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first event was not delivered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The endpoint moves to a certificate from another CA: refused until the Secret follows.
+    endpoint.set_config(server_config(&new.issue(&["127.0.0.1"]), None));
+    assert_eq!(h.post("/v1/track", track).await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        endpoint.served(),
+        1,
+        "delivered to a certificate nobody trusts"
+    );
+    mount_secret(&secrets, "crm-ca", "ca.crt", &new.pem(), 2);
+    while endpoint.served() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotated CA was not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -107,6 +107,30 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_seconds: Option<u32>,
+    /// TLS beyond the public roots: a private CA, a client certificate, another server name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EndpointTls>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointTls {
+    /// A PEM bundle of CAs trusted in addition to the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A kubernetes.io/tls Secret (`tls.crt`, `tls.key`): the client certificate for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretName>,
+    /// The name the endpoint's certificate must be valid for, when not the URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretName {
+    /// Name of a Secret in the destination's namespace.
+    pub name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
@@ -380,8 +404,8 @@ impl WebhookDestinationSpec {
     }
 
     /// Every Secret key the spec refers to, with the field that refers to it.
-    pub fn secret_refs(&self) -> Vec<(String, &SecretKeyRef)> {
-        let mut refs = Vec::new();
+    pub fn secret_refs(&self) -> Vec<(String, SecretKeyRef)> {
+        let mut refs: Vec<(String, &SecretKeyRef)> = Vec::new();
         for (i, h) in self.endpoint.headers.iter().enumerate() {
             if let Some(from) = &h.value_from {
                 refs.push((
@@ -389,6 +413,10 @@ impl WebhookDestinationSpec {
                     &from.secret_key_ref,
                 ));
             }
+        }
+        let tls = self.endpoint.tls.as_ref();
+        if let Some(r) = tls.and_then(|t| t.ca_secret_ref.as_ref()) {
+            refs.push(("spec.endpoint.tls.caSecretRef".into(), r));
         }
         if let Some(auth) = &self.auth {
             if let (AuthType::Bearer, Some(b)) = (auth.kind, &auth.bearer) {
@@ -415,6 +443,19 @@ impl WebhookDestinationSpec {
             .and_then(|s| s.write_key_secret_ref.as_ref())
         {
             refs.push(("spec.source.writeKeySecretRef".into(), r));
+        }
+        let mut refs: Vec<(String, SecretKeyRef)> =
+            refs.into_iter().map(|(f, r)| (f, r.clone())).collect();
+        if let Some(client) = tls.and_then(|t| t.client_cert_secret_ref.as_ref()) {
+            for key in ["tls.crt", "tls.key"] {
+                refs.push((
+                    "spec.endpoint.tls.clientCertSecretRef".into(),
+                    SecretKeyRef {
+                        name: client.name.clone(),
+                        key: key.into(),
+                    },
+                ));
+            }
         }
         refs
     }

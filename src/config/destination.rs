@@ -12,6 +12,7 @@ use crate::pipeline::deliver::pace::RateLimitPolicy;
 use crate::pipeline::deliver::request::{HeaderEntry, RequestTemplate};
 use crate::pipeline::deliver::retry::RetryPolicy;
 use crate::pipeline::deliver::signing::Signer;
+use crate::pipeline::deliver::tls::TlsSettings;
 use crate::pipeline::mapping::Mapping;
 use crate::pipeline::subscription::Subscription;
 use crate::pipeline::transform::InsertFunction;
@@ -73,6 +74,7 @@ pub struct CompiledSpec {
 pub struct Credentials {
     pub headers: Vec<HeaderEntry>,
     pub bearer_token: Option<String>,
+    pub tls: Option<Arc<TlsSettings>>,
     pub signer: Option<Signer>,
     pub write_key: Option<String>,
     pub oauth: Option<OAuth>,
@@ -101,6 +103,7 @@ impl Destination {
                 bearer_token: credentials.bearer_token,
                 signer: credentials.signer,
                 timeout: spec.endpoint.timeout(),
+                tls: credentials.tls,
             }),
             batching: compiled.batching,
             retry: compiled.retry,
@@ -277,6 +280,36 @@ impl Credentials {
             });
         }
 
+        let tls = match &spec.endpoint.tls {
+            None => None,
+            Some(t) => {
+                let field = "spec.endpoint.tls.clientCertSecretRef";
+                let key_of = |name: &str, key: &str| crate::api::SecretKeyRef {
+                    name: name.into(),
+                    key: key.into(),
+                };
+                let client_pem = match &t.client_cert_secret_ref {
+                    None => None,
+                    Some(c) => Some((
+                        secret(field, &key_of(&c.name, "tls.crt"))?,
+                        secret(field, &key_of(&c.name, "tls.key"))?,
+                    )),
+                };
+                let settings = TlsSettings {
+                    ca_pem: match &t.ca_secret_ref {
+                        None => None,
+                        Some(r) => Some(secret("spec.endpoint.tls.caSecretRef", r)?),
+                    },
+                    client_pem,
+                    server_name: t.server_name.clone(),
+                };
+                settings
+                    .validate()
+                    .map_err(|e| bad(e.field(), e.to_string()))?;
+                Some(Arc::new(settings))
+            }
+        };
+
         let bearer_token = match spec.auth.as_ref() {
             Some(a) if a.kind == AuthType::Bearer => match &a.bearer {
                 Some(b) => Some(secret(
@@ -320,6 +353,7 @@ impl Credentials {
         Ok(Credentials {
             headers,
             bearer_token,
+            tls,
             signer,
             write_key,
             oauth,

@@ -112,7 +112,7 @@ fn check_auth(
     for (field, r) in dest.spec.secret_refs() {
         if deref.missing.contains(&r.name) {
             missing_secrets.push(format!("{} (for {field})", r.name));
-        } else if deref.secrets.get(&namespace, r).is_err() {
+        } else if deref.secrets.get(&namespace, &r).is_err() {
             missing_keys.push(format!("{} has no key {:?} (for {field})", r.name, r.key));
         }
     }

@@ -87,7 +87,7 @@ pub async fn send_test(
     tokens: Option<&TokenSource>,
 ) -> Result<TestSend, SingleError> {
     let event = through_function(dest, event)?;
-    let sender = HttpSender::new(1, dest.request.timeout)?;
+    let sender = HttpSender::new(1, dest.request.timeout, dest.request.tls.as_deref())?;
     let token = match tokens {
         Some(t) => Some(usable_token(t, None).await?),
         None => None,

@@ -7,7 +7,9 @@
 use super::batch::{Batch, Batcher, Item};
 use super::deliver::dlq::DeadLetter;
 use super::deliver::pace::Pace;
+use super::deliver::request::RequestTemplate;
 use super::deliver::request::request_id;
+use super::deliver::tls::TlsSettings;
 use super::deliver::{Attempt, HttpSender, Verdict};
 use super::envelope::Envelope;
 use super::inbox::{Inbox, TEND_INTERVAL};
@@ -27,7 +29,9 @@ struct Shared {
     dest: Arc<Destination>,
     live: LiveDestination,
     inbox: Inbox,
-    sender: HttpSender,
+    /// The HTTP client, and the TLS settings it was built with: a rotated CA or client
+    /// certificate builds a new one.
+    sender: std::sync::Mutex<(Option<Arc<TlsSettings>>, HttpSender)>,
     /// The rate limit, and a `429`'s hold on every request.
     pace: Pace,
     /// OAuth 2.0 destinations: where each attempt gets its access token.
@@ -100,7 +104,9 @@ impl Worker {
         tokens: Option<TokenSource>,
     ) -> Result<Worker, reqwest::Error> {
         let dest = live.borrow().clone();
-        let sender = HttpSender::new(dest.concurrency, dest.request.timeout)?;
+        let tls = dest.request.tls.clone();
+        let sender = HttpSender::new(dest.concurrency, dest.request.timeout, tls.as_deref())?;
+        let sender = std::sync::Mutex::new((tls, sender));
         let pace = Pace::new(dest.rate_limit);
         let metrics = DestinationMetrics::new(&dest.name);
         Ok(Worker {
@@ -497,6 +503,36 @@ fn dead_letter(
 }
 
 impl Shared {
+    /// The HTTP client for `template`'s TLS settings, built anew when a rotation changed them
+    /// (connections made with the old ones are not reused).
+    fn sender_for(&self, template: &RequestTemplate) -> HttpSender {
+        let mut current = self.sender.lock().expect("sender lock");
+        let same_arc = match (&current.0, &template.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same_arc && current.0 == template.tls {
+            // Other credentials rotated: the same TLS settings, kept with their connections.
+            current.0 = template.tls.clone();
+        } else if !same_arc {
+            match HttpSender::new(
+                self.dest.concurrency,
+                template.timeout,
+                template.tls.as_deref(),
+            ) {
+                Ok(sender) => {
+                    tracing::info!(destination = %self.dest.name, "TLS settings changed; new requests use them");
+                    *current = (template.tls.clone(), sender);
+                }
+                Err(e) => {
+                    tracing::error!(destination = %self.dest.name, error = %e, "cannot build an HTTP client with the new TLS settings; keeping the old one")
+                }
+            }
+        }
+        current.1.clone()
+    }
+
     async fn deliver(&self, batch: Batch, mut shutdown: watch::Receiver<bool>) {
         let dest = &self.dest;
         let id = request_id(&batch.message_ids());
@@ -530,7 +566,7 @@ impl Shared {
             if let Some(t) = &token {
                 request.authorize(&t.secret);
             }
-            let attempt = self.sender.send(&request).await;
+            let attempt = self.sender_for(&template).send(&request).await;
             if let (Some(429), Some(wait)) = (attempt.status, attempt.retry_after) {
                 // The endpoint is overloaded, not just this request: everything waits.
                 self.pace.hold_until(Instant::now() + wait);

@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod nats;
 pub mod oauth;
+pub mod tls;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};

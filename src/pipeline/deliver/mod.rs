@@ -6,6 +6,7 @@ pub mod pace;
 pub mod request;
 pub mod retry;
 pub mod signing;
+pub mod tls;
 
 use crate::root_cause;
 use request::OutgoingRequest;
@@ -60,8 +61,17 @@ pub struct HttpSender {
 }
 
 impl HttpSender {
-    pub fn new(concurrency: usize, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// `tls`: the destination's own TLS settings, when it has any (checked when it was loaded).
+    pub fn new(
+        concurrency: usize,
+        timeout: Duration,
+        tls: Option<&tls::TlsSettings>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(config) = tls.and_then(|t| t.client_config().ok()) {
+            builder = builder.use_preconfigured_tls(config);
+        }
+        let client = builder
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(concurrency.max(1))

@@ -5,6 +5,7 @@
 use super::signing::Signer;
 use crate::api::HttpMethod;
 use sha2::Digest;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub const REDACTED: &str = "[redacted]";
@@ -25,6 +26,8 @@ pub struct RequestTemplate {
     pub bearer_token: Option<String>,
     pub signer: Option<Signer>,
     pub timeout: Duration,
+    /// `spec.endpoint.tls`, read from its Secrets: a rotation swaps it with the rest.
+    pub tls: Option<Arc<super::tls::TlsSettings>>,
 }
 
 #[derive(Debug, Clone)]
