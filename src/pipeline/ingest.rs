@@ -89,8 +89,9 @@ async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
     }
 }
 
+/// A refused request: its status and the reason given to the client.
 #[derive(Debug)]
-struct Rejection(StatusCode, String);
+pub struct Rejection(pub StatusCode, pub String);
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
@@ -152,32 +153,11 @@ async fn accept(
             format!("no such endpoint: /v1/{kind}"),
         )
     })?;
-    let limit = if kind == "batch" {
-        MAX_BATCH_BYTES
-    } else {
-        MAX_MESSAGE_BYTES
-    };
-    let too_large = || {
-        Rejection(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than {} KB", limit / 1024),
-        )
-    };
+    let limit = limit(kind);
     let raw = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large())?;
-    let bytes = decode_body(headers, raw, limit).map_err(|e| e.unwrap_or_else(too_large))?;
-    let mut body: Map<String, Value> = match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(bad("the request body must be a JSON object")),
-        Err(e) => return Err(bad(format!("the request body is not valid JSON: {e}"))),
-    };
-
-    let write_key = basic_username(headers).or_else(|| {
-        body.get("writeKey")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
+        .map_err(|_| too_large(limit))?;
+    let (write_key, body) = read_body(kind, headers, raw)?;
     let admitted = state
         .routes
         .admit(write_key.as_deref())
@@ -190,44 +170,7 @@ async fn accept(
             };
             Rejection(StatusCode::UNAUTHORIZED, message.into())
         })?;
-
-    let received_at = Utc::now();
-    let messages = if kind == "batch" {
-        let Some(Value::Array(items)) = body.remove("batch") else {
-            return Err(bad("a batch request needs a `batch` array"));
-        };
-        let shared_context = body.remove("context");
-        let shared_integrations = body.remove("integrations");
-        let sent_at = body.remove("sentAt");
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.into_iter().enumerate() {
-            let Value::Object(mut msg) = item else {
-                return Err(bad(format!("batch[{i}] must be a JSON object")));
-            };
-            merge_under(&mut msg, "context", shared_context.as_ref());
-            merge_under(&mut msg, "integrations", shared_integrations.as_ref());
-            if let (Some(sent), false) = (&sent_at, msg.contains_key("sentAt")) {
-                msg.insert("sentAt".into(), sent.clone());
-            }
-            let ty = msg
-                .get("type")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            if !TYPES.contains(&ty.as_str()) {
-                return Err(bad(format!(
-                    "batch[{i}].type must be one of {} (got {:?})",
-                    TYPES.join(", "),
-                    ty
-                )));
-            }
-            out.push(finish(msg, received_at).map_err(|e| bad(format!("batch[{i}]: {e}")))?);
-        }
-        out
-    } else {
-        body.insert("type".into(), Value::String(kind.to_string()));
-        vec![finish(body, received_at).map_err(bad)?]
-    };
+    let messages = messages(kind, body, Utc::now())?;
 
     let count = messages.len();
     let events = messages.into_iter().map(Value::Object).collect();
@@ -239,6 +182,91 @@ async fn accept(
         )
     })?;
     Ok(count)
+}
+
+fn limit(kind: &str) -> usize {
+    if kind == "batch" {
+        MAX_BATCH_BYTES
+    } else {
+        MAX_MESSAGE_BYTES
+    }
+}
+
+fn too_large(limit: usize) -> Rejection {
+    Rejection(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than {} KB", limit / 1024),
+    )
+}
+
+/// A request body as ingestion reads it (after gzip, within the size limits): the write key it
+/// carries and its JSON object. No I/O: the fuzz target `ingest` drives it directly.
+pub fn read_body(
+    kind: &str,
+    headers: &HeaderMap,
+    raw: Bytes,
+) -> Result<(Option<String>, Map<String, Value>), Rejection> {
+    let limit = limit(kind);
+    if raw.len() > limit {
+        return Err(too_large(limit));
+    }
+    let bytes =
+        decode_body(headers, raw, limit).map_err(|e| e.unwrap_or_else(|| too_large(limit)))?;
+    let body: Map<String, Value> = match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(bad("the request body must be a JSON object")),
+        Err(e) => return Err(bad(format!("the request body is not valid JSON: {e}"))),
+    };
+    let write_key = basic_username(headers).or_else(|| {
+        body.get("writeKey")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    Ok((write_key, body))
+}
+
+/// The messages of a request of `kind` (`track`…, or `batch`), validated and filled in as
+/// Segment's servers do. No I/O.
+pub fn messages(
+    kind: &str,
+    mut body: Map<String, Value>,
+    received_at: DateTime<Utc>,
+) -> Result<Vec<Map<String, Value>>, Rejection> {
+    if kind != "batch" {
+        body.insert("type".into(), Value::String(kind.to_string()));
+        return Ok(vec![finish(body, received_at).map_err(bad)?]);
+    }
+    let Some(Value::Array(items)) = body.remove("batch") else {
+        return Err(bad("a batch request needs a `batch` array"));
+    };
+    let shared_context = body.remove("context");
+    let shared_integrations = body.remove("integrations");
+    let sent_at = body.remove("sentAt");
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(mut msg) = item else {
+            return Err(bad(format!("batch[{i}] must be a JSON object")));
+        };
+        merge_under(&mut msg, "context", shared_context.as_ref());
+        merge_under(&mut msg, "integrations", shared_integrations.as_ref());
+        if let (Some(sent), false) = (&sent_at, msg.contains_key("sentAt")) {
+            msg.insert("sentAt".into(), sent.clone());
+        }
+        let ty = msg
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if !TYPES.contains(&ty.as_str()) {
+            return Err(bad(format!(
+                "batch[{i}].type must be one of {} (got {:?})",
+                TYPES.join(", "),
+                ty
+            )));
+        }
+        out.push(finish(msg, received_at).map_err(|e| bad(format!("batch[{i}]: {e}")))?);
+    }
+    Ok(out)
 }
 
 /// Undoes `Content-Encoding: gzip`, refusing to inflate past `limit`. `Err(None)` means too large.

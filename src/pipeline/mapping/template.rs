@@ -204,15 +204,32 @@ fn parse(text: &str) -> Result<liquid::Template, MappingError> {
     {
         return Err(MappingError(format!("filter \"{f}\" is disabled")));
     }
-    PARSER
-        .parse(text)
-        .map_err(|e| MappingError(format!("@liquid: {e}")))
+    // The liquid crate panics on some templates it should refuse (an integer literal too
+    // large for i64, found by fuzzing): a template that breaks the parser is refused too.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| PARSER.parse(text))) {
+        Ok(parsed) => parsed.map_err(|e| MappingError(format!("@liquid: {e}"))),
+        Err(_) => Err(MappingError(
+            "@liquid: the template cannot be parsed (a number too large?)".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_template_that_breaks_the_liquid_parser_is_refused() {
+        // Found by fuzzing (fuzz/seeds/mapping/liquid-integer-overflow).
+        let err = parse(&format!(
+            "{{% if {} > 0 %}}yes{{% endif %}}",
+            "9".repeat(40)
+        ))
+        .err()
+        .expect("refused");
+        assert!(err.0.contains("@liquid"), "{err:?}");
+    }
 
     #[test]
     fn placeholders_insert_values_as_they_are() {

@@ -18,8 +18,10 @@ mod segment;
 
 pub use cursor::Cursor;
 pub use reader::Reader;
+/// Where a segment starting at a sequence number lives (the fuzz target `queue_records` writes one).
+pub use segment::segment_path;
 
-use segment::{list_segments, segment_path};
+use segment::list_segments;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;

@@ -6,6 +6,15 @@ use super::{Durable, QueueError, io};
 use std::path::PathBuf;
 use tokio::sync::watch;
 
+/// What one look at the log found.
+enum Step {
+    Record((u64, Vec<u8>)),
+    /// Nothing (more) readable below the durable end.
+    Nothing,
+    /// Not done looking.
+    Again,
+}
+
 pub struct Reader {
     dir: PathBuf,
     durable: watch::Receiver<Durable>,
@@ -41,10 +50,25 @@ impl Reader {
     pub async fn next(&mut self) -> Result<(u64, Vec<u8>), QueueError> {
         loop {
             let durable = *self.durable.borrow_and_update();
-            if self.next < durable.next_seq
-                && let Some(record) = self.read_durable(durable)?
-            {
-                return Ok(record);
+            if self.next < durable.next_seq {
+                match self.read_durable(durable)? {
+                    Step::Record(record) => return Ok(record),
+                    Step::Again => {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    Step::Nothing if self.next < durable.next_seq => {
+                        // Durable, yet nowhere to be read (a damaged log): lost. Without this
+                        // the reader would spin on them forever (found by fuzzing).
+                        tracing::error!(
+                            from = self.next,
+                            to = durable.next_seq,
+                            "queue: records missing before the durable end; skipping them"
+                        );
+                        self.next = durable.next_seq;
+                    }
+                    Step::Nothing => {}
+                }
             }
             if self.next >= self.durable.borrow().next_seq && self.durable.changed().await.is_err()
             {
@@ -54,12 +78,12 @@ impl Reader {
     }
 
     /// The record at `self.next` or the first valid one after it, reading only what `durable`
-    /// says is on disk; `None` when there is none yet.
-    fn read_durable(&mut self, durable: Durable) -> Result<Option<(u64, Vec<u8>)>, QueueError> {
+    /// says is on disk.
+    fn read_durable(&mut self, durable: Durable) -> Result<Step, QueueError> {
         // Each round either returns or moves to a later segment.
         for _ in 0..64 {
             if self.at.is_none() && !self.open_segment_of(self.next)? {
-                return Ok(None);
+                return Ok(Step::Nothing);
             }
             let pos = self.at.as_mut().expect("just opened");
             let writing = pos.file.first_seq == durable.segment;
@@ -77,15 +101,21 @@ impl Reader {
                 min: self.next,
                 max,
             };
-            let found = pos
+            let found = match pos
                 .file
                 .record_at(pos.offset, limit, expect)
-                .map_err(io(&pos.file.path))?;
+                .map_err(io(&pos.file.path))?
+            {
+                // Below `limit` every record is whole: one that claims to run past it is damage,
+                // not a record still being written (found by fuzzing).
+                Found::End if pos.offset < limit => Found::Damaged,
+                found => found,
+            };
             match found {
                 Found::Record { seq, payload, end } => {
                     pos.offset = end;
                     self.next = seq + 1;
-                    return Ok(Some((seq, payload)));
+                    return Ok(Step::Record((seq, payload)));
                 }
                 Found::Damaged => {
                     let resynced = pos
@@ -98,10 +128,10 @@ impl Reader {
                     if resynced.is_none() && writing {
                         // Damage up to the durable end: what it held is lost.
                         self.next = durable.next_seq;
-                        return Ok(None);
+                        return Ok(Step::Nothing);
                     }
                 }
-                Found::End if writing => return Ok(None),
+                Found::End if writing => return Ok(Step::Nothing),
                 Found::End => {
                     // The end of a sealed segment: continue in the next one.
                     let next_first = pos.sealed.expect("set for sealed segments").before;
@@ -113,7 +143,8 @@ impl Reader {
                 }
             }
         }
-        Ok(None)
+        // Many segments passed: let other tasks run before going on.
+        Ok(Step::Again)
     }
 
     /// Opens the segment holding `seq` (or, when removed or lost, the first one after it) and
