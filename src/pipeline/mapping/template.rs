@@ -105,6 +105,13 @@ static TAG: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\{%-?\s*([a-z_]+)").expect("valid regex"));
 static FILTER: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\|\s*([a-z_]+)").expect("valid regex"));
+/// The markup of a template (`{{ … }}`, `{% … %}`), its quoted strings, and its numbers.
+static MARKUP: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)\{\{.*?\}\}|\{%.*?%\}").expect("valid regex"));
+static QUOTED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"'[^']*'|"[^"]*""#).expect("valid regex"));
+static NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b[0-9][0-9.]*").expect("valid regex"));
 static PARSER: LazyLock<liquid::Parser> = LazyLock::new(|| {
     liquid::ParserBuilder::with_stdlib()
         .build()
@@ -204,14 +211,31 @@ fn parse(text: &str) -> Result<liquid::Template, MappingError> {
     {
         return Err(MappingError(format!("filter \"{f}\" is disabled")));
     }
-    // The liquid crate panics on some templates it should refuse (an integer literal too
-    // large for i64, found by fuzzing): a template that breaks the parser is refused too.
+    // The liquid crate panics on an integer literal too large for i64 (found by fuzzing):
+    // refused here first, and any other panic of its parser is caught as a backstop.
+    if let Some(number) = oversized_integer(text) {
+        return Err(MappingError(format!(
+            "@liquid: the number {number} is too large (integers must fit 64 bits)"
+        )));
+    }
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| PARSER.parse(text))) {
         Ok(parsed) => parsed.map_err(|e| MappingError(format!("@liquid: {e}"))),
         Err(_) => Err(MappingError(
             "@liquid: the template cannot be parsed (a number too large?)".into(),
         )),
     }
+}
+
+/// An integer literal in the template's markup that does not fit an i64.
+fn oversized_integer(text: &str) -> Option<String> {
+    MARKUP.find_iter(text).find_map(|markup| {
+        let unquoted = QUOTED.replace_all(markup.as_str(), "");
+        NUMBER
+            .find_iter(&unquoted)
+            .map(|n| n.as_str())
+            .find(|n| !n.contains('.') && n.parse::<i64>().is_err())
+            .map(str::to_string)
+    })
 }
 
 #[cfg(test)]
@@ -228,7 +252,10 @@ mod tests {
         ))
         .err()
         .expect("refused");
-        assert!(err.0.contains("@liquid"), "{err:?}");
+        assert!(err.0.contains("too large"), "{err:?}");
+        // Long digits in quotes, in identifiers and in plain text are not numbers of the markup.
+        assert!(parse("{{ \"12345678901234567890123\" }} id 12345678901234567890123").is_ok());
+        assert!(parse("{% if 9223372036854775807 > 1.5 %}y{% endif %}").is_ok());
     }
 
     #[test]
