@@ -68,9 +68,8 @@ impl DestinationNames {
     }
 
     /// What this destination's consumer reads: its write key's subject, or its own without
-    /// one. Always a single subject: JetStream serves a consumer with several filters at a
-    /// markedly higher cost per event. Events for this destination alone on a shared key
-    /// subject (replays) name it as their recipient (see [`Self::recipient`]).
+    /// one — always exactly one. Events for this destination alone on a shared key subject
+    /// (replays) name it as their recipient (see [`Self::recipient`]).
     pub fn filter_subject(&self, key: Option<&KeyDigest>) -> String {
         key.map_or_else(|| self.subject(), KeyDigest::subject)
     }
