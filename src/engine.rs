@@ -145,7 +145,7 @@ pub async fn run(
         .collect();
     let (store, inboxes, local) = match &opts.backend {
         Backend::Local { .. } => {
-            let local = LocalQueue::open(&opts.data_dir)?;
+            let mut local = LocalQueue::open(&opts.data_dir)?;
             let inboxes = enabled
                 .iter()
                 .map(|live| local.inbox(&live.borrow().name))
@@ -155,11 +155,16 @@ pub async fn run(
         Backend::JetStream { nats, objects } => {
             // Disabled destinations keep their consumers: what is accepted meanwhile waits.
             if let Some(retention) = objects {
+                let streams = until_ready("the streams", &shutdown, || {
+                    jetstream::objects::ensure_streams(nats, *retention)
+                });
+                if streams.await.is_none() {
+                    return Ok(());
+                }
                 for live in &destinations {
                     let dest = live.borrow().clone();
-                    let ensured = until_ready(&dest.name, &shutdown, || {
-                        ensure_objects(nats, &dest, *retention)
-                    });
+                    let ensured =
+                        until_ready(&dest.name, &shutdown, || ensure_destination(nats, &dest));
                     if ensured.await.is_none() {
                         return Ok(());
                     }
@@ -280,7 +285,8 @@ struct LocalQueue {
     queue: Queue,
     dlq: DeadLetterStore,
     cursor_dir: PathBuf,
-    cursors: Arc<std::sync::Mutex<Vec<Arc<Cursor>>>>,
+    /// Every destination's, all opened before the queue is shared with the tasks that read them.
+    cursors: Vec<Arc<Cursor>>,
 }
 
 impl LocalQueue {
@@ -293,24 +299,19 @@ impl LocalQueue {
             queue,
             dlq: DeadLetterStore::new(data_dir),
             cursor_dir,
-            cursors: Arc::default(),
+            cursors: Vec::new(),
         })
     }
 
-    fn inbox(&self, destination: &str) -> anyhow::Result<Inbox> {
+    fn inbox(&mut self, destination: &str) -> anyhow::Result<Inbox> {
         let cursor = Cursor::open(&self.cursor_dir.join(destination), self.queue.head())?;
-        self.cursors
-            .lock()
-            .expect("cursors lock")
-            .push(cursor.clone());
+        self.cursors.push(cursor.clone());
         Ok(Inbox::local(self.queue.clone(), cursor, self.dlq.clone()))
     }
 
     /// The lowest position any destination still needs.
     fn min_cursor(&self) -> u64 {
         self.cursors
-            .lock()
-            .expect("cursors lock")
             .iter()
             .map(|c| c.committed())
             .min()
@@ -318,26 +319,22 @@ impl LocalQueue {
     }
 }
 
-/// The streams, and the destination's consumer and route (`run --nats`).
-async fn ensure_objects(
-    nats: &Nats,
-    dest: &Destination,
-    retention: Retention,
-) -> Result<(), jetstream::NatsError> {
+/// The destination's consumer and route (`run --nats`).
+async fn ensure_destination(nats: &Nats, dest: &Destination) -> Result<(), jetstream::NatsError> {
     let plan = ConsumerPlan::new(
         DestinationNames::new(&dest.namespace, &dest.name),
         dest.write_key.as_deref().map(KeyDigest::of),
         dest.concurrency,
         dest.batching.size,
     );
-    jetstream::objects::ensure_streams(nats, retention).await?;
     jetstream::objects::ensure_consumer(nats, &plan).await?;
     jetstream::objects::ensure_route(nats, &plan.names, plan.key.as_ref()).await
 }
 
-/// Tries `attempt` every second until JetStream answers; `None` when stopped first.
+/// Tries `attempt` (for `what`: the streams, or a destination) every second until JetStream
+/// answers; `None` when stopped first.
 async fn until_ready<T, Fut>(
-    destination: &str,
+    what: &str,
     shutdown: &watch::Receiver<bool>,
     attempt: impl Fn() -> Fut,
 ) -> Option<T>
@@ -349,7 +346,7 @@ where
         match attempt().await {
             Ok(done) => return Some(done),
             Err(e) => {
-                tracing::warn!(destination, error = %e, "JetStream is not ready for this destination yet; trying again");
+                tracing::warn!(for_ = what, error = %e, "JetStream is not ready yet; trying again");
             }
         }
         tokio::select! {
