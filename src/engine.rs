@@ -12,6 +12,7 @@ use crate::oauth::endpoint::TokenEndpoint;
 use crate::oauth::manager::{self, InMemory, TokenSource};
 use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
 use crate::pipeline::dead_letters::DeadLetters;
+use crate::pipeline::deliver::breaker::Breaker;
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::inbox::Inbox;
@@ -199,13 +200,13 @@ pub async fn run(
         _ => shutdown.clone(),
     };
     let mut workers = Vec::new();
-    let mut auth = Vec::new();
+    let mut running = Vec::new();
     for (live, inbox) in enabled.into_iter().zip(inboxes) {
         let dest = live.borrow().clone();
         let tokens = token_source(&dest, &opts.tokens, &opts.data_dir, delivery_stop.clone())?;
-        auth.push((dest.name.clone(), tokens.clone()));
-        let worker = Worker::new(live.clone(), inbox, tokens)
+        let worker = Worker::new(live.clone(), inbox, tokens.clone())
             .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;
+        running.push((dest.name.clone(), tokens, worker.breaker()));
         workers.push(tokio::spawn(worker.run(delivery_stop.clone())));
     }
 
@@ -213,15 +214,17 @@ pub async fn run(
         .iter()
         .map(|d| {
             let d = d.borrow();
-            let tokens = auth
+            let (tokens, breaker) = running
                 .iter()
-                .find(|(n, _)| *n == d.name)
-                .and_then(|(_, t)| t.clone());
+                .find(|(n, ..)| *n == d.name)
+                .map(|(_, t, b)| (t.clone(), Some(b.clone())))
+                .unwrap_or_default();
             StatusView {
                 name: d.name.clone(),
                 enabled: d.enabled,
                 bearer: d.request.bearer_token.is_some(),
                 tokens,
+                breaker,
             }
         })
         .collect();
@@ -409,6 +412,8 @@ struct StatusView {
     enabled: bool,
     bearer: bool,
     tokens: Option<TokenSource>,
+    /// Enabled destinations: the endpoint's health as their worker sees it.
+    breaker: Option<Arc<Breaker>>,
 }
 
 /// `GET /status`: each destination's conditions, with the same types and reasons as the
@@ -423,21 +428,30 @@ fn status_json(destinations: &[StatusView]) -> serde_json::Value {
                 None if d.bearer => (true, "BearerToken", String::new()),
                 None => (true, "NotRequired", String::new()),
             };
-            let (ready, ready_reason, ready_message) = if !d.enabled {
-                (true, "Disabled", "spec.enabled is false: nothing is delivered".to_string())
-            } else if !auth_ok {
-                (false, auth_reason, auth_message.clone())
-            } else {
-                (true, "Delivering", String::new())
+            let delivering = d.breaker.as_ref().map(|b| b.view().condition(&d.name));
+            let (ready, ready_reason, ready_message) = match &delivering {
+                _ if !d.enabled => (
+                    true,
+                    "Disabled",
+                    "spec.enabled is false: nothing is delivered".to_string(),
+                ),
+                _ if !auth_ok => (false, auth_reason, auth_message.clone()),
+                // Only a person can resume a paused destination; an unhealthy endpoint is
+                // probed, and delivery resumes by itself.
+                Some((false, reason @ "DeliveryPaused", message)) => {
+                    (false, *reason, message.clone())
+                }
+                _ => (true, "Delivering", String::new()),
             };
-            let mut entry = json!({
-                "name": d.name,
-                "conditions": [
-                    condition("Accepted", true, "Valid", ""),
-                    condition("AuthReady", auth_ok, auth_reason, &auth_message),
-                    condition("Ready", ready, ready_reason, &ready_message),
-                ],
-            });
+            let mut conditions = vec![
+                condition("Accepted", true, "Valid", ""),
+                condition("AuthReady", auth_ok, auth_reason, &auth_message),
+                condition("Ready", ready, ready_reason, &ready_message),
+            ];
+            if let Some((ok, reason, message)) = &delivering {
+                conditions.push(condition("Delivering", *ok, reason, message));
+            }
+            let mut entry = json!({"name": d.name, "conditions": conditions});
             if let Some(state) = &auth_state {
                 entry["auth"] = json!({
                     "expiresAt": state.expires_at().map(rfc3339),

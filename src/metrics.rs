@@ -19,6 +19,8 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub batch_size: HistogramVec,
     pub damaged_records: IntCounterVec,
+    pub endpoint_healthy: IntGaugeVec,
+    pub delivery_paused: IntGaugeVec,
 }
 
 /// The data path's series: `hookline run` and `hookline worker`.
@@ -68,19 +70,21 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
     )
 }
 
+/// A gauge per destination.
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    register(
+        registry,
+        IntGaugeVec::new(Opts::new(name, help), &["destination"]).expect("valid metric"),
+    )
+}
+
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
-        let queue_depth = register(
+        let queue_depth = gauge(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "hookline_queue_depth",
-                    "Events accepted but not yet delivered, filtered or dead-lettered",
-                ),
-                &["destination"],
-            )
-            .expect("valid metric"),
+            "hookline_queue_depth",
+            "Events accepted but not yet delivered, filtered or dead-lettered",
         );
         Metrics {
             events_received: counter(
@@ -131,6 +135,16 @@ impl Metrics {
                 "hookline_queue_damaged_records_total",
                 "Queued events lost to damage on disk (skipped when read back)",
                 &["destination"],
+            ),
+            endpoint_healthy: gauge(
+                &registry,
+                "hookline_endpoint_healthy",
+                "1 while the destination's circuit breaker is closed; 0 while it holds events because the endpoint keeps failing",
+            ),
+            delivery_paused: gauge(
+                &registry,
+                "hookline_delivery_paused",
+                "1 when the endpoint failed longer than disableAfterSeconds and delivery waits for a person",
             ),
             registry,
         }

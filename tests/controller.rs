@@ -7,6 +7,7 @@ use hookline::api::WebhookDestination;
 use hookline::config::worker::WorkerConfig;
 use hookline::controller::build::{BuildOptions, CONFIG_HASH_ANNOTATION, CONFIG_KEY};
 use hookline::controller::operator::{self, OperatorOptions};
+use hookline::controller::worker_status::WorkerStatusOptions;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -42,6 +43,7 @@ fn options(leader_election: Option<&str>, identity: &str, port: u16) -> Operator
             jetstream: None,
         },
         jetstream: None,
+        worker_status: None,
     }
 }
 
@@ -1272,4 +1274,79 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         &["operator-rules.yaml", "jetstream-rules.yaml"],
         1,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_the_worker_finds_down_is_reported_on_the_resource_with_events() {
+    // The worker pod, played by `hookline run` with the same destination: its `/status` is what
+    // the operator reads.
+    let endpoint = support::Endpoint::start().await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let is_down = down.clone();
+    endpoint.respond(move |_| {
+        (
+            if is_down.load(Ordering::SeqCst) {
+                502
+            } else {
+                200
+            },
+            vec![],
+        )
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec =
+        "  delivery:\n    circuitBreaker: { consecutiveFailures: 2, probeIntervalSeconds: 1 }\n";
+    let file = support::manifest(
+        dir.path(),
+        "orders.yaml",
+        &support::destination("orders", &endpoint.url, spec),
+    );
+    let worker = support::Hookline::start(&[file], &dir.path().join("data")).await;
+
+    let mut opts = options(None, "op-1", free_port());
+    opts.worker_status = Some(WorkerStatusOptions {
+        url: format!("{}/status", worker.base),
+        every: Duration::from_millis(200),
+    });
+    let op = Operator::launch(ApiServer::new(), opts);
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+    wait_condition(&op, "orders", "WorkerAvailable", "False").await;
+    op.make_available("orders-hookline").await;
+    let (_, reason, _) = wait_condition(&op, "orders", "Delivering", "True").await;
+    assert_eq!(reason, "Delivering");
+
+    let event = support::track("u1", "Order Completed", json!({}));
+    assert_eq!(worker.post("/v1/track", event).await.status(), 200);
+    let (d, reason, message) = wait_condition(&op, "orders", "Delivering", "False").await;
+    assert_eq!(reason, "EndpointUnhealthy");
+    assert!(message.contains("HTTP 502"), "{message}");
+    // The endpoint is probed and comes back by itself: the destination stays Ready.
+    assert_eq!(condition(&d, "Ready").unwrap().0, "True");
+    let warned = |reason: &'static str, kind: &'static str| {
+        let op = &op;
+        move || async move {
+            op.server
+                .objects("events.k8s.io/v1/events")
+                .into_iter()
+                .find(|e| e["reason"] == reason && e["type"] == kind)
+        }
+    };
+    let event = eventually("a Warning Event", warned("EndpointUnhealthy", "Warning")).await;
+    assert!(
+        event["note"].as_str().unwrap().contains("HTTP 502"),
+        "{event}"
+    );
+
+    down.store(false, Ordering::SeqCst);
+    wait_condition(&op, "orders", "Delivering", "True").await;
+    eventually("a Normal Event", warned("EndpointRecovered", "Normal")).await;
+    // Delivering again means a request succeeded: the held event.
+    let metrics = worker.metrics().await;
+    assert!(
+        metrics.contains("hookline_events_delivered_total{destination=\"orders\"} 1"),
+        "{metrics}"
+    );
+    op.stop().await;
 }

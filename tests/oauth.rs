@@ -19,28 +19,10 @@ fn oauth_destination(server: &OAuthServer, grant: &str, extra_oauth: &str) -> St
     )
 }
 
-async fn status(h: &Hookline) -> Value {
-    reqwest::get(format!("{}/status", h.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
-    status["destinations"][0]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == kind)
-        .unwrap()
-}
-
 async fn wait_auth(h: &Hookline, ok: &str, reason: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let s = status(h).await;
+        let s = h.status().await;
         let c = condition(&s, "AuthReady");
         if c["status"] == ok && c["reason"] == reason {
             return s;
@@ -125,7 +107,7 @@ async fn client_credentials_tokens_are_refreshed_before_they_expire() {
     assert_eq!(first.params["audience"], "https://api.example.com");
     assert!(!first.params.contains_key("client_secret"));
 
-    let s = status(&h).await;
+    let s = h.status().await;
     assert!(
         s["destinations"][0]["auth"]["expiresAt"]
             .as_str()

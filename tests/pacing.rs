@@ -1,10 +1,13 @@
-//! Being a good citizen to the endpoint: `spec.delivery.rateLimit`, and a `429` with
-//! `Retry-After` slowing the whole destination. Real `hookline run`, real endpoint.
+//! Being a good citizen to the endpoint: `spec.delivery.rateLimit`, a `429` with `Retry-After`
+//! slowing the whole destination, and the circuit breaker holding the queue while the endpoint
+//! is down. Real `hookline run`, real endpoint.
 
 mod support;
 
 use serde_json::json;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use support::*;
 
 fn batch(n: usize) -> serde_json::Value {
@@ -87,4 +90,175 @@ async fn a_429_with_retry_after_holds_every_request_of_the_destination() {
         late.iter().all(|d| *d >= Duration::from_millis(1900)),
         "requests sent during the hold: {late:?}"
     );
+}
+
+/// The distinct `n` the requests carried, in order.
+fn distinct(requests: &[Received]) -> Vec<i64> {
+    let mut n: Vec<i64> = requests
+        .iter()
+        .map(|r| r.body["n"].as_i64().unwrap())
+        .collect();
+    n.sort();
+    n.dedup();
+    n
+}
+
+/// Polls `/status` until the destination's `Delivering` condition has `reason`.
+async fn wait_delivering(h: &Hookline, reason: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = h.status().await;
+        let c = condition(&status, "Delivering").clone();
+        if c["reason"] == reason {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Delivering never became {reason}: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_later() {
+    let endpoint = Endpoint::start().await;
+    let down = Arc::new(AtomicBool::new(true));
+    let is_down = down.clone();
+    endpoint.respond(move |_| {
+        if is_down.load(Ordering::SeqCst) {
+            (503, vec![])
+        } else {
+            (200, vec![])
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Two attempts per event: if the probes used attempts, the held events would be
+    // dead-lettered at the first one.
+    let spec = format!(
+        "{MAP_N}  delivery:\n    concurrency: 4\n    maxAttempts: 2\n    circuitBreaker: {{ consecutiveFailures: 3, probeIntervalSeconds: 1 }}\n"
+    );
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
+    let data = dir.path().join("data");
+    let h = Hookline::start(&files, &data).await;
+    assert_eq!(wait_delivering(&h, "Delivering").await["status"], "True");
+    assert_eq!(h.post("/v1/batch", batch(30)).await.status(), 200);
+
+    let unhealthy = wait_delivering(&h, "EndpointUnhealthy").await;
+    assert_eq!(unhealthy["status"], "False");
+    let message = unhealthy["message"].as_str().unwrap();
+    assert!(message.contains("HTTP 503"), "{message}");
+    assert!(
+        h.metrics()
+            .await
+            .contains("hookline_endpoint_healthy{destination=\"crm\"} 0")
+    );
+
+    // The four requests in flight fail (the third opens the breaker), then one probe after a
+    // second, the next after two more.
+    let got = endpoint.wait_for("two probes", |r| r.len() >= 6).await;
+    let gap = |a: usize, b: usize| got[b].at.duration_since(got[a].at);
+    assert!(gap(0, 3) < Duration::from_millis(500), "{:?}", gap(0, 3));
+    assert!(
+        gap(3, 4) >= Duration::from_millis(900),
+        "first probe after {:?}",
+        gap(3, 4)
+    );
+    assert!(
+        gap(4, 5) >= Duration::from_millis(1900),
+        "second probe after {:?}",
+        gap(4, 5)
+    );
+    assert_eq!(got.len(), 6, "only probes while the endpoint is down");
+
+    down.store(false, Ordering::SeqCst);
+    let got = endpoint
+        .wait_for("every held event", |r| {
+            r.len() > 6 && distinct(&r[6..]) == (0..30).collect::<Vec<_>>()
+        })
+        .await;
+    assert_eq!(
+        got.len(),
+        36,
+        "each event once after the endpoint came back"
+    );
+    assert_eq!(wait_delivering(&h, "Delivering").await["status"], "True");
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("hookline_endpoint_healthy{destination=\"crm\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("hookline_events_dead_lettered_total{destination=\"crm\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(dead_letters(&data), json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_down_longer_than_disable_after_is_paused_until_a_restart() {
+    let endpoint = Endpoint::start().await;
+    let down = Arc::new(AtomicBool::new(true));
+    let is_down = down.clone();
+    endpoint.respond(move |_| {
+        if is_down.load(Ordering::SeqCst) {
+            (500, vec![])
+        } else {
+            (200, vec![])
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        "{MAP_N}  delivery:\n    disableAfterSeconds: 2\n    circuitBreaker: {{ consecutiveFailures: 1, probeIntervalSeconds: 1 }}\n"
+    );
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", &endpoint.url, &spec),
+    )];
+    let data = dir.path().join("data");
+    let mut h = Hookline::start(&files, &data).await;
+    assert_eq!(h.post("/v1/batch", batch(3)).await.status(), 200);
+
+    // Opened at once, probed after 1 s and 2 s more: that probe fails past the 2 s.
+    let paused = wait_delivering(&h, "DeliveryPaused").await;
+    assert_eq!(paused["status"], "False");
+    let message = paused["message"].as_str().unwrap();
+    assert!(message.contains("rollout restart"), "{message}");
+    let ready = condition(&h.status().await, "Ready").clone();
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("DeliveryPaused"))
+    );
+    assert!(
+        h.metrics()
+            .await
+            .contains("hookline_delivery_paused{destination=\"crm\"} 1")
+    );
+
+    // Back up, but nobody asks it: no probe goes out any more (the last pause was 2 s).
+    down.store(false, Ordering::SeqCst);
+    let sent = endpoint.received().len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        endpoint.received().len(),
+        sent,
+        "a paused destination sent requests"
+    );
+
+    // A person restarts it: the held events go out.
+    h.sigterm();
+    h.wait_exit(Duration::from_secs(30)).await;
+    h.restart().await;
+    let got = endpoint
+        .wait_for("the held events", |r| {
+            r.len() > sent && distinct(&r[sent..]) == vec![0, 1, 2]
+        })
+        .await;
+    assert_eq!(got.len(), sent + 3);
+    assert_eq!(dead_letters(&data), json!([]));
 }

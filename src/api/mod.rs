@@ -298,6 +298,29 @@ pub struct Delivery {
     /// At most this many requests per second to the endpoint (per worker pod in the cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// Stops sending to an endpoint that keeps failing, holding the queue, and probes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// An endpoint failing (the breaker open) this long is no longer probed: delivery is paused
+    /// until a person restarts the worker (see the README). Unset: probed for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub disable_after_seconds: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Consecutive failed requests (connection errors, timeouts, 408, 5xx) that open the
+    /// breaker. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub consecutive_failures: Option<u32>,
+    /// The first pause before a probe; it doubles after each failed probe, up to 300 seconds.
+    /// Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub probe_interval_seconds: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -2,10 +2,12 @@
 
 use crate::controller::build::{BuildOptions, JetStreamOptions};
 use crate::controller::operator::{self, OperatorOptions};
+use crate::controller::worker_status::{DEFAULT_URL, WorkerStatusOptions};
 use crate::jetstream::NatsArgs;
 use crate::shutdown;
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,6 +35,14 @@ pub struct Args {
     /// write key
     #[arg(long, env = "HOOKLINE_GATEWAY_URL")]
     gateway_url: Option<String>,
+    /// Where a destination's worker answers /status, read for the resource's `Delivering`
+    /// condition (the endpoint's health); `{name}` and `{namespace}` are the destination's.
+    /// Empty: not read
+    #[arg(long, env = "HOOKLINE_WORKER_STATUS_URL", default_value = DEFAULT_URL)]
+    worker_status_url: String,
+    /// How often each destination's worker is read, in seconds
+    #[arg(long, env = "HOOKLINE_WORKER_STATUS_EVERY", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    worker_status_every: u64,
 }
 
 pub async fn controller(args: Args) -> anyhow::Result<i32> {
@@ -70,6 +80,10 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
                 jetstream,
             },
             jetstream: nats.map(|n| (n, args.nats.retention())),
+            worker_status: (!args.worker_status_url.is_empty()).then(|| WorkerStatusOptions {
+                url: args.worker_status_url,
+                every: Duration::from_secs(args.worker_status_every),
+            }),
         },
         shutdown,
     )

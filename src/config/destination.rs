@@ -8,6 +8,7 @@ use crate::api::{AuthType, GrantType, OAuth2, SigningScheme};
 use crate::oauth::store::from_fields;
 use crate::oauth::{OAuthSettings, TokenSet};
 use crate::pipeline::batch::BatchPolicy;
+use crate::pipeline::deliver::breaker::{BreakerPolicy, MAX_PROBE_PAUSE};
 use crate::pipeline::deliver::pace::RateLimitPolicy;
 use crate::pipeline::deliver::request::{HeaderEntry, RequestTemplate};
 use crate::pipeline::deliver::retry::RetryPolicy;
@@ -44,6 +45,7 @@ pub struct Destination {
     pub retry: RetryPolicy,
     pub concurrency: usize,
     pub rate_limit: Option<RateLimitPolicy>,
+    pub breaker: BreakerPolicy,
     pub write_key: Option<String>,
     pub oauth: Option<OAuth>,
 }
@@ -67,6 +69,7 @@ pub struct CompiledSpec {
     pub retry: RetryPolicy,
     pub concurrency: usize,
     pub rate_limit: Option<RateLimitPolicy>,
+    pub breaker: BreakerPolicy,
 }
 
 /// The part that comes from Secrets: what a rotation changes.
@@ -109,6 +112,7 @@ impl Destination {
             retry: compiled.retry,
             concurrency: compiled.concurrency,
             rate_limit: compiled.rate_limit,
+            breaker: compiled.breaker,
             write_key: credentials.write_key,
             oauth: credentials.oauth,
         })
@@ -226,6 +230,34 @@ impl CompiledSpec {
                 .map_or(1, |b| b as u32),
             }),
         };
+        let breaker_defaults = BreakerPolicy::default();
+        let breaker = d.circuit_breaker.clone().unwrap_or_default();
+        let breaker = BreakerPolicy {
+            consecutive_failures: positive(
+                breaker.consecutive_failures.map(u64::from),
+                "spec.delivery.circuitBreaker.consecutiveFailures",
+                origin,
+            )?
+            .map_or(breaker_defaults.consecutive_failures, |v| v as u32),
+            first_pause: match breaker.probe_interval_seconds {
+                Some(s) if !(1..=MAX_PROBE_PAUSE.as_secs()).contains(&s) => {
+                    return Err(bad(
+                        "spec.delivery.circuitBreaker.probeIntervalSeconds",
+                        format!(
+                            "must be between 1 and {}, not {s}",
+                            MAX_PROBE_PAUSE.as_secs()
+                        ),
+                    ));
+                }
+                other => other.map_or(breaker_defaults.first_pause, Duration::from_secs),
+            },
+            disable_after: positive(
+                d.disable_after_seconds,
+                "spec.delivery.disableAfterSeconds",
+                origin,
+            )?
+            .map(Duration::from_secs),
+        };
         Ok(CompiledSpec {
             url,
             subscription,
@@ -235,6 +267,7 @@ impl CompiledSpec {
             retry,
             concurrency,
             rate_limit,
+            breaker,
         })
     }
 }

@@ -3,6 +3,7 @@
 //! timestamps, so an unchanged status is never written (and never re-triggers a reconcile).
 
 use super::validate::{Problem, Verdict};
+use super::worker_status::Delivering;
 use crate::api::WebhookDestinationStatus;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -11,6 +12,9 @@ pub const ACCEPTED: &str = "Accepted";
 pub const AUTH_READY: &str = "AuthReady";
 pub const WORKER_AVAILABLE: &str = "WorkerAvailable";
 pub const READY: &str = "Ready";
+pub const DELIVERING: &str = "Delivering";
+/// The `Delivering` reason of an endpoint that failed longer than `disableAfterSeconds`.
+const PAUSED: &str = "DeliveryPaused";
 
 /// The worker's Deployment as reconcile last saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,10 +73,12 @@ impl Want {
     }
 }
 
+/// `delivering`: what the worker says of the endpoint, when it could be read just now.
 pub fn conditions(
     verdict: &Verdict,
     enabled: bool,
     worker: &WorkerState,
+    delivering: Option<Delivering>,
     generation: Option<i64>,
     previous: &[Condition],
     now: &Time,
@@ -112,6 +118,28 @@ pub fn conditions(
                 .into(),
         },
     };
+    // Only running workers know the endpoint's health; an unanswered read keeps the last word.
+    let delivering = match worker {
+        WorkerState::Available { .. } if enabled => delivering
+            .map(|d| Want {
+                kind: DELIVERING,
+                ok: d.ok,
+                reason: d.reason,
+                message: d.message,
+            })
+            .or_else(|| {
+                previous
+                    .iter()
+                    .find(|c| c.type_ == DELIVERING)
+                    .map(|c| Want {
+                        kind: DELIVERING,
+                        ok: c.status == "True",
+                        reason: c.reason.clone(),
+                        message: c.message.clone(),
+                    })
+            }),
+        _ => None,
+    };
     let ready = if !accepted.ok {
         summary(false, &accepted)
     } else if !auth.ok {
@@ -125,6 +153,9 @@ pub fn conditions(
         }
     } else if !worker_want.ok {
         summary(false, &worker_want)
+    } else if let Some(paused) = delivering.as_ref().filter(|d| d.reason == PAUSED) {
+        // A person has to act; an unhealthy endpoint is probed and recovers by itself.
+        summary(false, paused)
     } else {
         Want {
             kind: READY,
@@ -133,10 +164,17 @@ pub fn conditions(
             message: String::new(),
         }
     };
-    [accepted, auth, worker_want, ready]
-        .into_iter()
-        .map(|w| stamp(w, generation, previous, now))
-        .collect()
+    [
+        Some(accepted),
+        Some(auth),
+        Some(worker_want),
+        Some(ready),
+        delivering,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|w| stamp(w, generation, previous, now))
+    .collect()
 }
 
 fn summary(ok: bool, cause: &Want) -> Want {
@@ -217,6 +255,13 @@ pub fn notices(old: &[Condition], new: &[Condition], worker: &WorkerState) -> Ve
         && matches!(worker, WorkerState::Progressing { available, desired } if available < desired)
     {
         out.push(notice(true, "WorkerUnavailable", &n));
+    }
+    match moved(DELIVERING) {
+        Some((_, n)) if n.status == "False" => out.push(notice(true, &n.reason, &n)),
+        Some((Some(o), n)) if o.status == "False" => {
+            out.push(notice(false, "EndpointRecovered", &n))
+        }
+        _ => {}
     }
     if let Some((o, n)) =
         moved(READY).filter(|(_, n)| n.status == "True" && n.reason == "Delivering")
@@ -348,7 +393,7 @@ mod tests {
             (ok(), true, available, "True", "Delivering"),
         ];
         for (verdict, enabled, worker, status, reason) in cases {
-            let c = conditions(&verdict, enabled, &worker, Some(7), &[], &at(100));
+            let c = conditions(&verdict, enabled, &worker, None, Some(7), &[], &at(100));
             let ready = find(&c, READY);
             assert_eq!(
                 (ready.status.as_str(), ready.reason.as_str()),
@@ -358,7 +403,15 @@ mod tests {
             let types: Vec<_> = c.iter().map(|c| c.type_.as_str()).collect();
             assert_eq!(types, [ACCEPTED, AUTH_READY, WORKER_AVAILABLE, READY]);
         }
-        let c = conditions(&ok(), true, &WorkerState::NotDeployed, None, &[], &at(1));
+        let c = conditions(
+            &ok(),
+            true,
+            &WorkerState::NotDeployed,
+            None,
+            None,
+            &[],
+            &at(1),
+        );
         assert!(find(&c, WORKER_AVAILABLE).message.contains("deployed once"));
     }
 
@@ -368,14 +421,15 @@ mod tests {
             available: 0,
             desired: 1,
         };
-        let first = conditions(&ok(), true, &progressing, Some(1), &[], &at(100));
-        let same = conditions(&ok(), true, &progressing, Some(2), &first, &at(200));
+        let first = conditions(&ok(), true, &progressing, None, Some(1), &[], &at(100));
+        let same = conditions(&ok(), true, &progressing, None, Some(2), &first, &at(200));
         assert!(same.iter().all(|c| c.last_transition_time == at(100)));
 
         let flipped = conditions(
             &ok(),
             true,
             &WorkerState::Available { desired: 1 },
+            None,
             Some(2),
             &same,
             &at(300),
@@ -406,21 +460,21 @@ mod tests {
             available: 0,
             desired: 1,
         };
-        let ready = conditions(&ok(), true, &available, Some(1), &[], &at(1));
+        let ready = conditions(&ok(), true, &available, None, Some(1), &[], &at(1));
         let mut bad_auth = ok();
         bad_auth.auth = Err(Problem {
             reason: "SecretNotFound",
             message: "Secret crm not found".into(),
         });
-        let refused = conditions(&bad_auth, true, &available, Some(1), &ready, &at(2));
+        let refused = conditions(&bad_auth, true, &available, None, Some(1), &ready, &at(2));
         let n = notices(&ready, &refused, &available);
         assert_eq!(n.len(), 1);
         assert!(n[0].warning && n[0].reason == "SecretNotFound" && n[0].note.contains("crm"));
-        let back = conditions(&ok(), true, &available, Some(1), &refused, &at(3));
+        let back = conditions(&ok(), true, &available, None, Some(1), &refused, &at(3));
         let n = notices(&refused, &back, &available);
         assert_eq!((n[0].warning, n[0].reason.as_str()), (false, "Recovered"));
         // Pods lost is bad; a rollout (all still available) is not.
-        let down = conditions(&ok(), true, &lost, Some(1), &ready, &at(4));
+        let down = conditions(&ok(), true, &lost, None, Some(1), &ready, &at(4));
         let n = notices(&ready, &down, &lost);
         assert_eq!(
             (n[0].warning, n[0].reason.as_str()),
@@ -430,8 +484,87 @@ mod tests {
             available: 1,
             desired: 1,
         };
-        let rollout = conditions(&ok(), true, &rolling, Some(2), &ready, &at(5));
+        let rollout = conditions(&ok(), true, &rolling, None, Some(2), &ready, &at(5));
         assert!(notices(&ready, &rollout, &rolling).is_empty());
+    }
+
+    #[test]
+    fn the_workers_word_on_the_endpoint_becomes_delivering_and_its_events() {
+        let available = WorkerState::Available { desired: 1 };
+        let said = |ok: bool, reason: &str| {
+            Some(Delivering {
+                ok,
+                reason: reason.into(),
+                message: format!("{reason}: HTTP 503"),
+            })
+        };
+        let healthy = conditions(
+            &ok(),
+            true,
+            &available,
+            said(true, "Delivering"),
+            Some(1),
+            &[],
+            &at(1),
+        );
+        assert_eq!(find(&healthy, DELIVERING).status, "True");
+
+        let down = said(false, "EndpointUnhealthy");
+        let unhealthy = conditions(&ok(), true, &available, down, Some(1), &healthy, &at(2));
+        let c = find(&unhealthy, DELIVERING);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "EndpointUnhealthy")
+        );
+        // Probed, it recovers by itself: the destination stays Ready.
+        assert_eq!(find(&unhealthy, READY).status, "True");
+        let n = notices(&healthy, &unhealthy, &available);
+        assert_eq!(n.len(), 1);
+        assert!(n[0].warning && n[0].reason == "EndpointUnhealthy" && n[0].note.contains("503"));
+
+        // A worker that cannot be read just now leaves the last word standing.
+        let unread = conditions(&ok(), true, &available, None, Some(1), &unhealthy, &at(3));
+        assert!(!differs(&status_of(&unhealthy), &status_of(&unread)));
+
+        let paused = said(false, PAUSED);
+        let paused = conditions(&ok(), true, &available, paused, Some(1), &unhealthy, &at(4));
+        assert_eq!(find(&paused, READY).reason, PAUSED);
+        assert_eq!(find(&paused, READY).status, "False");
+
+        let back = conditions(
+            &ok(),
+            true,
+            &available,
+            said(true, "Delivering"),
+            Some(1),
+            &paused,
+            &at(5),
+        );
+        let n = notices(&paused, &back, &available);
+        assert!(
+            n.iter()
+                .any(|n| !n.warning && n.reason == "EndpointRecovered"),
+            "{n:?}"
+        );
+
+        // Scaled to zero, nobody knows: no condition.
+        let off = conditions(
+            &ok(),
+            false,
+            &WorkerState::ScaledToZero,
+            None,
+            Some(1),
+            &back,
+            &at(6),
+        );
+        assert!(off.iter().all(|c| c.type_ != DELIVERING));
+    }
+
+    fn status_of(conditions: &[Condition]) -> WebhookDestinationStatus {
+        WebhookDestinationStatus {
+            conditions: conditions.to_vec(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -442,8 +575,8 @@ mod tests {
             conditions,
             ..Default::default()
         };
-        let old = status(conditions(&ok(), true, &worker, Some(1), &[], &at(1)));
-        let mut reordered = conditions(&ok(), true, &worker, Some(1), &[], &at(2));
+        let old = status(conditions(&ok(), true, &worker, None, Some(1), &[], &at(1)));
+        let mut reordered = conditions(&ok(), true, &worker, None, Some(1), &[], &at(2));
         reordered.reverse();
         assert!(!differs(&old, &status(reordered)));
 
@@ -451,6 +584,7 @@ mod tests {
             &ok(),
             false,
             &WorkerState::ScaledToZero,
+            None,
             Some(1),
             &[],
             &at(1),

@@ -2,7 +2,8 @@
 //!
 //! A reconcile ([`reconcile`]) reads the destination's Secrets ([`dereference`]), checks the
 //! spec and credentials ([`validate`]), builds the desired children ([`build`]), applies them
-//! with Server-Side Apply ([`apply`]) and writes the status ([`conditions`]). [`operator`] runs
+//! with Server-Side Apply ([`apply`]) and writes the status ([`conditions`]), including the
+//! endpoint's health as the workers see it ([`worker_status`]). [`operator`] runs
 //! the controller loop with leader election, health and metrics.
 
 pub mod apply;
@@ -19,6 +20,7 @@ pub mod test_event;
 pub mod token_secret;
 pub mod tokens;
 pub mod validate;
+pub mod worker_status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -46,6 +46,9 @@ pub struct OperatorOptions {
     pub build: BuildOptions,
     /// JetStream mode: where NATS is and how long its streams keep events.
     pub jetstream: Option<(crate::jetstream::Nats, crate::jetstream::objects::Retention)>,
+    /// Where and how often a destination's worker is asked for its `Delivering` condition;
+    /// `None`: not read.
+    pub worker_status: Option<super::worker_status::WorkerStatusOptions>,
 }
 
 pub async fn run(
@@ -251,6 +254,10 @@ async fn run_controller(
             ready: caches_ready.clone(),
         },
         secrets: SecretCache::new(secrets, caches_ready),
+        workers: opts
+            .worker_status
+            .clone()
+            .map(super::worker_status::WorkerStatus::new),
         statuses: Default::default(),
         swept: std::sync::Mutex::new(std::time::Instant::now()),
     });

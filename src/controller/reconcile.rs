@@ -10,6 +10,7 @@ use super::events::Events;
 use super::jetstream::{self, JetStreamObjects};
 use super::test_event;
 use super::tokens::TokenManagers;
+use super::worker_status::WorkerStatus;
 use super::{Error, apply, dereference, validate};
 use crate::api::{AuthStatus, AuthType, WebhookDestination, WebhookDestinationStatus};
 use crate::config::destination::{Credentials, token_secret_name};
@@ -42,6 +43,8 @@ pub struct Context {
     pub destinations: Store<WebhookDestination>,
     /// JetStream mode; `None` is local mode.
     pub jetstream: Option<JetStreamObjects>,
+    /// Where workers' delivery state is read; `None`: not read (no `Delivering` condition).
+    pub workers: Option<WorkerStatus>,
 }
 
 /// Drift and missed events are caught by this periodic pass even with no watch event.
@@ -161,6 +164,10 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     };
 
     let worker = WorkerState::of(deployment.as_ref());
+    let delivering = match (&ctx.workers, &worker) {
+        (Some(workers), WorkerState::Available { .. }) => workers.delivering(dest).await,
+        _ => None,
+    };
     let status = WebhookDestinationStatus {
         observed_generation: dest.meta().generation,
         conditions: conditions::conditions(
@@ -170,6 +177,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             },
             dest.spec.is_enabled(),
             &worker,
+            delivering,
             dest.meta().generation,
             &old.conditions,
             &Time(jiff_now()),
@@ -198,6 +206,9 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     Ok(match worker {
         WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
         _ if ctx.jetstream.is_some() => Action::requeue(jetstream::BACKLOG_EVERY),
+        WorkerState::Available { .. } if let Some(workers) = &ctx.workers => {
+            Action::requeue(workers.every())
+        }
         _ => Action::requeue(RESYNC),
     })
 }
@@ -258,6 +269,9 @@ fn sweep_deleted(ctx: &Context) {
     let exists = |key: &ObjectRef<WebhookDestination>| ctx.destinations.get(key).is_some();
     ctx.tokens.retain(exists);
     ctx.statuses.retain(exists);
+    if let Some(workers) = &ctx.workers {
+        workers.retain(exists);
+    }
 }
 
 /// The statuses this operator wrote: the destination cache can lag behind them, and comparing

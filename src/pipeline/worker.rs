@@ -5,6 +5,7 @@
 //! queue, not in memory.
 
 use super::batch::{Batch, Batcher, Item};
+use super::deliver::breaker::{Breaker, BreakerView, Health};
 use super::deliver::dlq::DeadLetter;
 use super::deliver::pace::Pace;
 use super::deliver::request::RequestTemplate;
@@ -34,6 +35,8 @@ struct Shared {
     sender: std::sync::Mutex<(Option<Arc<TlsSettings>>, HttpSender)>,
     /// The rate limit, and a `429`'s hold on every request.
     pace: Pace,
+    /// Holds every request while the endpoint keeps failing; shared with `/status`.
+    breaker: Arc<Breaker>,
     /// OAuth 2.0 destinations: where each attempt gets its access token.
     tokens: Option<TokenSource>,
     metrics: DestinationMetrics,
@@ -48,6 +51,8 @@ struct DestinationMetrics {
     batch_size: prometheus::Histogram,
     queue_depth: prometheus::IntGauge,
     damaged: prometheus::IntCounter,
+    endpoint_healthy: prometheus::IntGauge,
+    delivery_paused: prometheus::IntGauge,
 }
 
 impl DestinationMetrics {
@@ -69,6 +74,8 @@ impl DestinationMetrics {
             batch_size: METRICS.batch_size.with_label_values(&[name]),
             queue_depth: METRICS.queue_depth.with_label_values(&[name]),
             damaged: METRICS.damaged_records.with_label_values(&[name]),
+            endpoint_healthy: METRICS.endpoint_healthy.with_label_values(&[name]),
+            delivery_paused: METRICS.delivery_paused.with_label_values(&[name]),
         }
     }
 }
@@ -108,7 +115,9 @@ impl Worker {
         let sender = HttpSender::new(dest.concurrency, dest.request.timeout, tls.as_deref())?;
         let sender = std::sync::Mutex::new((tls, sender));
         let pace = Pace::new(dest.rate_limit);
+        let breaker = Arc::new(Breaker::new(dest.breaker));
         let metrics = DestinationMetrics::new(&dest.name);
+        metrics.endpoint_healthy.set(1);
         Ok(Worker {
             shared: Arc::new(Shared {
                 dest,
@@ -116,10 +125,16 @@ impl Worker {
                 inbox,
                 sender,
                 pace,
+                breaker,
                 tokens,
                 metrics,
             }),
         })
+    }
+
+    /// The destination's circuit breaker, for `/status`.
+    pub fn breaker(&self) -> Arc<Breaker> {
+        self.shared.breaker.clone()
     }
 
     /// Runs until `shutdown` turns true; in-flight requests finish, waiting retries are abandoned
@@ -547,8 +562,12 @@ impl Shared {
         self.metrics.batch_size.observe(batch.items.len() as f64);
         let mut rejected: Option<AccessToken> = None;
         loop {
-            // Paced before the token and the signature's timestamp are taken: a long hold must
-            // not send a stale one.
+            // Held and paced before the token and the signature's timestamp are taken: a long
+            // hold must not send a stale one.
+            let probe = tokio::select! {
+                probe = self.breaker.admit() => probe,
+                _ = stopped(&mut shutdown) => return,
+            };
             tokio::select! {
                 _ = self.pace.ready() => {}
                 _ = stopped(&mut shutdown) => return,
@@ -567,6 +586,13 @@ impl Shared {
                 request.authorize(&t.secret);
             }
             let attempt = self.sender_for(&template).send(&request).await;
+            self.observe_health(&attempt, probe);
+            if probe && attempt.health() == Health::Down {
+                // The endpoint is still down: the events wait for the next probe without
+                // using up an attempt.
+                attempts -= 1;
+                continue;
+            }
             if let (Some(429), Some(wait)) = (attempt.status, attempt.retry_after) {
                 // The endpoint is overloaded, not just this request: everything waits.
                 self.pace.hold_until(Instant::now() + wait);
@@ -620,6 +646,28 @@ impl Shared {
                 self.give_up(batch, attempts, &attempt, &mut shutdown).await;
                 return;
             }
+        }
+    }
+
+    /// Feeds the answer to the breaker, and says when the endpoint's health changed.
+    fn observe_health(&self, attempt: &Attempt, probe: bool) {
+        let Some(view) = self
+            .breaker
+            .record(attempt.health(), probe, || attempt.describe())
+        else {
+            return;
+        };
+        let m = &self.metrics;
+        m.endpoint_healthy
+            .set(i64::from(view == BreakerView::Healthy));
+        m.delivery_paused
+            .set(i64::from(matches!(view, BreakerView::Paused { .. })));
+        let (_, reason, message) = view.condition(&self.dest.name);
+        match view {
+            BreakerView::Healthy => {
+                tracing::info!(destination = %self.dest.name, "the endpoint answers again; delivery resumes")
+            }
+            _ => tracing::warn!(destination = %self.dest.name, reason, "{message}"),
         }
     }
 

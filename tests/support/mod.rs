@@ -253,6 +253,16 @@ impl Hookline {
             .unwrap()
     }
 
+    /// `GET /status`.
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("{}/status", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
         reqwest::Client::new()
             .post(format!("{}{path}", self.base))
@@ -278,6 +288,16 @@ impl Drop for Hookline {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first destination's condition of type `kind` in a `/status` answer.
+pub fn condition<'a>(status: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    status["destinations"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
 }
 
 /// Writes a manifest into `dir` and returns its path.

@@ -1,6 +1,7 @@
 //! Sending a batch: one pooled HTTP client per destination, and the verdict on each answer
 //! (delivered, retry, or give up) that the worker acts on.
 
+pub mod breaker;
 pub mod dlq;
 pub mod pace;
 pub mod request;
@@ -38,6 +39,15 @@ impl Attempt {
             None | Some(408 | 429) => Verdict::Retry,
             Some(s) if s >= 500 => Verdict::Retry,
             Some(_) => Verdict::GiveUp,
+        }
+    }
+
+    /// What the answer says about the endpoint, for its circuit breaker.
+    pub fn health(&self) -> breaker::Health {
+        match self.status {
+            None | Some(408) => breaker::Health::Down,
+            Some(s) if s >= 500 => breaker::Health::Down,
+            Some(_) => breaker::Health::Up,
         }
     }
 
