@@ -1,5 +1,10 @@
 use clap::Parser;
 
+/// Every event is parsed, mapped and sent as a tree of small allocations: glibc's allocator took
+/// over a third of the instructions per delivered event (callgrind), mimalloc far less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = hookline::cli::Cli::parse();
     tracing_subscriber::fmt()

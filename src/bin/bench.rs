@@ -1,16 +1,29 @@
-//! `hookline-bench`: throughput, end-to-end latency and memory of `hookline run`, measured
-//! against a local endpoint, beside the request rate a bare load generator gets from that same
-//! endpoint. Build with `cargo build --release`, then run `target/release/hookline-bench`.
+//! `hookline-bench`: throughput, added latency and memory of `hookline run`, side by side with
+//! what a bare load generator gets from the same endpoint, in one run. `scripts/bench.sh`
+//! installs `wrk` (Debian), builds the release binaries and runs it.
+//!
+//! 1. `wrk` (1 thread, 32 connections) posts a one-event body to the bench's endpoint: the bare
+//!    request rate.
+//! 2. Per scenario, `hookline run` delivers to that endpoint while `wrk` (4 connections) feeds it
+//!    through `/v1/batch` (100 events a request, write key) at full speed: events/s ingested
+//!    (wrk's count) and delivered (the endpoint's count, after a warm-up second).
+//! 3. Unbatched, at half the rate measured in 2: added latency, from each request's `200` to the
+//!    endpoint receiving its events.
+//! 4. The same feeding against JetStream mode: `nats-server`, `hookline gateway`, one or two
+//!    `hookline run --nats` delivering.
 
 use axum::body::Bytes;
 use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const EVENTS_PER_REQUEST: usize = 100;
 const INGEST_CONNECTIONS: usize = 4;
+const BARE_CONNECTIONS: usize = 32;
+const WRITE_KEY: &str = "bench-key";
 
 fn now_micros() -> u64 {
     SystemTime::now()
@@ -19,37 +32,37 @@ fn now_micros() -> u64 {
         .as_micros() as u64
 }
 
-/// Counts delivered payloads and their end-to-end latency (each carries the time it was sent).
+/// Counts delivered payloads; while `timing`, also when each request number (`req`) arrived.
 #[derive(Default)]
 struct Sink {
     delivered: AtomicU64,
-    requests: AtomicU64,
-    latencies_us: Mutex<Vec<u64>>,
+    timing: AtomicBool,
+    arrivals: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Sink {
     fn record(&self, body: &[u8]) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !self.timing.load(Ordering::Relaxed) {
+            // Each mapped payload has exactly one `"user":`; counting them keeps the endpoint
+            // as cheap for hookline as for the bare load generator.
+            let n = body.windows(7).filter(|w| w == b"\"user\":").count();
+            self.delivered.fetch_add(n as u64, Ordering::Relaxed);
+            return;
+        }
         let now = now_micros();
         let payloads = match serde_json::from_slice::<Value>(body) {
             Ok(Value::Array(items)) => items,
             Ok(one) => vec![one],
             Err(_) => return,
         };
-        let mut lat = self.latencies_us.lock().expect("sink lock");
+        let mut arrivals = self.arrivals.lock().expect("sink lock");
         for p in &payloads {
-            if let Some(sent) = p["sent"].as_u64() {
-                lat.push(now.saturating_sub(sent));
+            if let Some(req) = p["req"].as_u64() {
+                arrivals.push((req, now));
             }
         }
         self.delivered
             .fetch_add(payloads.len() as u64, Ordering::Relaxed);
-    }
-
-    fn reset(&self) {
-        self.delivered.store(0, Ordering::Relaxed);
-        self.requests.store(0, Ordering::Relaxed);
-        self.latencies_us.lock().expect("sink lock").clear();
     }
 }
 
@@ -72,44 +85,50 @@ async fn start_endpoint(sink: Arc<Sink>) -> String {
     url
 }
 
-/// The request rate the endpoint sustains from a plain keep-alive client with `concurrency`
-/// requests in flight, each a one-event body like hookline's unbatched requests.
-async fn bare_rate(url: &str, concurrency: usize, duration: Duration) -> f64 {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .tcp_nodelay(true)
-        .build()
-        .expect("client");
-    let body = json!({"user": "u", "event": "Order Completed", "order_id": "o-1", "total": 10.5, "sent": 0}).to_string();
-    let count = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (client, url, body, count) =
-                (client.clone(), url.to_string(), body.clone(), count.clone());
-            tokio::spawn(async move {
-                while started.elapsed() < duration {
-                    if client
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .is_ok()
-                    {
-                        count.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        let _ = t.await;
-    }
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+fn sample_event(i: usize, req: u64) -> Value {
+    json!({"type": "track", "userId": format!("user-{i}"), "event": "Order Completed",
+           "properties": {"order_id": format!("o-{req}-{i}"), "total": 10.5, "req": req}})
 }
 
-fn hookline_binary() -> std::path::PathBuf {
+/// A `wrk` run: requests/s, or why it failed.
+fn wrk(url: &str, connections: usize, seconds: u64, body: &str, dir: &Path) -> f64 {
+    let script = dir.join(format!("post-{}.lua", now_micros()));
+    let auth = base64_basic(WRITE_KEY);
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Basic {auth}\"\n"
+        ),
+    )
+    .expect("write wrk script");
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "-s",
+        ])
+        .arg(&script)
+        .arg(url)
+        .output()
+        .expect("wrk runs (scripts/bench.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk got errors from {url}:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rate in wrk's output:\n{text}"))
+}
+
+fn base64_basic(user: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:"))
+}
+
+fn hookline_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let bin = exe.with_file_name("hookline");
     assert!(
@@ -120,8 +139,8 @@ fn hookline_binary() -> std::path::PathBuf {
     bin
 }
 
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU seconds (user, system) a process has used so far.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces): utime and stime are 12th and 13th.
     let fields: Vec<&str> = stat
@@ -132,13 +151,13 @@ fn cpu_seconds(pid: u32) -> f64 {
             .get(i)
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
+            / 100.0
     };
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11), ticks(12))
 }
 
-fn peak_rss_mb(child: &Child) -> f64 {
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -146,19 +165,8 @@ fn peak_rss_mb(child: &Child) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-struct Run {
-    ingested_per_s: f64,
-    delivered_per_s: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    /// Peak RSS per process role ("run", "gateway", "worker").
-    rss_mb: Vec<(&'static str, f64)>,
-    /// CPU seconds per role, summed over its processes, and of nats-server.
-    cpu_s: Vec<(&'static str, f64)>,
-}
-
-/// Where the queue is: each `hookline run`'s data dir, or a shared JetStream with a gateway in
-/// front and `workers` `hookline run --nats` processes delivering.
+/// Where the queue is: `hookline run`'s data dir, or a shared JetStream with a gateway in front
+/// and `workers` `hookline run --nats` processes delivering.
 #[derive(Clone, Copy)]
 enum Mode<'a> {
     Local,
@@ -182,7 +190,8 @@ fn spawn(args: &[&str], extra: &[std::ffi::OsString]) -> Child {
         .expect("start hookline")
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+async fn wait_ready(base: &str) {
+    let client = reqwest::Client::new();
     let ready_by = Instant::now() + Duration::from_secs(30);
     while !client
         .get(format!("{base}/readyz"))
@@ -195,160 +204,215 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
     }
 }
 
-/// Starts the processes of `mode`; where to ingest, and every process with its role.
-async fn start(
-    mode: Mode<'_>,
-    dir: &std::path::Path,
-    manifest: &std::path::Path,
-    client: &reqwest::Client,
-) -> (String, Vec<(&'static str, Child)>) {
-    let run = |name: &str, nats: Option<&str>| {
-        let port = free_port();
-        let mut extra: Vec<std::ffi::OsString> = vec![
-            "--data-dir".into(),
-            dir.join(name).into(),
-            "-f".into(),
-            manifest.into(),
-        ];
-        if let Some(url) = nats {
-            extra.extend(["--nats".into(), url.into()]);
-        }
-        let child = spawn(&["run", "--listen", &format!("127.0.0.1:{port}")], &extra);
-        (format!("http://127.0.0.1:{port}"), child)
-    };
-    match mode {
-        Mode::Local => {
-            let (base, child) = run("local", None);
-            wait_ready(client, &base).await;
-            (base, vec![("run", child)])
-        }
-        Mode::JetStream { nats, workers } => {
-            let mut processes = Vec::new();
-            for i in 0..workers {
-                let (base, child) = run(&format!("worker-{i}"), Some(nats));
-                wait_ready(client, &base).await;
-                processes.push(("worker", child));
-            }
+/// The processes of one scenario, stopped (and measured) when dropped.
+struct Processes {
+    ingest: String,
+    children: Vec<(&'static str, Child)>,
+    _dir: tempfile::TempDir,
+}
+
+/// What the processes of a scenario used, per role.
+struct Usage {
+    rss_mb: Vec<(&'static str, f64)>,
+    cpu: Vec<(&'static str, f64, f64)>,
+}
+
+impl Processes {
+    async fn start(mode: Mode<'_>, endpoint: &str, batch_size: usize, concurrency: usize) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifest = dir.path().join("bench.yaml");
+        // A fresh name per scenario: a JetStream consumer starts with the events sent from now
+        // on, and those of earlier scenarios (their workers gone) hold on to nothing.
+        let name = format!("bench-{}", now_micros());
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata: {{name: {name}}}\nspec:\n  endpoint: {{url: '{endpoint}'}}\n  subscription: 'type = \"track\"'\n  mapping:\n    user: {{\"@path\": \"$.userId\"}}\n    event: {{\"@path\": \"$.event\"}}\n    order_id: {{\"@path\": \"$.properties.order_id\"}}\n    total: {{\"@path\": \"$.properties.total\"}}\n    req: {{\"@path\": \"$.properties.req\"}}\n  batching: {{size: {batch_size}, maxWaitMillis: 50}}\n  delivery: {{concurrency: {concurrency}}}\n  source:\n    writeKeySecretRef: {{name: {name}-key, key: key}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key}}\nstringData: {{key: {WRITE_KEY}}}\n"
+            ),
+        )
+        .expect("write manifest");
+        let run = |data: &str, nats: Option<&str>| {
             let port = free_port();
-            let listen = format!("127.0.0.1:{port}");
-            let gateway = spawn(&["gateway", "--listen", &listen, "--nats", nats], &[]);
-            let base = format!("http://{listen}");
-            wait_ready(client, &base).await;
-            processes.push(("gateway", gateway));
-            (base, processes)
+            let mut extra: Vec<std::ffi::OsString> = vec![
+                "--data-dir".into(),
+                dir.path().join(data).into(),
+                "-f".into(),
+                manifest.clone().into(),
+            ];
+            if let Some(url) = nats {
+                extra.extend(["--nats".into(), url.into()]);
+            }
+            let child = spawn(&["run", "--listen", &format!("127.0.0.1:{port}")], &extra);
+            (format!("http://127.0.0.1:{port}"), child)
+        };
+        let (ingest, children) = match mode {
+            Mode::Local => {
+                let (base, child) = run("local", None);
+                wait_ready(&base).await;
+                (base, vec![("run", child)])
+            }
+            Mode::JetStream { nats, workers } => {
+                let mut children = Vec::new();
+                for i in 0..workers {
+                    let (base, child) = run(&format!("worker-{i}"), Some(nats));
+                    wait_ready(&base).await;
+                    children.push(("worker", child));
+                }
+                let listen = format!("127.0.0.1:{}", free_port());
+                let gateway = spawn(&["gateway", "--listen", &listen, "--nats", nats], &[]);
+                let base = format!("http://{listen}");
+                wait_ready(&base).await;
+                children.push(("gateway", gateway));
+                (base, children)
+            }
+        };
+        Processes {
+            ingest,
+            children,
+            _dir: dir,
         }
+    }
+
+    fn stop(mut self) -> Usage {
+        let mut usage = Usage {
+            rss_mb: Vec::new(),
+            cpu: Vec::new(),
+        };
+        for (role, child) in &mut self.children {
+            let rss = peak_rss_mb(child.id());
+            match usage.rss_mb.iter_mut().find(|(r, _)| r == role) {
+                Some((_, max)) => *max = max.max(rss),
+                None => usage.rss_mb.push((role, rss)),
+            }
+            let (user, sys) = cpu_seconds(child.id());
+            match usage.cpu.iter_mut().find(|(r, ..)| r == role) {
+                Some((_, u, s)) => {
+                    *u += user;
+                    *s += sys;
+                }
+                None => usage.cpu.push((role, user, sys)),
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        usage
     }
 }
 
-async fn run_scenario(
-    endpoint: &str,
+/// One scenario at full speed: events/s ingested (wrk) and delivered (the endpoint).
+struct Throughput {
+    ingested: f64,
+    delivered: f64,
+    usage: Usage,
+}
+
+async fn full_speed(
     sink: &Arc<Sink>,
-    nats_pid: Option<u32>,
+    endpoint: &str,
     mode: Mode<'_>,
+    nats_pid: Option<u32>,
     batch_size: usize,
     concurrency: usize,
-    total: usize,
-) -> Run {
-    sink.reset();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let manifest = dir.path().join("bench.yaml");
-    // A fresh name and write key per scenario: a JetStream consumer starts with the events sent
-    // from now on, and the consumers of earlier scenarios (their workers gone) do not hold on to
-    // this one's events.
-    let name = format!("bench-{}", now_micros());
-    let write_key = format!("key-{name}");
-    std::fs::write(
-        &manifest,
-        format!(
-            "apiVersion: hookline.dev/v1alpha1\nkind: WebhookDestination\nmetadata: {{name: {name}}}\nspec:\n  endpoint: {{url: '{endpoint}'}}\n  subscription: 'type = \"track\"'\n  mapping:\n    user: {{\"@path\": \"$.userId\"}}\n    event: {{\"@path\": \"$.event\"}}\n    order_id: {{\"@path\": \"$.properties.order_id\"}}\n    total: {{\"@path\": \"$.properties.total\"}}\n    sent: {{\"@path\": \"$.properties.sent\"}}\n  batching: {{size: {batch_size}, maxWaitMillis: 50}}\n  delivery: {{concurrency: {concurrency}}}\n  source:\n    writeKeySecretRef: {{name: bench-key, key: key}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: bench-key}}\nstringData: {{key: {write_key}}}\n"
-        ),
-    )
-    .expect("write manifest");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(INGEST_CONNECTIONS)
-        .build()
-        .expect("client");
-    let (base, mut processes) = start(mode, dir.path(), &manifest, &client).await;
-
-    let requests = total / EVENTS_PER_REQUEST;
-    let next = Arc::new(AtomicU64::new(0));
-    let nats_cpu_before = nats_pid.map(cpu_seconds);
-    let started = Instant::now();
-    let senders: Vec<_> = (0..INGEST_CONNECTIONS)
-        .map(|_| {
-            let (client, base, next, key) = (client.clone(), base.clone(), next.clone(), write_key.clone());
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if n >= requests {
-                        return;
-                    }
-                    let sent = now_micros();
-                    let batch: Vec<Value> = (0..EVENTS_PER_REQUEST)
-                        .map(|i| json!({"type": "track", "userId": format!("user-{i}"), "event": "Order Completed", "properties": {"order_id": format!("o-{n}-{i}"), "total": 10.5, "sent": sent}}))
-                        .collect();
-                    let resp = client.post(format!("{base}/v1/batch")).basic_auth(&key, Some("")).json(&json!({"batch": batch})).send().await.expect("ingest request");
-                    assert!(resp.status().is_success(), "ingest answered {}", resp.status());
-                }
-            })
-        })
+    seconds: u64,
+) -> Throughput {
+    let processes = Processes::start(mode, endpoint, batch_size, concurrency).await;
+    let nats_before = nats_pid.map(cpu_seconds);
+    let batch: Vec<Value> = (0..EVENTS_PER_REQUEST)
+        .map(|i| sample_event(i, 0))
         .collect();
-    for s in senders {
-        s.await.expect("sender task");
+    let body = json!({ "batch": batch }).to_string();
+    let url = format!("{}/v1/batch", processes.ingest);
+    let dir = processes._dir.path().to_path_buf();
+    let feeding =
+        tokio::task::spawn_blocking(move || wrk(&url, INGEST_CONNECTIONS, seconds, &body, &dir));
+    // Delivery is counted after a warm-up second, over the rest of wrk's run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (from, started) = (sink.delivered.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds - 1)).await;
+    let delivered =
+        (sink.delivered.load(Ordering::Relaxed) - from) as f64 / started.elapsed().as_secs_f64();
+    let requests_per_s = feeding.await.expect("wrk task");
+    let mut usage = processes.stop();
+    if let (Some(pid), Some((u0, s0))) = (nats_pid, nats_before) {
+        let (u1, s1) = cpu_seconds(pid);
+        usage.cpu.push(("nats-server", u1 - u0, s1 - s0));
     }
-    let ingest_time = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while sink.delivered.load(Ordering::Relaxed) < total as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {total} delivered",
-            sink.delivered.load(Ordering::Relaxed)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    Throughput {
+        ingested: requests_per_s * EVENTS_PER_REQUEST as f64,
+        delivered,
+        usage,
     }
-    let deliver_time = started.elapsed();
-    let mut rss_mb: Vec<(&'static str, f64)> = Vec::new();
-    let mut cpu_s: Vec<(&'static str, f64)> = Vec::new();
-    for (role, child) in &mut processes {
-        let rss = peak_rss_mb(child);
-        match rss_mb.iter_mut().find(|(r, _)| r == role) {
-            Some((_, max)) => *max = max.max(rss),
-            None => rss_mb.push((role, rss)),
-        }
-        let cpu = cpu_seconds(child.id());
-        match cpu_s.iter_mut().find(|(r, _)| r == role) {
-            Some((_, sum)) => *sum += cpu,
-            None => cpu_s.push((role, cpu)),
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    if let (Some(pid), Some(before)) = (nats_pid, nats_cpu_before) {
-        cpu_s.push(("nats-server", cpu_seconds(pid) - before));
-    }
+}
 
-    let mut lat = sink.latencies_us.lock().expect("sink lock").clone();
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-            .map_or(f64::NAN, |us| *us as f64 / 1000.0)
-    };
-    Run {
-        ingested_per_s: total as f64 / ingest_time.as_secs_f64(),
-        delivered_per_s: total as f64 / deliver_time.as_secs_f64(),
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        rss_mb,
-        cpu_s,
+/// Unbatched delivery fed at `rate` events/s (requests of 10 events): percentiles of the time
+/// from each request's `200` to the endpoint receiving its events, in ms.
+async fn added_latency(
+    sink: &Arc<Sink>,
+    endpoint: &str,
+    rate: f64,
+    seconds: u64,
+) -> (f64, f64, f64) {
+    const PER_REQUEST: u64 = 10;
+    let processes = Processes::start(Mode::Local, endpoint, 1, 32).await;
+    sink.arrivals.lock().expect("sink lock").clear();
+    sink.timing.store(true, Ordering::Relaxed);
+    let client = reqwest::Client::new();
+    let answered: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let requests = (rate * seconds as f64 / PER_REQUEST as f64) as u64;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(PER_REQUEST as f64 / rate));
+    let mut sent = Vec::new();
+    for req in 0..requests {
+        tick.tick().await;
+        let batch: Vec<Value> = (0..PER_REQUEST as usize)
+            .map(|i| sample_event(i, req))
+            .collect();
+        let request = client
+            .post(format!("{}/v1/batch", processes.ingest))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(&json!({ "batch": batch }));
+        let answered = answered.clone();
+        sent.push(tokio::spawn(async move {
+            let resp = request.send().await.expect("ingest request");
+            assert!(
+                resp.status().is_success(),
+                "ingest answered {}",
+                resp.status()
+            );
+            answered.lock().expect("answers").push((req, now_micros()));
+        }));
     }
+    for s in sent {
+        s.await.expect("sender");
+    }
+    let expected = (requests * PER_REQUEST) as usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sink.arrivals.lock().expect("sink lock").len() < expected {
+        assert!(Instant::now() < deadline, "not every event arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sink.timing.store(false, Ordering::Relaxed);
+    processes.stop();
+    let answered: std::collections::HashMap<u64, u64> =
+        answered.lock().expect("answers").iter().copied().collect();
+    let mut added: Vec<u64> = sink
+        .arrivals
+        .lock()
+        .expect("sink lock")
+        .iter()
+        .map(|(req, at)| at.saturating_sub(answered[req]))
+        .collect();
+    added.sort_unstable();
+    let pct =
+        |p: f64| added[((added.len() as f64 * p) as usize).min(added.len() - 1)] as f64 / 1000.0;
+    (pct(0.5), pct(0.99), pct(0.999))
 }
 
 /// A nats-server with JetStream for the JetStream scenarios: the one `scripts/tools.sh`
 /// installs, or `HOOKLINE_NATS_SERVER`. `None` when there is none.
-fn start_nats(dir: &std::path::Path) -> Option<(Child, String)> {
+fn start_nats(dir: &Path) -> Option<(Child, String)> {
     let binary = std::env::var("HOOKLINE_NATS_SERVER")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| std::path::PathBuf::from("target/tools/venv/bin/nats-server"));
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("target/tools/venv/bin/nats-server"));
     if !binary.exists() {
         return None;
     }
@@ -363,33 +427,35 @@ fn start_nats(dir: &std::path::Path) -> Option<(Child, String)> {
     Some((child, format!("nats://127.0.0.1:{port}")))
 }
 
-fn print_run(name: &str, r: &Run) {
-    let rss: Vec<String> = r
+fn print_throughput(name: &str, t: &Throughput, bare: f64) {
+    let rss: Vec<String> = t
+        .usage
         .rss_mb
         .iter()
-        .map(|(role, mb)| format!("{role} {mb:.0}MB"))
+        .map(|(role, mb)| format!("{role} {mb:.0} MB"))
         .collect();
     println!(
-        "{name:<44} {:>11.0} {:>12.0} {:>8.1} {:>8.1}  {}",
-        r.ingested_per_s,
-        r.delivered_per_s,
-        r.p50_ms,
-        r.p99_ms,
+        "{name:<42} {:>10.0} {:>11.0} {:>6.0}%  {}",
+        t.ingested,
+        t.delivered,
+        100.0 * t.delivered / bare,
         rss.join(", ")
     );
-    let cpu: Vec<String> = r
-        .cpu_s
+    let cpu: Vec<String> = t
+        .usage
+        .cpu
         .iter()
-        .map(|(role, s)| format!("{role} {s:.1}s"))
+        .map(|(role, user, sys)| format!("{role} {user:.1} user + {sys:.1} sys"))
         .collect();
-    println!("  CPU: {}", cpu.join(", "));
+    println!("    CPU s: {}", cpu.join(", "));
 }
 
 fn main() {
-    let total: usize = std::env::args()
+    let seconds: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(100_000);
+        .unwrap_or(6)
+        .max(2);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -397,21 +463,30 @@ fn main() {
     runtime.block_on(async {
         let sink = Arc::new(Sink::default());
         let endpoint = start_endpoint(sink.clone()).await;
-        let unbatched_concurrency = 8;
-        let bare = bare_rate(&endpoint, unbatched_concurrency, Duration::from_secs(3)).await;
-        println!("hookline-bench: {total} events per scenario, ingested through /v1/batch ({EVENTS_PER_REQUEST} events a request, {INGEST_CONNECTIONS} connections), {} cores", std::thread::available_parallelism().map_or(0, |n| n.get()));
-        println!("bare load generator -> endpoint: {bare:.0} requests/s ({unbatched_concurrency} in flight)");
-        println!("{:<44} {:>11} {:>12} {:>8} {:>8}  peak RSS", "scenario", "ingested/s", "delivered/s", "p50 ms", "p99 ms");
+        let scratch = tempfile::tempdir().expect("temp dir");
+        let one = json!({"user": "u", "event": "Order Completed", "order_id": "o-1", "total": 10.5, "req": 0}).to_string();
+        let bare = wrk(&endpoint, BARE_CONNECTIONS, seconds, &one, scratch.path());
+        println!(
+            "hookline-bench: {seconds} s per scenario, {} cores; feeding: wrk, {INGEST_CONNECTIONS} connections, /v1/batch with {EVENTS_PER_REQUEST} events a request",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        println!("bare wrk -> endpoint (1 thread, {BARE_CONNECTIONS} connections): {bare:.0} requests/s");
+        println!("{:<42} {:>10} {:>11} {:>7}  peak RSS", "scenario (fed at full speed)", "ingested/s", "delivered/s", "of bare");
+        let mut unbatched_max: f64 = 0.0;
         let mut local_batched = None;
-        for (name, batch, concurrency) in [("local: batch size 1, concurrency 8", 1, unbatched_concurrency), ("local: batch size 1, concurrency 32", 1, 32), ("local: batch size 100, concurrency 4", 100, 4)] {
-            let r = run_scenario(&endpoint, &sink, None, Mode::Local, batch, concurrency, total).await;
-            print_run(name, &r);
+        for (batch, concurrency) in [(1, 8), (1, 32), (100, 4)] {
+            let t = full_speed(&sink, &endpoint, Mode::Local, None, batch, concurrency, seconds).await;
+            print_throughput(&format!("local: batch {batch}, concurrency {concurrency}"), &t, bare);
             if batch == 1 {
-                println!("  unbatched delivery / bare request rate: {:.0}%", 100.0 * r.delivered_per_s / bare);
+                unbatched_max = unbatched_max.max(t.delivered);
             } else {
-                local_batched = Some(r.delivered_per_s);
+                local_batched = Some(t.delivered);
             }
         }
+        let half = unbatched_max / 2.0;
+        let (p50, p99, p999) = added_latency(&sink, &endpoint, half, seconds).await;
+        println!("added latency, batch 1, concurrency 32, fed at {half:.0} events/s (half the best unbatched rate): p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms");
+
         let store = tempfile::tempdir().expect("temp dir");
         let Some((mut nats, url)) = start_nats(store.path()) else {
             println!("JetStream scenarios skipped: no nats-server (run scripts/tools.sh, or set HOOKLINE_NATS_SERVER)");
@@ -419,11 +494,10 @@ fn main() {
         };
         for (workers, batch, concurrency) in [(1, 100, 4), (2, 100, 4), (1, 1, 8), (2, 1, 8)] {
             let mode = Mode::JetStream { nats: &url, workers };
-            let r = run_scenario(&endpoint, &sink, Some(nats.id()), mode, batch, concurrency, total).await;
-            let name = format!("jetstream: {workers} worker(s), batch {batch}, conc. {concurrency}");
-            print_run(&name, &r);
+            let t = full_speed(&sink, &endpoint, mode, Some(nats.id()), batch, concurrency, seconds).await;
+            print_throughput(&format!("jetstream: {workers} worker(s), batch {batch}, conc. {concurrency}"), &t, bare);
             if let (100, Some(local)) = (batch, local_batched) {
-                println!("  batched delivery / local mode's: {:.0}%", 100.0 * r.delivered_per_s / local);
+                println!("    batched delivery / local mode's: {:.0}%", 100.0 * t.delivered / local);
             }
         }
         let _ = nats.kill();

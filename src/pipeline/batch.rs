@@ -36,17 +36,22 @@ pub struct Item {
 impl Item {
     /// The event mapped for delivery: what both the worker sends and `render` shows.
     pub fn mapped(seq: u64, event: Value, mapping: &Mapping) -> Result<Item, MappingError> {
-        let payload = jsvalue::stringify(&mapping.apply(&event)?).into_bytes();
+        let payload = mapping.apply(&event)?;
+        Ok(Item::new(seq, event, &payload))
+    }
+
+    /// `event` with its mapped `payload`.
+    pub fn new(seq: u64, event: Value, payload: &Value) -> Item {
         let message_id = event
             .get("messageId")
             .map(jsvalue::to_js_string)
             .unwrap_or_default();
-        Ok(Item {
+        Item {
             seq,
             message_id,
             event,
-            payload,
-        })
+            payload: jsvalue::stringify(payload).into_bytes(),
+        }
     }
 }
 

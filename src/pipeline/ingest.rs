@@ -173,8 +173,7 @@ async fn accept(
     let messages = messages(kind, body, Utc::now())?;
 
     let count = messages.len();
-    let events = messages.into_iter().map(Value::Object).collect();
-    state.store.store(&admitted, events).await.map_err(|e| {
+    state.store.store(&admitted, messages).await.map_err(|e| {
         tracing::error!(error = %e, "could not queue events");
         Rejection(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -225,16 +224,34 @@ pub fn read_body(
     Ok((write_key, body))
 }
 
+/// One accepted message, serialized once: what the queue stores.
+#[derive(Debug)]
+pub struct Message {
+    /// Its `messageId`, as a string.
+    pub id: String,
+    pub json: Vec<u8>,
+}
+
+/// When a request was received, formatted once for all its messages.
+struct Received {
+    at: DateTime<Utc>,
+    text: String,
+}
+
 /// The messages of a request of `kind` (`track`…, or `batch`), validated and filled in as
-/// Segment's servers do. No I/O.
+/// Segment's servers do, and serialized. No I/O.
 pub fn messages(
     kind: &str,
     mut body: Map<String, Value>,
     received_at: DateTime<Utc>,
-) -> Result<Vec<Map<String, Value>>, Rejection> {
+) -> Result<Vec<Message>, Rejection> {
+    let received = Received {
+        at: received_at,
+        text: format_time(received_at),
+    };
     if kind != "batch" {
         body.insert("type".into(), Value::String(kind.to_string()));
-        return Ok(vec![finish(body, received_at).map_err(bad)?]);
+        return Ok(vec![finish(body, &received).map_err(bad)?]);
     }
     let Some(Value::Array(items)) = body.remove("batch") else {
         return Err(bad("a batch request needs a `batch` array"));
@@ -264,7 +281,7 @@ pub fn messages(
                 ty
             )));
         }
-        out.push(finish(msg, received_at).map_err(|e| bad(format!("batch[{i}]: {e}")))?);
+        out.push(finish(msg, &received).map_err(|e| bad(format!("batch[{i}]: {e}")))?);
     }
     Ok(out)
 }
@@ -355,10 +372,7 @@ fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
 /// Validates a message and fills what Segment's servers fill: `messageId`, `receivedAt`, and
 /// `timestamp` (corrected for the client's clock skew when `sentAt` is known, keeping the
 /// client's value as `originalTimestamp`). The write key never travels further.
-fn finish(
-    mut msg: Map<String, Value>,
-    received_at: DateTime<Utc>,
-) -> Result<Map<String, Value>, String> {
+fn finish(mut msg: Map<String, Value>, received: &Received) -> Result<Message, String> {
     msg.remove("writeKey");
     let ty = msg
         .get("type")
@@ -372,31 +386,35 @@ fn finish(
         return Err("an alias message needs a previousId".into());
     }
     if !has_id(&msg, "messageId") {
-        msg.insert(
-            "messageId".into(),
-            Value::String(format!("api-{}", uuid::Uuid::new_v4())),
-        );
+        // From the thread's generator: the OS's, one system call per event, cost more than
+        // the rest of the message.
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        msg.insert("messageId".into(), Value::String(format!("api-{id}")));
     }
-    msg.insert("receivedAt".into(), Value::String(format_time(received_at)));
+    msg.insert("receivedAt".into(), Value::String(received.text.clone()));
     let client_time = parse_time(msg.get("timestamp"));
     let sent_at = parse_time(msg.get("sentAt"));
     let timestamp = match (client_time, sent_at) {
         (Some(ts), Some(sent)) => {
             msg.insert("originalTimestamp".into(), msg["timestamp"].clone());
-            format_time(received_at - (sent - ts))
+            format_time(received.at - (sent - ts))
         }
         (Some(_), None) => msg["timestamp"].as_str().unwrap_or_default().to_string(),
-        (None, _) => format_time(received_at),
+        (None, _) => received.text.clone(),
     };
     msg.insert("timestamp".into(), Value::String(timestamp));
-    let size = serde_json::to_vec(&msg).map(|v| v.len()).unwrap_or(0);
-    if size > MAX_MESSAGE_BYTES {
+    let json = serde_json::to_vec(&msg).expect("a JSON map serializes");
+    if json.len() > MAX_MESSAGE_BYTES {
         return Err(format!(
             "the message is {} KB; the limit is 32 KB",
-            size.div_ceil(1024)
+            json.len().div_ceil(1024)
         ));
     }
-    Ok(msg)
+    let id = msg
+        .get("messageId")
+        .map(super::jsvalue::to_js_string)
+        .unwrap_or_default();
+    Ok(Message { id, json })
 }
 
 #[cfg(test)]
@@ -407,31 +425,34 @@ mod tests {
         v.as_object().unwrap().clone()
     }
 
+    /// The one message of a `track` request, as stored.
+    fn track(body: Value, now: DateTime<Utc>) -> Result<(String, Value), String> {
+        let mut messages = messages("track", msg(body), now).map_err(|r| r.1)?;
+        let m = messages.remove(0);
+        Ok((m.id, serde_json::from_slice(&m.json).unwrap()))
+    }
+
     #[test]
     fn fills_ids_and_corrects_clock_skew() {
         let now = DateTime::parse_from_rfc3339("2026-11-28T10:00:10Z")
             .unwrap()
             .with_timezone(&Utc);
-        let m = finish(
-            msg(json!({"type": "track", "userId": "u", "writeKey": "k", "timestamp": "2026-11-28T09:00:00Z", "sentAt": "2026-11-28T09:00:05Z"})),
+        let (id, m) = track(
+            json!({"userId": "u", "writeKey": "k", "timestamp": "2026-11-28T09:00:00Z", "sentAt": "2026-11-28T09:00:05Z"}),
             now,
         )
         .unwrap();
-        assert!(m["messageId"].as_str().unwrap().starts_with("api-"));
+        assert!(id.starts_with("api-"));
+        assert_eq!(m["messageId"], id.as_str());
         assert_eq!(m["timestamp"], "2026-11-28T10:00:05.000Z");
         assert_eq!(m["originalTimestamp"], "2026-11-28T09:00:00Z");
         assert_eq!(m["receivedAt"], "2026-11-28T10:00:10.000Z");
-        assert!(!m.contains_key("writeKey"));
-        assert!(
-            finish(msg(json!({"type": "track"})), now)
-                .unwrap_err()
-                .contains("userId")
-        );
-        assert!(
-            finish(msg(json!({"type": "alias", "userId": "u"})), now)
-                .unwrap_err()
-                .contains("previousId")
-        );
+        assert!(m.get("writeKey").is_none());
+        let (other, _) = track(json!({"userId": "u"}), now).unwrap();
+        assert_ne!(other, id, "each message gets its own id");
+        assert!(track(json!({}), now).unwrap_err().contains("userId"));
+        let alias = messages("alias", msg(json!({"userId": "u"})), now).unwrap_err();
+        assert!(alias.1.contains("previousId"));
     }
 
     #[test]

@@ -8,7 +8,12 @@ use std::borrow::Cow;
 /// split on `.`, on `[` before a quote or digit and on `]`s after one, then quotes are removed —
 /// so `a["b"]` and `a.b` are the same key while `[txt] name` stays one key.
 pub fn get<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
-    walk(root, mapping_kit_keys(path))
+    if path.contains(['[', ']', '"', '\'']) {
+        walk(root, mapping_kit_keys(path))
+    } else {
+        // The usual `a.b.c`: nothing to unquote, no allocation per call.
+        walk(root, path.split('.').filter(|k| !k.is_empty()))
+    }
 }
 
 /// destination-subscriptions' `get`: the path is split on every `.`, `[` and `]`.

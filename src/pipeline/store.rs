@@ -2,13 +2,13 @@
 //! the destinations' routes) and storing its events durably before the `200` — appended to
 //! the local disk queue, or published to JetStream.
 
-use super::envelope::Envelope;
+use super::envelope;
+use super::ingest::Message;
 use super::queue::Queue;
 use crate::jetstream::Nats;
 use crate::jetstream::names::{DestinationNames, KeyDigest};
 use crate::jetstream::publish::{Outgoing, PublishError, Publisher};
 use crate::jetstream::routes::RouteTable;
-use serde_json::Value;
 
 /// A destination as ingestion sees it: its names, and the digest of the write key it
 /// requires, if any.
@@ -114,18 +114,12 @@ impl EventStore {
     }
 
     /// Returns once every event is durably stored for every destination admitted.
-    pub async fn store(&self, admitted: &Admitted, events: Vec<Value>) -> Result<(), StoreError> {
+    pub async fn store(&self, admitted: &Admitted, events: Vec<Message>) -> Result<(), StoreError> {
         match self {
             EventStore::Local(queue) => {
                 let records = events
-                    .into_iter()
-                    .map(|event| {
-                        Envelope {
-                            to: admitted.to.clone(),
-                            event,
-                        }
-                        .encode()
-                    })
+                    .iter()
+                    .map(|m| envelope::encode(admitted.to.as_deref(), &m.json))
                     .collect();
                 Ok(queue.append(records).await?)
             }
@@ -145,15 +139,11 @@ impl EventStore {
                     .collect();
                 let mut messages = Vec::with_capacity(events.len() * subjects.len());
                 for event in events {
-                    let message_id = event
-                        .get("messageId")
-                        .map(super::jsvalue::to_js_string)
-                        .unwrap_or_default();
-                    let payload: bytes::Bytes = Envelope { to: None, event }.encode().into();
+                    let payload: bytes::Bytes = envelope::encode(None, &event.json).into();
                     for (subject, route) in &subjects {
                         messages.push(Outgoing {
                             subject: subject.clone(),
-                            id: format!("{route}:{message_id}"),
+                            id: format!("{route}:{}", event.id),
                             payload: payload.clone(),
                         });
                     }

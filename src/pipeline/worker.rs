@@ -400,10 +400,7 @@ impl Worker {
     fn after_function(&self, seq: u64, original: &serde_json::Value, outcome: Outcome) -> Prepared {
         let dest = &self.shared.dest;
         match outcome {
-            Outcome::Continue(event) => match Item::mapped(seq, event.clone(), &dest.mapping) {
-                Ok(item) => Prepared::Ready(item),
-                Err(e) => Prepared::Failed(dead_letter(dest, event, 0, None, e.to_string())),
-            },
+            Outcome::Continue(event) => self.mapped(seq, event),
             Outcome::Drop { reason, .. } => Prepared::Filtered(reason),
             Outcome::Retry(message) => Prepared::Retry(message),
             Outcome::Fail(message) => Prepared::Failed(dead_letter(
@@ -413,6 +410,15 @@ impl Worker {
                 None,
                 format!("insert function: {message}"),
             )),
+        }
+    }
+
+    /// The event mapped, or dead-lettered when its mapping fails.
+    fn mapped(&self, seq: u64, event: serde_json::Value) -> Prepared {
+        let dest = &self.shared.dest;
+        match dest.mapping.apply(&event) {
+            Ok(payload) => Prepared::Ready(Item::new(seq, event, &payload)),
+            Err(e) => Prepared::Failed(dead_letter(dest, event, 0, None, e.to_string())),
         }
     }
 
@@ -439,7 +445,7 @@ impl Worker {
         }
         let event = envelope.event;
         match &dest.transform {
-            None => self.after_function(seq, &event, Outcome::Continue(event.clone())),
+            None => self.mapped(seq, event),
             Some(f) if f.has_batch_handler() && dest.batching.size > 1 => {
                 Prepared::ForBatchFunction(event)
             }

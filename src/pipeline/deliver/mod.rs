@@ -82,6 +82,9 @@ impl HttpSender {
             builder = builder.use_preconfigured_tls(config);
         }
         let client = builder
+            // A redirected webhook is a misconfigured one: following it would re-send a signed
+            // payload elsewhere (and turn a POST into a GET). The 3xx is reported instead.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_max_idle_per_host(concurrency.max(1))

@@ -5,6 +5,7 @@ use super::MappingError;
 use super::template::{self, LiquidTemplates};
 use crate::pipeline::jsvalue::{self, is_truthy, type_name};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// `None` is JavaScript's `undefined`: the key it lands on is left out of the payload.
 type Resolved = Result<Option<Value>, MappingError>;
@@ -55,10 +56,13 @@ impl Resolver<'_> {
         match name {
             "@path" => {
                 let path = self.string_arg(name, value, payload)?;
-                Ok(
-                    jsvalue::get(Some(payload), &path.replacen("$.", "", 1))
-                        .map(|v| v.into_owned()),
-                )
+                // JS's `path.replace('$.', '')`: the first occurrence, wherever it is.
+                let path = match path.find("$.") {
+                    Some(0) => Cow::Borrowed(&path[2..]),
+                    Some(_) => Cow::Owned(path.replacen("$.", "", 1)),
+                    None => Cow::Borrowed(&*path),
+                };
+                Ok(jsvalue::get(Some(payload), &path).map(Cow::into_owned))
             }
             "@template" => {
                 let text = self.string_arg(name, value, payload)?;
@@ -91,14 +95,18 @@ impl Resolver<'_> {
         }
     }
 
-    fn string_arg(
+    /// A directive's string argument; a literal one (the usual case) is borrowed, not copied.
+    fn string_arg<'v>(
         &self,
         name: &str,
-        value: &Value,
+        value: &'v Value,
         payload: &Value,
-    ) -> Result<String, MappingError> {
+    ) -> Result<Cow<'v, str>, MappingError> {
+        if let Value::String(s) = value {
+            return Ok(Cow::Borrowed(s));
+        }
         match self.resolve(value, payload)? {
-            Some(Value::String(s)) => Ok(s),
+            Some(Value::String(s)) => Ok(Cow::Owned(s)),
             other => fail(format!(
                 "{name}: expected string, got {}",
                 type_name(other.as_ref())
