@@ -386,3 +386,30 @@ async fn bad_requests_get_clear_json_errors() {
         "rejected requests queue nothing: {metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_proxy_from_the_environment_carries_the_requests() {
+    // The proxy, played by the test endpoint: a proxied request names the real host.
+    let proxy = Endpoint::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = [manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("crm", "http://crm.invalid/hook", ""),
+    )];
+    let proxy_url = proxy.url.trim_end_matches("/events").to_string();
+    let h = Hookline::start_env(
+        &files,
+        &dir.path().join("data"),
+        &[],
+        &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "127.0.0.1")],
+    )
+    .await;
+    let event = track("u1", "Order Completed", serde_json::json!({}));
+    assert_eq!(h.post("/v1/track", event).await.status(), 200);
+    let got = proxy
+        .wait_for("the proxied request", |r| !r.is_empty())
+        .await;
+    assert_eq!(got[0].path, "/hook");
+    assert_eq!(got[0].headers["host"], "crm.invalid");
+}

@@ -3,6 +3,7 @@
 
 use super::jsvalue;
 use super::mapping::{Mapping, MappingError};
+use bytes::Bytes;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ pub struct Item {
     pub seq: u64,
     pub message_id: String,
     pub event: Value,
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
 }
 
 impl Item {
@@ -50,7 +51,7 @@ impl Item {
             seq,
             message_id,
             event,
-            payload: jsvalue::stringify(payload).into_bytes(),
+            payload: jsvalue::stringify(payload).into(),
         }
     }
 }
@@ -63,7 +64,7 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn body(&self) -> Vec<u8> {
+    pub fn body(&self) -> Bytes {
         if !self.as_array {
             return self
                 .items
@@ -86,7 +87,7 @@ impl Batch {
             body.extend_from_slice(&item.payload);
         }
         body.push(b']');
-        body
+        body.into()
     }
 
     pub fn message_ids(&self) -> Vec<&str> {
@@ -161,7 +162,7 @@ mod tests {
             seq,
             message_id: format!("m{seq}"),
             event: Value::Null,
-            payload: payload.as_bytes().to_vec(),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
         }
     }
 
@@ -177,7 +178,7 @@ mod tests {
         assert_eq!(b.deadline(), Some(now + Duration::from_secs(1)));
         let closed = b.push(item(1, "2"), now);
         assert_eq!(closed.len(), 1);
-        assert_eq!(closed[0].body(), b"[1,2]");
+        assert_eq!(closed[0].body(), &b"[1,2]"[..]);
         assert_eq!(b.deadline(), None);
 
         let mut b = Batcher::new(BatchPolicy {
@@ -197,6 +198,6 @@ mod tests {
     fn size_one_sends_the_payload_itself() {
         let mut b = Batcher::new(BatchPolicy::default());
         let closed = b.push(item(0, r#"{"a":1}"#), Instant::now());
-        assert_eq!(closed[0].body(), br#"{"a":1}"#);
+        assert_eq!(closed[0].body(), &br#"{"a":1}"#[..]);
     }
 }

@@ -26,8 +26,8 @@ pub enum SingleError {
     Mapping(#[from] MappingError),
     #[error("no OAuth access token within 30 s ({0})")]
     NoToken(String),
-    #[error("cannot build the HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Client(#[from] crate::pipeline::deliver::ClientError),
 }
 
 /// How long a test waits for an OAuth token (the manager may be refreshing an expired one).

@@ -11,7 +11,7 @@ use super::deliver::pace::Pace;
 use super::deliver::request::RequestTemplate;
 use super::deliver::request::request_id;
 use super::deliver::tls::TlsSettings;
-use super::deliver::{Attempt, HttpSender, Verdict};
+use super::deliver::{Attempt, ClientError, HttpSender, Verdict};
 use super::envelope::Envelope;
 use super::inbox::{Inbox, TEND_INTERVAL};
 use crate::config::destination::{Destination, LiveDestination};
@@ -109,7 +109,7 @@ impl Worker {
         live: LiveDestination,
         inbox: Inbox,
         tokens: Option<TokenSource>,
-    ) -> Result<Worker, reqwest::Error> {
+    ) -> Result<Worker, ClientError> {
         let dest = live.borrow().clone();
         let tls = dest.request.tls.clone();
         let sender = HttpSender::new(dest.concurrency, dest.request.timeout, tls.as_deref())?;

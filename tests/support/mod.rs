@@ -138,6 +138,7 @@ pub struct Hookline {
     pub base: String,
     pub data_dir: PathBuf,
     args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
 }
 
 impl Hookline {
@@ -147,6 +148,16 @@ impl Hookline {
 
     /// `hookline run` with extra flags (`--nats URL`, say).
     pub async fn start_with(files: &[PathBuf], data_dir: &Path, extra: &[&str]) -> Hookline {
+        Hookline::start_env(files, data_dir, extra, &[]).await
+    }
+
+    /// `hookline run` with extra flags and environment variables.
+    pub async fn start_env(
+        files: &[PathBuf],
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Hookline {
         let port = free_port();
         let mut args: Vec<std::ffi::OsString> = vec![
             "run".into(),
@@ -160,13 +171,17 @@ impl Hookline {
             args.push(f.into());
         }
         args.extend(extra.iter().map(Into::into));
-        Hookline::spawn_ready(args, port, data_dir).await
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Hookline::spawn_ready(args, env, port, data_dir).await
     }
 
     /// Any subcommand serving on `127.0.0.1:port` (`gateway --listen …`, say).
     pub async fn start_args(args: &[&str], port: u16) -> Hookline {
         let args = args.iter().map(Into::into).collect();
-        Hookline::spawn_ready(args, port, Path::new("")).await
+        Hookline::spawn_ready(args, Vec::new(), port, Path::new("")).await
     }
 
     /// SIGTERM, as Kubernetes stops a pod; returns at once.
@@ -194,18 +209,25 @@ impl Hookline {
     pub async fn start_worker(config: &Path, port: u16, data_dir: &Path) -> Hookline {
         Hookline::spawn_ready(
             vec!["worker".into(), "--config".into(), config.into()],
+            Vec::new(),
             port,
             data_dir,
         )
         .await
     }
 
-    async fn spawn_ready(args: Vec<std::ffi::OsString>, port: u16, data_dir: &Path) -> Hookline {
+    async fn spawn_ready(
+        args: Vec<std::ffi::OsString>,
+        env: Vec<(String, String)>,
+        port: u16,
+        data_dir: &Path,
+    ) -> Hookline {
         let mut h = Hookline {
-            child: spawn(&args),
+            child: spawn(&args, &env),
             base: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_path_buf(),
             args,
+            env,
         };
         h.wait_ready().await;
         h
@@ -238,7 +260,7 @@ impl Hookline {
     }
 
     pub async fn restart(&mut self) {
-        self.child = spawn(&self.args);
+        self.child = spawn(&self.args, &self.env);
         self.wait_ready().await;
     }
 
@@ -273,9 +295,10 @@ impl Hookline {
     }
 }
 
-fn spawn(args: &[std::ffi::OsString]) -> Child {
+fn spawn(args: &[std::ffi::OsString], env: &[(String, String)]) -> Child {
     Command::new(bin())
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("HOOKLINE_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

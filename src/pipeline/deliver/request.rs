@@ -35,12 +35,12 @@ pub struct OutgoingRequest {
     pub method: HttpMethod,
     pub url: reqwest::Url,
     pub headers: Vec<HeaderEntry>,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 impl RequestTemplate {
     /// `id` is stable across retries of the same batch, so receivers can deduplicate.
-    pub fn build(&self, id: &str, body: Vec<u8>, timestamp: i64) -> OutgoingRequest {
+    pub fn build(&self, id: &str, body: bytes::Bytes, timestamp: i64) -> OutgoingRequest {
         let mut headers = self.headers.clone();
         if !headers
             .iter()

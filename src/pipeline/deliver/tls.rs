@@ -75,7 +75,7 @@ impl TlsSettings {
             .expect("the ring provider supports the default versions")
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut config = match &self.client_pem {
+        let config = match &self.client_pem {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {
                 let chain = certificates(cert).map_err(TlsError::ClientCert)?;
@@ -87,7 +87,6 @@ impl TlsSettings {
                     .map_err(|e| TlsError::ClientCert(e.to_string()))?
             }
         };
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
 }
