@@ -754,3 +754,73 @@ async fn a_request_slower_than_the_ack_wait_is_not_handed_to_another_worker() {
     assert_eq!(info.num_redelivered, 0, "JetStream handed it out again");
     assert_eq!(endpoint.received().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_breaker_holds_jetstream_events_without_using_their_attempts() {
+    // Two attempts per event: held events that used them up would be dead-lettered.
+    let spec = format!(
+        "{MAP_N}  delivery:\n    maxAttempts: 2\n    concurrency: 2\n    circuitBreaker: {{ consecutiveFailures: 2, probeIntervalSeconds: 1 }}\n"
+    );
+    let t = Setup::new(&spec).await;
+    let (nats, endpoint) = (&t.nats, &t.endpoint);
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let is_down = down.clone();
+    endpoint.respond(move |_| {
+        let status = if is_down.load(std::sync::atomic::Ordering::SeqCst) {
+            503
+        } else {
+            200
+        };
+        (status, vec![])
+    });
+    let worker = t.worker("a").await;
+    assert_eq!(
+        worker.post("/v1/batch", numbered(0, 10)).await.status(),
+        200
+    );
+    // The requests in flight when the breaker opened (a nak frees its slot at once, so one
+    // more may go out before the second failure), then a probe after a second and another
+    // after two more.
+    let ms = std::time::Duration::from_millis;
+    let burst = |r: &[Received]| {
+        r.iter()
+            .take_while(|x| x.at.duration_since(r[0].at) < ms(500))
+            .count()
+    };
+    let probed = endpoint
+        .wait_for("two probes", |r| !r.is_empty() && r.len() >= burst(r) + 2)
+        .await;
+    let first = burst(&probed);
+    assert!(first <= 3, "{first} requests before the breaker opened");
+    let gap = |a: usize| probed[a + 1].at.duration_since(probed[a].at);
+    assert!(
+        gap(first - 1) >= ms(900),
+        "first probe after {:?}",
+        gap(first - 1)
+    );
+    assert!(
+        gap(first) >= ms(1900),
+        "second probe after {:?}",
+        gap(first)
+    );
+    let during = endpoint.received().len();
+    assert_eq!(during, first + 2, "only probes while the endpoint is down");
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let got = endpoint
+        .wait_for("every held event", |r| {
+            let mut n: Vec<i64> = r[during..]
+                .iter()
+                .map(|r| r.body["n"].as_i64().unwrap())
+                .collect();
+            n.sort();
+            n.dedup();
+            n == (0..10).collect::<Vec<_>>()
+        })
+        .await;
+    assert!(got.len() >= during + 10);
+    let out = run_cli(&["dlq", "list", "crm", "--nats", &nats.url(), "-o", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        json!([])
+    );
+}
