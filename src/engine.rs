@@ -11,6 +11,7 @@ use crate::jetstream::{self, Nats};
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::oauth::manager::{self, InMemory, TokenSource};
 use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
+use crate::metrics::METRICS;
 use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::deliver::breaker::Breaker;
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
@@ -228,7 +229,9 @@ pub async fn run(
             }
         })
         .collect();
+    let status_view = Arc::new(status_view);
     let status_view_len = status_view.len();
+    tokio::spawn(condition_metrics(status_view.clone(), shutdown.clone()));
     let dead_letters = match &opts.backend {
         Backend::Local { .. } => DeadLetters::Local {
             data_dir: opts.data_dir.clone(),
@@ -249,7 +252,10 @@ pub async fn run(
         dead_letters: Some(dead_letters),
         routes: Routes::Fixed(Box::new(move || routes(&destinations))),
         ready: false.into(),
-        status: Box::new(move || status_json(&status_view)),
+        status: Box::new({
+            let view = status_view.clone();
+            move || status_json(&view)
+        }),
     });
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -462,6 +468,38 @@ fn status_json(destinations: &[StatusView]) -> serde_json::Value {
         })
         .collect();
     json!({"destinations": list})
+}
+
+/// `/status` as gauges, for alerts: `hookline_condition{destination, type}` and the OAuth
+/// token's expiry, refreshed every second.
+async fn condition_metrics(view: Arc<Vec<StatusView>>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        let status = status_json(&view);
+        for d in status["destinations"].as_array().into_iter().flatten() {
+            let name = d["name"].as_str().unwrap_or_default();
+            for c in d["conditions"].as_array().into_iter().flatten() {
+                let kind = c["type"].as_str().unwrap_or_default();
+                METRICS
+                    .condition
+                    .with_label_values(&[name, kind])
+                    .set(i64::from(c["status"] == "True"));
+            }
+            let expires = d["auth"]["expiresAt"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            if let Some(at) = expires {
+                METRICS
+                    .token_expiry
+                    .with_label_values(&[name])
+                    .set(at.timestamp());
+            }
+        }
+    }
 }
 
 fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> serde_json::Value {

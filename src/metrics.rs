@@ -21,6 +21,9 @@ pub struct Metrics {
     pub damaged_records: IntCounterVec,
     pub endpoint_healthy: IntGaugeVec,
     pub delivery_paused: IntGaugeVec,
+    pub condition: IntGaugeVec,
+    pub token_expiry: IntGaugeVec,
+    pub oldest_event_age: prometheus::GaugeVec,
 }
 
 /// The data path's series: `hookline run` and `hookline worker`.
@@ -145,6 +148,33 @@ impl Metrics {
                 &registry,
                 "hookline_delivery_paused",
                 "1 when the endpoint failed longer than disableAfterSeconds and delivery waits for a person",
+            ),
+            condition: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "hookline_condition",
+                        "1 while the destination's condition (Accepted, AuthReady, Ready, Delivering) is True, as in /status",
+                    ),
+                    &["destination", "type"],
+                )
+                .expect("valid metric"),
+            ),
+            token_expiry: gauge(
+                &registry,
+                "hookline_token_expiry_timestamp_seconds",
+                "When the destination's OAuth 2.0 access token expires (Unix time)",
+            ),
+            oldest_event_age: register(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "hookline_oldest_event_age_seconds",
+                        "Age of the oldest event not yet delivered, filtered or dead-lettered (0 when none waits)",
+                    ),
+                    &["destination"],
+                )
+                .expect("valid metric"),
             ),
             registry,
         }

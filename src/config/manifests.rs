@@ -72,9 +72,9 @@ impl Manifests {
     }
 
     fn load_file(&mut self, file: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
             file: file.to_path_buf(),
-            source,
+            error,
         })?;
         let docs: Vec<Value> =
             serde_saphyr::from_multiple(&text).map_err(|e| ConfigError::Yaml {

@@ -12,11 +12,9 @@ use std::path::PathBuf;
 /// Bad input, always naming the file and the field (or document) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read: {source}", file.display())]
-    Read {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    // The cause is in the message, not a `source`: printed as a chain it would appear twice.
+    #[error("{}: cannot read: {error}", file.display())]
+    Read { file: PathBuf, error: std::io::Error },
     #[error("{}: not valid YAML: {message}", file.display())]
     Yaml { file: PathBuf, message: String },
     #[error("{}: document {index}{what}: {message}", file.display())]

@@ -34,9 +34,9 @@ pub struct WorkerConfig {
 
 impl WorkerConfig {
     pub fn load(file: &Path) -> Result<WorkerConfig, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
             file: file.to_path_buf(),
-            source,
+            error,
         })?;
         let de =
             serde_saphyr::from_str::<serde_json::Value>(&text).map_err(|e| ConfigError::Yaml {

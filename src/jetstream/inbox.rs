@@ -194,6 +194,12 @@ impl StreamAcks {
             })
     }
 
+    /// When the oldest message this worker holds was stored.
+    pub fn oldest_held(&self) -> Option<SystemTime> {
+        let held = self.held.lock().expect("held lock");
+        held.values().map(|h| h.stored_at).min()
+    }
+
     pub fn held(&self) -> usize {
         self.held.lock().expect("held lock").len()
     }

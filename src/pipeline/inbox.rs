@@ -182,6 +182,28 @@ impl Inbox {
         }
     }
 
+    /// When the oldest event not yet done was received: locally the record at the cursor; in
+    /// JetStream the oldest this worker holds (JetStream hands out the oldest first).
+    pub async fn oldest_waiting(&self) -> Option<SystemTime> {
+        match self {
+            Inbox::Local { queue, cursor, .. } => {
+                let first = cursor.committed();
+                if queue.head() <= first {
+                    return None;
+                }
+                let mut reader = queue.reader(first);
+                let read = tokio::time::timeout(Duration::from_millis(100), reader.next());
+                let (_, bytes) = read.await.ok()?.ok()?;
+                let envelope: super::envelope::Envelope = serde_json::from_slice(&bytes).ok()?;
+                let received = envelope.event.get("receivedAt")?.as_str()?;
+                chrono::DateTime::parse_from_rfc3339(received)
+                    .ok()
+                    .map(SystemTime::from)
+            }
+            Inbox::Stream(stream) => stream.acks.oldest_held(),
+        }
+    }
+
     /// The worker stopped: the local cursor is saved; what JetStream handed out and was not
     /// finished goes back at once, for the next worker.
     pub async fn close(&self) -> Result<(), InboxError> {

@@ -53,6 +53,7 @@ struct DestinationMetrics {
     damaged: prometheus::IntCounter,
     endpoint_healthy: prometheus::IntGauge,
     delivery_paused: prometheus::IntGauge,
+    oldest_event_age: prometheus::Gauge,
 }
 
 impl DestinationMetrics {
@@ -76,6 +77,7 @@ impl DestinationMetrics {
             damaged: METRICS.damaged_records.with_label_values(&[name]),
             endpoint_healthy: METRICS.endpoint_healthy.with_label_values(&[name]),
             delivery_paused: METRICS.delivery_paused.with_label_values(&[name]),
+            oldest_event_age: METRICS.oldest_event_age.with_label_values(&[name]),
         }
     }
 }
@@ -495,6 +497,13 @@ async fn tend(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             _ = stopped(&mut shutdown) => return,
             _ = tick.tick() => {}
+        }
+        if round.is_multiple_of(10) {
+            let age = match shared.inbox.oldest_waiting().await {
+                Some(t) => t.elapsed().unwrap_or_default().as_secs_f64(),
+                None => 0.0,
+            };
+            shared.metrics.oldest_event_age.set(age);
         }
         match shared.inbox.tend(round).await {
             Ok(Some(depth)) => shared.metrics.queue_depth.set(depth as i64),
