@@ -30,4 +30,36 @@ check "JetStream mode" --set nats.url=nats://nats.nats.svc:4222 --set nats.auth.
 # The ServiceMonitor's kind is not in the Kubernetes schemas: render it, check it is there.
 "$helm" template hookline "$chart" --set metrics.serviceMonitor.enabled=true |
     grep -q '^kind: ServiceMonitor$'
+# The alerts, as the PrometheusRule renders them, pass promtool; every dashboard query parses
+# (as a recording rule, with Grafana's $destination as a match-all), and the dashboard is a
+# Grafana dashboard JSON of the schema version it states.
+work="$(mktemp -d)"
+"$helm" template hookline "$chart" --set prometheusRule.enabled=true \
+    --set grafana.dashboards.enabled=true --set metrics.podMonitor.enabled=true > "$work/all.yaml"
+"$tools/venv/bin/python" - "$work" <<'PY'
+import json, sys, yaml
+work = sys.argv[1]
+docs = [d for d in yaml.safe_load_all(open(f"{work}/all.yaml")) if d]
+kinds = {d["kind"] for d in docs}
+assert {"PrometheusRule", "PodMonitor"} <= kinds, kinds
+rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+yaml.safe_dump(rule["spec"], open(f"{work}/rules.yaml", "w"))
+for group in rule["spec"]["groups"]:
+    for r in group["rules"]:
+        a = r["annotations"]
+        assert a.get("summary") and "{{ $labels.destination }}" in a["description"] or r["alert"] == "HooklineReconcileErrors", r["alert"]
+        assert "runbook" in a["description"], r["alert"]
+board_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard"))
+assert board_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+board = json.loads(board_map["data"]["hookline.json"])
+assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36, board["schemaVersion"]
+assert board["uid"] and board["title"]
+exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+assert exprs, "no queries"
+recording = {"groups": [{"name": "dashboard", "rules": [
+    {"record": f"dashboard:query_{i}", "expr": e.replace("$destination", ".*")} for i, e in enumerate(exprs)]}]}
+yaml.safe_dump(recording, open(f"{work}/dashboard-rules.yaml", "w"))
+PY
+promtool check rules "$work/rules.yaml" "$work/dashboard-rules.yaml" >&2
+rm -rf "$work"
 echo "chart: ok" >&2

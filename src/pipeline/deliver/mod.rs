@@ -81,7 +81,7 @@ pub struct HttpSender {
 enum Transport {
     /// hyper's pooled client: half the instructions per request of reqwest's (callgrind), which
     /// wraps it in redirect handling and parses the URL again twice per request.
-    Direct(HyperClient),
+    Direct(std::sync::Arc<HyperClient>),
     /// With `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` set: reqwest, which honours them (and
     /// `NO_PROXY`) as curl does.
     Proxied(reqwest::Client),
@@ -155,7 +155,7 @@ impl HttpSender {
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .pool_max_idle_per_host(concurrency.max(1))
                     .build(https);
-            Transport::Direct(client)
+            Transport::Direct(std::sync::Arc::new(client))
         };
         Ok(HttpSender { transport, timeout })
     }
