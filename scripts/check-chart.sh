@@ -24,6 +24,8 @@ check() {
 
 check "default values"
 check "namespaced install" --set watchNamespace=analytics --set replicaCount=2
+check "traces and JSON logs" --set logFormat=json \
+    --set opentelemetry.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318
 check "JetStream mode" --set nats.url=nats://nats.nats.svc:4222 --set nats.auth.secretName=nats-auth \
     --set nats.auth.credsKey=hookline.creds --set nats.tls.caSecretName=nats-ca
 "$helm" template hookline "$chart" --set nats.url=nats://nats:4222 | grep -q 'args: \["gateway"'

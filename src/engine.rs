@@ -521,6 +521,7 @@ async fn requeue_spooled(queue: &Queue, data_dir: &Path) {
             .map(|l| {
                 Envelope {
                     to: Some(vec![l.destination]),
+                    trace: None,
                     event: l.event,
                 }
                 .encode()

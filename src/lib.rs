@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
 pub mod shutdown;
+pub mod telemetry;
 
 /// The innermost error's message: what actually went wrong, without the wrappers' prefixes.
 pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

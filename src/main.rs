@@ -7,26 +7,56 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = hookline::cli::Cli::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOOKLINE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        );
-    match std::env::var("HOOKLINE_LOG_FORMAT").as_deref() {
-        // One JSON object per line, for log shippers.
-        Ok("json") => logs.json().flatten_event(true).init(),
-        Ok("text") | Ok("") | Err(_) => logs.init(),
-        Ok(other) => {
-            eprintln!("error: HOOKLINE_LOG_FORMAT={other:?} is not a log format: use json or text");
+    let tracer = match hookline::telemetry::provider() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
             std::process::exit(2);
         }
+    };
+    if let Err(e) = init_logs(tracer.as_ref()) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
     }
-    match hookline::cli::main(cli) {
-        Ok(code) => std::process::exit(code),
+    let code = match hookline::cli::main(cli) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::exit(1);
+            1
         }
+    };
+    if let Some(tracer) = tracer {
+        // The last spans are exported before the process ends.
+        let _ = tracer.shutdown();
     }
+    std::process::exit(code);
+}
+
+/// Logs to stderr (`HOOKLINE_LOG` filters them), and Hookline's own spans to OpenTelemetry when
+/// it is configured, whatever the log level.
+fn init_logs(tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) -> Result<(), String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKLINE_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match std::env::var("HOOKLINE_LOG_FORMAT").as_deref() {
+        // One JSON object per line, for log shippers.
+        Ok("json") => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+        Ok("text") | Ok("") | Err(_) => fmt.with_filter(filter).boxed(),
+        Ok(other) => {
+            return Err(format!(
+                "HOOKLINE_LOG_FORMAT={other:?} is not a log format: use json or text"
+            ));
+        }
+    };
+    let spans = tracer.map(|t| {
+        hookline::telemetry::layer(t).with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("hookline", tracing::Level::INFO),
+        )
+    });
+    tracing_subscriber::registry().with(logs).with(spans).init();
+    Ok(())
 }

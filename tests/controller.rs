@@ -41,7 +41,7 @@ fn options(leader_election: Option<&str>, identity: &str, port: u16) -> Operator
         build: BuildOptions {
             default_image: "hookline:test".into(),
             jetstream: None,
-            log_format: None,
+            passed_env: Default::default(),
         },
         jetstream: None,
         worker_status: None,

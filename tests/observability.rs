@@ -200,7 +200,7 @@ async fn prometheus_evaluates_every_dashboard_query_and_the_provoked_alerts_fire
         build: BuildOptions {
             default_image: "hookline:test".into(),
             jetstream: None,
-            log_format: None,
+            passed_env: Default::default(),
         },
         jetstream: None,
         worker_status: None,

@@ -45,6 +45,16 @@ pub struct Args {
     worker_status_every: u64,
 }
 
+/// What the workers get from the operator's environment: JSON logs (only when asked: `text` is
+/// their default, and passing it would roll every worker) and the OpenTelemetry settings.
+fn passed_env() -> std::collections::BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(name, value)| {
+            (name == "HOOKLINE_LOG_FORMAT" && value == "json") || name.starts_with("OTEL_")
+        })
+        .collect()
+}
+
 pub async fn controller(args: Args) -> anyhow::Result<i32> {
     let client = kube::Client::try_default()
         .await
@@ -78,10 +88,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
             build: BuildOptions {
                 default_image: args.worker_image,
                 jetstream,
-                // Only what differs from the workers' default: no rollout for `text`.
-                log_format: std::env::var("HOOKLINE_LOG_FORMAT")
-                    .ok()
-                    .filter(|f| f == "json"),
+                passed_env: passed_env(),
             },
             jetstream: nats.map(|n| (n, args.nats.retention())),
             worker_status: (!args.worker_status_url.is_empty()).then(|| WorkerStatusOptions {

@@ -36,8 +36,9 @@ pub struct BuildOptions {
     pub default_image: String,
     /// JetStream mode (API §8); `None` is local mode.
     pub jetstream: Option<JetStreamOptions>,
-    /// The operator's own `HOOKLINE_LOG_FORMAT`, passed on to the workers.
-    pub log_format: Option<String>,
+    /// Settings of the operator's own environment passed on to every worker: its log format and
+    /// OpenTelemetry (`OTEL_*`) settings.
+    pub passed_env: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -114,9 +115,9 @@ fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
         ..EnvVar::default()
     };
     let mut env: Vec<EnvVar> = opts
-        .log_format
+        .passed_env
         .iter()
-        .map(|f| value("HOOKLINE_LOG_FORMAT", f.clone()))
+        .map(|(name, v)| value(name, v.clone()))
         .collect();
     let Some(js) = &opts.jetstream else {
         env.push(value(
@@ -491,7 +492,7 @@ pub(crate) mod tests {
         BuildOptions {
             default_image: "hookline:operator".into(),
             jetstream: None,
-            log_format: None,
+            passed_env: BTreeMap::new(),
         }
     }
 
@@ -625,7 +626,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn workers_log_as_the_operator_was_told_to() {
+    fn workers_get_the_environment_the_operator_passes_on() {
         let env_of = |opts: &BuildOptions| {
             pod(&build(&fixture("full"), opts)).containers[0]
                 .env
@@ -639,7 +640,7 @@ pub(crate) mod tests {
         };
         assert_eq!(format(&env_of(&opts())), None);
         let json = BuildOptions {
-            log_format: Some("json".into()),
+            passed_env: BTreeMap::from([("HOOKLINE_LOG_FORMAT".into(), "json".into())]),
             ..opts()
         };
         assert_eq!(format(&env_of(&json)).as_deref(), Some("json"));

@@ -82,6 +82,7 @@ pub async fn replay(nats: &Nats, names: &DestinationNames) -> Result<usize, Nats
             id: format!("replay:{}:{seq}", names.consumer()),
             payload: Envelope {
                 to: Some(vec![names.recipient().to_string()]),
+                trace: None,
                 event: l.event.clone(),
             }
             .encode()

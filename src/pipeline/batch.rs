@@ -32,6 +32,8 @@ pub struct Item {
     pub message_id: String,
     pub event: Value,
     pub payload: Bytes,
+    /// The `traceparent` stored with the event, when it came with a trace.
+    pub trace: Option<String>,
 }
 
 impl Item {
@@ -52,6 +54,7 @@ impl Item {
             message_id,
             event,
             payload: jsvalue::stringify(payload).into(),
+            trace: None,
         }
     }
 }
@@ -64,6 +67,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The trace the batch continues: its first event's.
+    pub fn trace(&self) -> Option<&str> {
+        self.items.first().and_then(|i| i.trace.as_deref())
+    }
+
     pub fn body(&self) -> Bytes {
         if !self.as_array {
             return self
@@ -163,6 +171,7 @@ mod tests {
             message_id: format!("m{seq}"),
             event: Value::Null,
             payload: Bytes::copy_from_slice(payload.as_bytes()),
+            trace: None,
         }
     }
 

@@ -3,6 +3,7 @@
 use super::dead_letters::DeadLetters;
 use super::store::{EventStore, Refused, Routes};
 use crate::metrics::METRICS;
+use crate::telemetry;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -15,6 +16,7 @@ use serde_json::{Map, Value, json};
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tracing::Instrument;
 
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 pub const MAX_BATCH_BYTES: usize = 500 * 1024;
@@ -129,16 +131,45 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match accept(&state, &kind, &headers, body).await {
+    let incoming = headers
+        .get(telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(telemetry::valid_traceparent);
+    // Traced: the events carry this span's context; if not, the client's, passed on as it is.
+    let (span, trace) = if telemetry::on() {
+        let span = tracing::info_span!(
+            "ingest",
+            otel.kind = "server",
+            endpoint = endpoint_kind(&kind).unwrap_or("unknown"),
+            events = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        telemetry::continue_trace(&span, incoming);
+        let trace = telemetry::traceparent_of(&span);
+        (span, trace)
+    } else {
+        (tracing::Span::none(), incoming.map(str::to_string))
+    };
+    let accepted = accept(&state, &kind, &headers, body, trace.as_deref())
+        .instrument(span.clone())
+        .await;
+    let response = match accepted {
         Ok(count) => {
             METRICS
                 .events_received
                 .with_label_values(&[endpoint_kind(&kind).unwrap_or("unknown")])
                 .inc_by(count as u64);
+            // Signed: OpenTelemetry exports unsigned integers as strings.
+            span.record("events", count as i64);
             axum::Json(json!({"success": true})).into_response()
         }
         Err(rejection) => rejection.into_response(),
-    }
+    };
+    span.record(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    );
+    response
 }
 
 async fn accept(
@@ -146,6 +177,7 @@ async fn accept(
     kind: &str,
     headers: &HeaderMap,
     body: Body,
+    trace: Option<&str>,
 ) -> Result<usize, Rejection> {
     let kind = endpoint_kind(kind).ok_or_else(|| {
         Rejection(
@@ -173,13 +205,17 @@ async fn accept(
     let messages = messages(kind, body, Utc::now())?;
 
     let count = messages.len();
-    state.store.store(&admitted, messages).await.map_err(|e| {
-        tracing::error!(error = %e, "could not queue events");
-        Rejection(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "could not store the events; try again".into(),
-        )
-    })?;
+    state
+        .store
+        .store(&admitted, messages, trace)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "could not queue events");
+            Rejection(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "could not store the events; try again".into(),
+            )
+        })?;
     Ok(count)
 }
 

@@ -114,12 +114,18 @@ impl EventStore {
     }
 
     /// Returns once every event is durably stored for every destination admitted.
-    pub async fn store(&self, admitted: &Admitted, events: Vec<Message>) -> Result<(), StoreError> {
+    /// `trace`: the request's `traceparent`, stored with each event.
+    pub async fn store(
+        &self,
+        admitted: &Admitted,
+        events: Vec<Message>,
+        trace: Option<&str>,
+    ) -> Result<(), StoreError> {
         match self {
             EventStore::Local(queue) => {
                 let records = events
                     .iter()
-                    .map(|m| envelope::encode(admitted.to.as_deref(), &m.json))
+                    .map(|m| envelope::encode(admitted.to.as_deref(), trace, &m.json))
                     .collect();
                 Ok(queue.append(records).await?)
             }
@@ -139,7 +145,7 @@ impl EventStore {
                     .collect();
                 let mut messages = Vec::with_capacity(events.len() * subjects.len());
                 for event in events {
-                    let payload: bytes::Bytes = envelope::encode(None, &event.json).into();
+                    let payload: bytes::Bytes = envelope::encode(None, trace, &event.json).into();
                     for (subject, route) in &subjects {
                         messages.push(Outgoing {
                             subject: subject.clone(),

@@ -20,9 +20,11 @@ use crate::oauth::AccessToken;
 use crate::oauth::manager::TokenSource;
 use crate::pipeline::transform::Outcome;
 use crate::shutdown::stopped;
+use crate::telemetry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument;
 
 /// Everything the delivery tasks of one destination share.
 struct Shared {
@@ -446,7 +448,7 @@ impl Worker {
             return Prepared::Filtered("subscription".into());
         }
         let event = envelope.event;
-        match &dest.transform {
+        let mut prepared = match &dest.transform {
             None => self.mapped(seq, event),
             Some(f) if f.has_batch_handler() && dest.batching.size > 1 => {
                 Prepared::ForBatchFunction(event)
@@ -455,7 +457,11 @@ impl Worker {
                 let outcome = blocking(|| f.run(&event, &dest.settings));
                 self.after_function(seq, &event, outcome)
             }
+        };
+        if let Prepared::Ready(item) = &mut prepared {
+            item.trace = envelope.trace;
         }
+        prepared
     }
 }
 
@@ -600,7 +606,23 @@ impl Shared {
             if let Some(t) = &token {
                 request.authorize(&t.secret);
             }
-            let attempt = self.sender_for(&template).send(&request).await;
+            let span = self.attempt_span(&batch, attempts);
+            let traceparent = match telemetry::on() {
+                true => telemetry::traceparent_of(&span),
+                false => batch.trace().map(str::to_string),
+            };
+            if let Some(traceparent) = traceparent {
+                request.continue_trace(traceparent);
+            }
+            let attempt = self
+                .sender_for(&template)
+                .send(&request)
+                .instrument(span.clone())
+                .await;
+            match attempt.status {
+                Some(status) => span.record("http.response.status_code", i64::from(status)),
+                None => span.record("error", attempt.describe()),
+            };
             self.observe_health(&attempt, probe);
             if probe && attempt.health() == Health::Down {
                 // The endpoint is still down: the events wait for the next probe without
@@ -662,6 +684,26 @@ impl Shared {
                 return;
             }
         }
+    }
+
+    /// The span of one delivery attempt, a child of the trace the events came with; disabled
+    /// when tracing is off. Never a secret or a payload.
+    fn attempt_span(&self, batch: &Batch, attempt: u32) -> tracing::Span {
+        if !telemetry::on() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            "deliver",
+            otel.kind = "client",
+            destination = %self.dest.name,
+            // Signed: OpenTelemetry exports unsigned integers as strings.
+            attempt = i64::from(attempt),
+            batch.size = batch.items.len() as i64,
+            http.response.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
+        telemetry::continue_trace(&span, batch.trace());
+        span
     }
 
     /// Feeds the answer to the breaker, and says when the endpoint's health changed.

@@ -108,6 +108,15 @@ impl OutgoingRequest {
         });
     }
 
+    /// Sends the W3C `traceparent` on, so the receiver's trace continues the event's.
+    pub fn continue_trace(&mut self, traceparent: String) {
+        self.headers.push(HeaderEntry {
+            name: crate::telemetry::TRACEPARENT.into(),
+            value: traceparent,
+            secret: false,
+        });
+    }
+
     /// The request as `render -o json` shows it: secrets redacted, the body as parsed JSON.
     pub fn to_redacted_json(&self) -> serde_json::Value {
         let headers: serde_json::Map<String, serde_json::Value> = self
