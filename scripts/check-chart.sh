@@ -56,6 +56,18 @@ assert board_map["metadata"]["labels"]["grafana_dashboard"] == "1"
 board = json.loads(board_map["data"]["hookline.json"])
 assert isinstance(board["schemaVersion"], int) and board["schemaVersion"] >= 36, board["schemaVersion"]
 assert board["uid"] and board["title"]
+names = {v["name"] for v in board["templating"]["list"]}
+assert {"datasource", "destination"} <= names, names
+ids = [p["id"] for p in board["panels"]]
+assert len(ids) == len(set(ids)), "panel ids must be unique"
+for p in board["panels"]:
+    g = p["gridPos"]
+    assert p["type"] in {"row", "timeseries"} and p["title"], p
+    assert all(isinstance(g[k], int) for k in "hwxy") and g["x"] + g["w"] <= 24, p["title"]
+    if p["type"] != "row":
+        refs = [t["refId"] for t in p["targets"]]
+        assert refs and len(refs) == len(set(refs)), p["title"]
+        assert p["datasource"]["uid"] == "${datasource}", p["title"]
 exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
 assert exprs, "no queries"
 recording = {"groups": [{"name": "dashboard", "rules": [
