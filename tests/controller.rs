@@ -5,7 +5,7 @@ mod support;
 
 use hookline::api::WebhookDestination;
 use hookline::config::worker::WorkerConfig;
-use hookline::controller::build::{BuildOptions, CONFIG_HASH_ANNOTATION, CONFIG_KEY};
+use hookline::controller::build::{CONFIG_HASH_ANNOTATION, CONFIG_KEY};
 use hookline::controller::operator::{self, OperatorOptions};
 use hookline::controller::worker_status::WorkerStatusOptions;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -34,17 +34,9 @@ struct Operator {
 
 fn options(leader_election: Option<&str>, identity: &str, port: u16) -> OperatorOptions {
     OperatorOptions {
-        watch_namespace: None,
         leader_election: leader_election.map(str::to_string),
         identity: identity.into(),
-        listen: ([127, 0, 0, 1], port).into(),
-        build: BuildOptions {
-            default_image: "hookline:test".into(),
-            jetstream: None,
-            passed_env: Default::default(),
-        },
-        jetstream: None,
-        worker_status: None,
+        ..support::operator_options(port)
     }
 }
 
@@ -1282,18 +1274,7 @@ async fn an_endpoint_the_worker_finds_down_is_reported_on_the_resource_with_even
     // The worker pod, played by `hookline run` with the same destination: its `/status` is what
     // the operator reads.
     let endpoint = support::Endpoint::start().await;
-    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let is_down = down.clone();
-    endpoint.respond(move |_| {
-        (
-            if is_down.load(Ordering::SeqCst) {
-                502
-            } else {
-                200
-            },
-            vec![],
-        )
-    });
+    let outage = endpoint.down(502);
     let dir = tempfile::tempdir().unwrap();
     let spec =
         "  delivery:\n    circuitBreaker: { consecutiveFailures: 2, probeIntervalSeconds: 1 }\n";
@@ -1340,7 +1321,7 @@ async fn an_endpoint_the_worker_finds_down_is_reported_on_the_resource_with_even
         "{event}"
     );
 
-    down.store(false, Ordering::SeqCst);
+    outage.end();
     wait_condition(&op, "orders", "Delivering", "True").await;
     eventually("a Normal Event", warned("EndpointRecovered", "Normal")).await;
     // Delivering again means a request succeeded: the held event.

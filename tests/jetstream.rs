@@ -763,16 +763,7 @@ async fn the_circuit_breaker_holds_jetstream_events_without_using_their_attempts
     );
     let t = Setup::new(&spec).await;
     let (nats, endpoint) = (&t.nats, &t.endpoint);
-    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let is_down = down.clone();
-    endpoint.respond(move |_| {
-        let status = if is_down.load(std::sync::atomic::Ordering::SeqCst) {
-            503
-        } else {
-            200
-        };
-        (status, vec![])
-    });
+    let outage = endpoint.down(503);
     let worker = t.worker("a").await;
     assert_eq!(
         worker.post("/v1/batch", numbered(0, 10)).await.status(),
@@ -805,7 +796,7 @@ async fn the_circuit_breaker_holds_jetstream_events_without_using_their_attempts
     );
     let during = endpoint.received().len();
     assert_eq!(during, first + 2, "only probes while the endpoint is down");
-    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    outage.end();
     let got = endpoint
         .wait_for("every held event", |r| {
             let mut n: Vec<i64> = r[during..]

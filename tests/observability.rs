@@ -5,8 +5,7 @@
 
 mod support;
 
-use hookline::controller::build::BuildOptions;
-use hookline::controller::operator::{self, OperatorOptions};
+use hookline::controller::operator;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -192,19 +191,7 @@ async fn prometheus_evaluates_every_dashboard_query_and_the_provoked_alerts_fire
     let server = ApiServer::new();
     let operator_port = free_port();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let opts = OperatorOptions {
-        watch_namespace: None,
-        leader_election: None,
-        identity: "op-1".into(),
-        listen: ([127, 0, 0, 1], operator_port).into(),
-        build: BuildOptions {
-            default_image: "hookline:test".into(),
-            jetstream: None,
-            passed_env: Default::default(),
-        },
-        jetstream: None,
-        worker_status: None,
-    };
+    let opts = operator_options(operator_port);
     let operator = tokio::spawn(operator::run(server.client(), opts, shutdown));
 
     let (rules, alert_exprs) = rules_without_waiting();

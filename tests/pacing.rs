@@ -5,8 +5,6 @@
 mod support;
 
 use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -123,15 +121,7 @@ async fn wait_delivering(h: &Hookline, reason: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_later() {
     let endpoint = Endpoint::start().await;
-    let down = Arc::new(AtomicBool::new(true));
-    let is_down = down.clone();
-    endpoint.respond(move |_| {
-        if is_down.load(Ordering::SeqCst) {
-            (503, vec![])
-        } else {
-            (200, vec![])
-        }
-    });
+    let outage = endpoint.down(503);
     let dir = tempfile::tempdir().unwrap();
     // Two attempts per event: if the probes used attempts, the held events would be
     // dead-lettered at the first one.
@@ -175,7 +165,7 @@ async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_
     );
     assert_eq!(got.len(), 6, "only probes while the endpoint is down");
 
-    down.store(false, Ordering::SeqCst);
+    outage.end();
     let got = endpoint
         .wait_for("every held event", |r| {
             r.len() > 6 && distinct(&r[6..]) == (0..30).collect::<Vec<_>>()
@@ -202,15 +192,7 @@ async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_down_longer_than_disable_after_is_paused_until_a_restart() {
     let endpoint = Endpoint::start().await;
-    let down = Arc::new(AtomicBool::new(true));
-    let is_down = down.clone();
-    endpoint.respond(move |_| {
-        if is_down.load(Ordering::SeqCst) {
-            (500, vec![])
-        } else {
-            (200, vec![])
-        }
-    });
+    let outage = endpoint.down(500);
     let dir = tempfile::tempdir().unwrap();
     let spec = format!(
         "{MAP_N}  delivery:\n    disableAfterSeconds: 2\n    circuitBreaker: {{ consecutiveFailures: 1, probeIntervalSeconds: 1 }}\n"
@@ -241,7 +223,7 @@ async fn an_endpoint_down_longer_than_disable_after_is_paused_until_a_restart() 
     );
 
     // Back up, but nobody asks it: no probe goes out any more (the last pause was 2 s).
-    down.store(false, Ordering::SeqCst);
+    outage.end();
     let sent = endpoint.received().len();
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(

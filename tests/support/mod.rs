@@ -35,6 +35,39 @@ pub struct Endpoint {
     delay: Arc<Mutex<Duration>>,
 }
 
+/// The operator's options for a test: local mode, listening on 127.0.0.1:`port`, reading no
+/// worker's status.
+pub fn operator_options(port: u16) -> hookline::controller::operator::OperatorOptions {
+    hookline::controller::operator::OperatorOptions {
+        watch_namespace: None,
+        leader_election: None,
+        identity: "op-1".into(),
+        listen: ([127, 0, 0, 1], port).into(),
+        build: hookline::controller::build::BuildOptions {
+            default_image: "hookline:test".into(),
+            jetstream: None,
+            passed_env: Default::default(),
+        },
+        jetstream: None,
+        worker_status: None,
+    }
+}
+
+/// An endpoint's outage ([`Endpoint::down`]).
+#[derive(Clone)]
+pub struct Outage(Arc<std::sync::atomic::AtomicBool>);
+
+impl Outage {
+    pub fn is_on(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The endpoint answers 200 from now on.
+    pub fn end(&self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 impl Endpoint {
     pub async fn start() -> Endpoint {
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -87,6 +120,14 @@ impl Endpoint {
     /// Makes every answer wait this long (recorded on arrival, answered after).
     pub fn slow_down(&self, delay: Duration) {
         *self.delay.lock().unwrap() = delay;
+    }
+
+    /// The endpoint is down, answering `status` to everything, until the outage is ended.
+    pub fn down(&self, status: u16) -> Outage {
+        let outage = Outage(Arc::new(std::sync::atomic::AtomicBool::new(true)));
+        let going_on = outage.clone();
+        self.respond(move |_| (if going_on.is_on() { status } else { 200 }, vec![]));
+        outage
     }
 
     pub fn respond(
