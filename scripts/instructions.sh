@@ -3,7 +3,8 @@
 # `hookline run` under valgrind ingests N events through /v1/batch (100 a request), once with a
 # subscription that filters every event out (ingest + queue + read + filter), once delivering
 # each to an endpoint one request per event. Prints both per event, and their difference: the
-# cost of delivering an event. Usage: scripts/instructions.sh [REQUESTS=100]
+# cost of delivering an event; for a small event and for a Segment-sized one (analytics.js
+# context, products). Usage: scripts/instructions.sh [REQUESTS=100]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-100}
@@ -29,7 +30,23 @@ async def main():
     await (await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]))).serve_forever()
 asyncio.run(main())
 PY
-python3 -c 'import json; print(json.dumps({"batch": [{"type": "track", "userId": f"user-{i}", "event": "Order Completed", "properties": {"order_id": f"o-{i}", "total": 10.5}} for i in range(100)]}))' > "$work/batch.json"
+python3 - "$work" <<'PY'
+import json, sys
+context = {"library": {"name": "analytics.js", "version": "4.1.0"},
+           "page": {"path": "/checkout", "referrer": "https://example.com/cart", "search": "", "title": "Checkout", "url": "https://example.com/checkout"},
+           "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+           "ip": "203.0.113.7", "locale": "en-US", "timezone": "Europe/Berlin",
+           "campaign": {"name": "winter", "source": "newsletter", "medium": "email"},
+           "traits": {"email": "a@example.com", "plan": "pro", "company": {"name": "Acme", "size": 50}}}
+def event(i, full):
+    e = {"type": "track", "userId": f"user-{i}", "event": "Order Completed", "properties": {"order_id": f"o-{i}", "total": 10.5}}
+    if full:
+        e["context"] = context
+        e["properties"].update({"currency": "EUR", "coupon": "WINTER", "products": [{"id": "p1", "price": 5.25, "quantity": 1}, {"id": "p2", "price": 5.25, "quantity": 1}]})
+    return e
+for name, full in [("small", False), ("segment", True)]:
+    json.dump({"batch": [event(i, full) for i in range(100)]}, open(f"{sys.argv[1]}/{name}.json", "w"))
+PY
 manifest() {
     cat <<YAML
 apiVersion: hookline.dev/v1alpha1
@@ -49,12 +66,13 @@ YAML
 # Instructions of one run: ingest, wait until every event is delivered or filtered, stop.
 count() {
     manifest "$1" > "$work/$1.yaml"
+    rm -rf "$work/data-$1"
     valgrind --tool=callgrind --callgrind-out-file="$work/$1.out" target/release/hookline run \
         --listen "127.0.0.1:$listen_port" --data-dir "$work/data-$1" -f "$work/$1.yaml" 2>/dev/null &
     local pid=$!
     until curl -sf "http://127.0.0.1:$listen_port/readyz" >/dev/null; do sleep 0.2; done
     for _ in $(seq "$requests"); do
-        curl -sf -XPOST -H 'content-type: application/json' --data-binary @"$work/batch.json" \
+        curl -sf -XPOST -H 'content-type: application/json' --data-binary @"$work/$2.json" \
             "http://127.0.0.1:$listen_port/v1/batch" >/dev/null
     done
     until curl -sf "http://127.0.0.1:$listen_port/metrics" | awk -v want=$((requests * 100)) \
@@ -63,8 +81,8 @@ count() {
     awk '/^summary:/ {print $2}' "$work/$1.out"
 }
 events=$((requests * 100))
-filtered=$(count identify)
-delivered=$(count track)
-echo "ingested and filtered: $((filtered / events)) instructions per event"
-echo "ingested and delivered (one request each): $((delivered / events)) instructions per event"
-echo "delivering alone: $(((delivered - filtered) / events)) instructions per event"
+for payload in small segment; do
+    filtered=$(count identify "$payload")
+    delivered=$(count track "$payload")
+    echo "$payload events: ingested and filtered $((filtered / events)), delivering one on top $(((delivered - filtered) / events)) instructions per event"
+done

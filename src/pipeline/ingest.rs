@@ -12,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,24 +241,42 @@ pub fn read_body(
     kind: &str,
     headers: &HeaderMap,
     raw: Bytes,
-) -> Result<(Option<String>, Map<String, Value>), Rejection> {
+) -> Result<(Option<String>, RawObject), Rejection> {
     let limit = limit(kind);
     if raw.len() > limit {
         return Err(too_large(limit));
     }
     let bytes =
         decode_body(headers, raw, limit).map_err(|e| e.unwrap_or_else(|| too_large(limit)))?;
-    let body: Map<String, Value> = match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => map,
-        Ok(_) => return Err(bad("the request body must be a JSON object")),
+    let body: RawObject = match serde_json::from_slice(&bytes) {
+        Ok(map) => map,
+        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
+            return Err(bad("the request body must be a JSON object"));
+        }
         Err(e) => return Err(bad(format!("the request body is not valid JSON: {e}"))),
     };
-    let write_key = basic_username(headers).or_else(|| {
-        body.get("writeKey")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
+    let write_key = basic_username(headers).or_else(|| text(&body, "writeKey"));
     Ok((write_key, body))
+}
+
+/// A JSON object whose values are kept as their text: a message is checked and filled in at
+/// its top level only, and what it nests (properties, context, traits…) is stored as it came,
+/// never parsed into values and serialized again.
+pub type RawObject = indexmap::IndexMap<String, Box<RawValue>>;
+
+/// A value as raw JSON text.
+fn raw(value: impl serde::Serialize) -> Box<RawValue> {
+    serde_json::value::to_raw_value(&value).expect("JSON values serialize")
+}
+
+/// The string at `key`, if it is one.
+fn text(object: &RawObject, key: &str) -> Option<String> {
+    serde_json::from_str(object.get(key)?.get()).ok()
+}
+
+/// The value at `key`, parsed.
+fn parsed(object: &RawObject, key: &str) -> Option<Value> {
+    serde_json::from_str(object.get(key)?.get()).ok()
 }
 
 /// One accepted message, serialized once: what the queue stores.
@@ -278,7 +297,7 @@ struct Received {
 /// Segment's servers do, and serialized. No I/O.
 pub fn messages(
     kind: &str,
-    mut body: Map<String, Value>,
+    mut body: RawObject,
     received_at: DateTime<Utc>,
 ) -> Result<Vec<Message>, Rejection> {
     let received = Received {
@@ -286,30 +305,27 @@ pub fn messages(
         text: format_time(received_at),
     };
     if kind != "batch" {
-        body.insert("type".into(), Value::String(kind.to_string()));
+        body.insert("type".into(), raw(kind));
         return Ok(vec![finish(body, &received).map_err(bad)?]);
     }
-    let Some(Value::Array(items)) = body.remove("batch") else {
-        return Err(bad("a batch request needs a `batch` array"));
+    let items: Vec<Box<RawValue>> = match body.get("batch").map(|b| serde_json::from_str(b.get())) {
+        Some(Ok(items)) => items,
+        _ => return Err(bad("a batch request needs a `batch` array")),
     };
-    let shared_context = body.remove("context");
-    let shared_integrations = body.remove("integrations");
-    let sent_at = body.remove("sentAt");
+    let shared_context = parsed(&body, "context");
+    let shared_integrations = parsed(&body, "integrations");
+    let sent_at = body.get("sentAt");
     let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let Value::Object(mut msg) = item else {
+    for (i, item) in items.iter().enumerate() {
+        let Ok(mut msg) = serde_json::from_str::<RawObject>(item.get()) else {
             return Err(bad(format!("batch[{i}] must be a JSON object")));
         };
         merge_under(&mut msg, "context", shared_context.as_ref());
         merge_under(&mut msg, "integrations", shared_integrations.as_ref());
-        if let (Some(sent), false) = (&sent_at, msg.contains_key("sentAt")) {
+        if let (Some(sent), false) = (sent_at, msg.contains_key("sentAt")) {
             msg.insert("sentAt".into(), sent.clone());
         }
-        let ty = msg
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let ty = text(&msg, "type").unwrap_or_default();
         if !TYPES.contains(&ty.as_str()) {
             return Err(bad(format!(
                 "batch[{i}].type must be one of {} (got {:?})",
@@ -369,28 +385,29 @@ fn basic_username(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Batch-level `context`/`integrations` under each message's own (the message's keys win).
-fn merge_under(msg: &mut Map<String, Value>, key: &str, shared: Option<&Value>) {
+fn merge_under(msg: &mut RawObject, key: &str, shared: Option<&Value>) {
     let Some(Value::Object(shared)) = shared else {
         return;
     };
-    match msg.get_mut(key) {
-        Some(Value::Object(own)) => {
+    let merged = match parsed(msg, key) {
+        Some(Value::Object(mut own)) => {
             for (k, v) in shared {
                 if !own.contains_key(k) {
                     own.insert(k.clone(), v.clone());
                 }
             }
+            own
         }
-        _ => {
-            msg.insert(key.into(), Value::Object(shared.clone()));
-        }
-    }
+        _ => shared.clone(),
+    };
+    msg.insert(key.into(), raw(merged));
 }
 
-fn has_id(msg: &Map<String, Value>, key: &str) -> bool {
-    match msg.get(key) {
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Number(_)) => true,
+/// A non-empty string or a number.
+fn has_id(msg: &RawObject, key: &str) -> bool {
+    match msg.get(key).map(|r| r.get().as_bytes()) {
+        Some([b'"', b'"']) => false,
+        Some([b'"', ..] | [b'-' | b'0'..=b'9', ..]) => true,
         _ => false,
     }
 }
@@ -399,8 +416,8 @@ fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(v?.as_str()?)
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
@@ -408,13 +425,9 @@ fn parse_time(v: Option<&Value>) -> Option<DateTime<Utc>> {
 /// Validates a message and fills what Segment's servers fill: `messageId`, `receivedAt`, and
 /// `timestamp` (corrected for the client's clock skew when `sentAt` is known, keeping the
 /// client's value as `originalTimestamp`). The write key never travels further.
-fn finish(mut msg: Map<String, Value>, received: &Received) -> Result<Message, String> {
-    msg.remove("writeKey");
-    let ty = msg
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+fn finish(mut msg: RawObject, received: &Received) -> Result<Message, String> {
+    msg.shift_remove("writeKey");
+    let ty = text(&msg, "type").unwrap_or_default();
     if !has_id(&msg, "userId") && !has_id(&msg, "anonymousId") {
         return Err(format!("a {ty} message needs a userId or an anonymousId"));
     }
@@ -425,20 +438,22 @@ fn finish(mut msg: Map<String, Value>, received: &Received) -> Result<Message, S
         // From the thread's generator: the OS's, one system call per event, cost more than
         // the rest of the message.
         let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
-        msg.insert("messageId".into(), Value::String(format!("api-{id}")));
+        msg.insert("messageId".into(), raw(format!("api-{id}")));
     }
-    msg.insert("receivedAt".into(), Value::String(received.text.clone()));
-    let client_time = parse_time(msg.get("timestamp"));
-    let sent_at = parse_time(msg.get("sentAt"));
-    let timestamp = match (client_time, sent_at) {
+    msg.insert("receivedAt".into(), raw(&received.text));
+    let client_time = text(&msg, "timestamp");
+    let parsed_time = client_time.as_deref().and_then(parse_time);
+    let sent_at = text(&msg, "sentAt").as_deref().and_then(parse_time);
+    let timestamp = match (parsed_time, sent_at) {
         (Some(ts), Some(sent)) => {
-            msg.insert("originalTimestamp".into(), msg["timestamp"].clone());
+            let original = msg["timestamp"].clone();
+            msg.insert("originalTimestamp".into(), original);
             format_time(received.at - (sent - ts))
         }
-        (Some(_), None) => msg["timestamp"].as_str().unwrap_or_default().to_string(),
+        (Some(_), None) => client_time.unwrap_or_default(),
         (None, _) => received.text.clone(),
     };
-    msg.insert("timestamp".into(), Value::String(timestamp));
+    msg.insert("timestamp".into(), raw(timestamp));
     let json = serde_json::to_vec(&msg).expect("a JSON map serializes");
     if json.len() > MAX_MESSAGE_BYTES {
         return Err(format!(
@@ -446,9 +461,8 @@ fn finish(mut msg: Map<String, Value>, received: &Received) -> Result<Message, S
             json.len().div_ceil(1024)
         ));
     }
-    let id = msg
-        .get("messageId")
-        .map(super::jsvalue::to_js_string)
+    let id = parsed(&msg, "messageId")
+        .map(|v| super::jsvalue::to_js_string(&v))
         .unwrap_or_default();
     Ok(Message { id, json })
 }
@@ -457,8 +471,8 @@ fn finish(mut msg: Map<String, Value>, received: &Received) -> Result<Message, S
 mod tests {
     use super::*;
 
-    fn msg(v: Value) -> Map<String, Value> {
-        v.as_object().unwrap().clone()
+    fn msg(v: Value) -> RawObject {
+        serde_json::from_str(&v.to_string()).unwrap()
     }
 
     /// The one message of a `track` request, as stored.
@@ -492,6 +506,29 @@ mod tests {
     }
 
     #[test]
+    fn nested_values_are_stored_as_they_came_and_whitespace_is_no_matter() {
+        let body = "{\n  \"userId\" :  \"u\" ,\n  \"messageId\": 42,\n  \"properties\": {\"b\": 1, \"a\": [1.50, \"\\u00e9\"]}\n}";
+        let (_, body) = read_body("track", &HeaderMap::new(), Bytes::from(body)).unwrap();
+        let m = messages("track", body, Utc::now()).unwrap().remove(0);
+        assert_eq!(m.id, "42");
+        let text = String::from_utf8(m.json).unwrap();
+        assert!(
+            text.contains(r#""properties":{"b": 1, "a": [1.50, "\u00e9"]}"#),
+            "{text}"
+        );
+        let empty =
+            read_body("track", &HeaderMap::new(), Bytes::from(r#"{"userId": ""}"#)).unwrap();
+        assert!(messages("track", empty.1, Utc::now()).is_err());
+        for (body, error) in [
+            ("[1]", "must be a JSON object"),
+            ("{\"a\":", "not valid JSON"),
+        ] {
+            let refused = read_body("track", &HeaderMap::new(), Bytes::from(body)).unwrap_err();
+            assert!(refused.1.contains(error), "{}", refused.1);
+        }
+    }
+
+    #[test]
     fn batch_context_is_merged_under_the_message() {
         let mut m = msg(json!({"context": {"ip": "1"}}));
         merge_under(
@@ -500,7 +537,7 @@ mod tests {
             Some(&json!({"ip": "2", "library": {"name": "x"}})),
         );
         assert_eq!(
-            Value::Object(m),
+            serde_json::to_value(&m).unwrap(),
             json!({"context": {"ip": "1", "library": {"name": "x"}}})
         );
     }
