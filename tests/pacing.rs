@@ -166,14 +166,16 @@ async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_
     assert_eq!(got.len(), 6, "only probes while the endpoint is down");
 
     outage.end();
+    // From the first probe on: the last probe may already have met the endpoint back up.
     let got = endpoint
         .wait_for("every held event", |r| {
-            r.len() > 6 && distinct(&r[6..]) == (0..30).collect::<Vec<_>>()
+            distinct(&r[4..]) == (0..30).collect::<Vec<_>>()
         })
         .await;
+    let after = &got[6..];
     assert_eq!(
-        got.len(),
-        36,
+        distinct(after).len(),
+        after.len(),
         "each event once after the endpoint came back"
     );
     assert_eq!(wait_delivering(&h, "Delivering").await["status"], "True");
