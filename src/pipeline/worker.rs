@@ -1,8 +1,8 @@
 //! One destination's delivery loop, reading its [`Inbox`] (the local queue from its cursor, or
 //! its JetStream consumer): route → subscription → insert function → mapping → batch → send
-//! (with `concurrency` requests in flight) → retry or dead-letter → tell the inbox. Batches
-//! pass through a channel bounded by the concurrency, so a slow endpoint holds events in the
-//! queue, not in memory.
+//! (with `concurrency` senders, one request in flight each) → retry or dead-letter → tell the
+//! inbox. Batches pass through a channel bounded by the concurrency, so a slow endpoint holds
+//! events in the queue, not in memory.
 
 use super::batch::{Batch, Batcher, Item};
 use super::deliver::breaker::{Breaker, BreakerView, Health};
@@ -23,7 +23,7 @@ use crate::shutdown::stopped;
 use crate::telemetry;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 /// Everything the delivery tasks of one destination share.
@@ -147,17 +147,15 @@ impl Worker {
     pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let concurrency = self.shared.dest.concurrency;
         let (batches, rx) = mpsc::channel::<Batch>(concurrency);
-        let slots = Arc::new(Semaphore::new(concurrency));
-        let dispatcher = tokio::spawn(dispatch(
-            self.shared.clone(),
-            rx,
-            slots.clone(),
-            shutdown.clone(),
-        ));
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let senders: Vec<_> = (0..concurrency)
+            .map(|_| tokio::spawn(send(self.shared.clone(), rx.clone(), shutdown.clone())))
+            .collect();
         let tending = tokio::spawn(tend(self.shared.clone(), shutdown.clone()));
         self.read(batches, shutdown).await;
-        let _ = dispatcher.await;
-        let _ = slots.acquire_many(concurrency as u32).await;
+        for sender in senders {
+            let _ = sender.await;
+        }
         let _ = tending.await;
         if let Err(e) = self.shared.inbox.close().await {
             tracing::error!(destination = %self.shared.dest.name, error = %e, "could not save the queue position");
@@ -478,22 +476,20 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-async fn dispatch(
+/// One of the destination's `concurrency` senders: delivers one batch at a time, until the
+/// reader is gone and the channel empty. Long-lived, not a task per batch: spawning one per
+/// event showed in the profile.
+async fn send(
     shared: Arc<Shared>,
-    mut rx: mpsc::Receiver<Batch>,
-    slots: Arc<Semaphore>,
+    batches: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
     shutdown: watch::Receiver<bool>,
 ) {
-    while let Some(batch) = rx.recv().await {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+    loop {
+        let next = batches.lock().await.recv().await;
+        let Some(batch) = next else {
             return;
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shared.deliver(batch, shutdown).await;
-            drop(slot);
-        });
+        shared.deliver(batch, shutdown.clone()).await;
     }
 }
 
