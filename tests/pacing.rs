@@ -20,16 +20,10 @@ const MAP_N: &str = "  mapping:\n    n: { \"@path\": \"$.properties.n\" }\n";
 #[tokio::test]
 async fn a_rate_limited_endpoint_never_sees_more_than_the_limit_plus_burst() {
     let endpoint = Endpoint::start().await;
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!(
         "{MAP_N}  delivery:\n    concurrency: 8\n    rateLimit: {{ requestsPerSecond: 10, burst: 2 }}\n"
     );
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let h = Hookline::start(&files, &dir.path().join("data")).await;
+    let (_dir, h) = Hookline::crm(&endpoint.url, &spec).await;
     assert_eq!(h.post("/v1/batch", batch(40)).await.status(), 200);
     let got = endpoint.wait_for("all 40 events", |r| r.len() == 40).await;
     for (i, first) in got.iter().enumerate() {
@@ -61,14 +55,8 @@ async fn a_429_with_retry_after_holds_every_request_of_the_destination() {
     });
     // One request at a time reaches the endpoint before the 429, so the hold is seen by all.
     endpoint.slow_down(Duration::from_millis(50));
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!("{MAP_N}  delivery:\n    concurrency: 4\n");
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let h = Hookline::start(&files, &dir.path().join("data")).await;
+    let (_dir, h) = Hookline::crm(&endpoint.url, &spec).await;
     // 60 events, 4 at a time, 50 ms each: without the hold they would all be sent within
     // 800 ms of the 429.
     assert_eq!(h.post("/v1/batch", batch(60)).await.status(), 200);
@@ -122,19 +110,12 @@ async fn wait_delivering(h: &Hookline, reason: &str) -> serde_json::Value {
 async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_later() {
     let endpoint = Endpoint::start().await;
     let outage = endpoint.down(503);
-    let dir = tempfile::tempdir().unwrap();
     // Two attempts per event: if the probes used attempts, the held events would be
     // dead-lettered at the first one.
     let spec = format!(
         "{MAP_N}  delivery:\n    concurrency: 4\n    maxAttempts: 2\n    circuitBreaker: {{ consecutiveFailures: 3, probeIntervalSeconds: 1 }}\n"
     );
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let data = dir.path().join("data");
-    let h = Hookline::start(&files, &data).await;
+    let (_dir, h) = Hookline::crm(&endpoint.url, &spec).await;
     assert_eq!(wait_delivering(&h, "Delivering").await["status"], "True");
     assert_eq!(h.post("/v1/batch", batch(30)).await.status(), 200);
 
@@ -188,24 +169,17 @@ async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_
         metrics.contains("hookline_events_dead_lettered_total{destination=\"crm\"} 0"),
         "{metrics}"
     );
-    assert_eq!(dead_letters(&data), json!([]));
+    assert_eq!(dead_letters(&h.data_dir), json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_down_longer_than_disable_after_is_paused_until_a_restart() {
     let endpoint = Endpoint::start().await;
     let outage = endpoint.down(500);
-    let dir = tempfile::tempdir().unwrap();
     let spec = format!(
         "{MAP_N}  delivery:\n    disableAfterSeconds: 2\n    circuitBreaker: {{ consecutiveFailures: 1, probeIntervalSeconds: 1 }}\n"
     );
-    let files = [manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &endpoint.url, &spec),
-    )];
-    let data = dir.path().join("data");
-    let mut h = Hookline::start(&files, &data).await;
+    let (_dir, mut h) = Hookline::crm(&endpoint.url, &spec).await;
     assert_eq!(h.post("/v1/batch", batch(3)).await.status(), 200);
 
     // Opened at once, probed after 1 s and 2 s more: that probe fails past the 2 s.
@@ -244,5 +218,5 @@ async fn an_endpoint_down_longer_than_disable_after_is_paused_until_a_restart() 
         })
         .await;
     assert_eq!(got.len(), sent + 3);
-    assert_eq!(dead_letters(&data), json!([]));
+    assert_eq!(dead_letters(&h.data_dir), json!([]));
 }

@@ -187,6 +187,19 @@ impl Hookline {
         Hookline::start_with(files, data_dir, &[]).await
     }
 
+    /// `hookline run` with one destination, `crm`, sending to `url` (`spec`: more lines under
+    /// `spec:`); the temporary directory holds its manifest and data dir.
+    pub async fn crm(url: &str, spec: &str) -> (tempfile::TempDir, Hookline) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [manifest(
+            dir.path(),
+            "d.yaml",
+            &destination("crm", url, spec),
+        )];
+        let h = Hookline::start(&files, &dir.path().join("data")).await;
+        (dir, h)
+    }
+
     /// `hookline run` with extra flags (`--nats URL`, say).
     pub async fn start_with(files: &[PathBuf], data_dir: &Path, extra: &[&str]) -> Hookline {
         Hookline::start_env(files, data_dir, extra, &[]).await
