@@ -615,10 +615,12 @@ impl Shared {
                 .send(&request)
                 .instrument(span.clone())
                 .await;
-            match attempt.status {
-                Some(status) => span.record("http.response.status_code", i64::from(status)),
-                None => span.record("error", attempt.describe()),
-            };
+            if !span.is_disabled() {
+                match attempt.status {
+                    Some(status) => span.record("http.response.status_code", i64::from(status)),
+                    None => span.record("error", attempt.describe()),
+                };
+            }
             self.observe_health(&attempt, probe);
             if probe && attempt.health() == Health::Down {
                 // The endpoint is still down: the events wait for the next probe without
