@@ -13,7 +13,7 @@ use crate::oauth::endpoint::TokenEndpoint;
 use crate::oauth::manager::{self, InMemory, TokenSource};
 use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
 use crate::pipeline::dead_letters::DeadLetters;
-use crate::pipeline::deliver::breaker::Breaker;
+use crate::pipeline::deliver::breaker::{Breaker, PAUSED};
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::inbox::Inbox;
@@ -444,7 +444,7 @@ fn status_json(destinations: &[StatusView]) -> serde_json::Value {
                 _ if !auth_ok => (false, auth_reason, auth_message.clone()),
                 // Only a person can resume a paused destination; an unhealthy endpoint is
                 // probed, and delivery resumes by itself.
-                Some((false, reason @ "DeliveryPaused", message)) => {
+                Some((false, reason, message)) if *reason == PAUSED => {
                     (false, *reason, message.clone())
                 }
                 _ => (true, "Delivering", String::new()),

@@ -5,6 +5,7 @@
 use super::validate::{Problem, Verdict};
 use super::worker_status::Delivering;
 use crate::api::WebhookDestinationStatus;
+use crate::pipeline::deliver::breaker::PAUSED;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -13,8 +14,6 @@ pub const AUTH_READY: &str = "AuthReady";
 pub const WORKER_AVAILABLE: &str = "WorkerAvailable";
 pub const READY: &str = "Ready";
 pub const DELIVERING: &str = "Delivering";
-/// The `Delivering` reason of an endpoint that failed longer than `disableAfterSeconds`.
-const PAUSED: &str = "DeliveryPaused";
 
 /// The worker's Deployment as reconcile last saw it.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,6 +9,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
+/// The `Delivering` reason of an endpoint no longer probed: a person has to resume it, so the
+/// destination is not `Ready` either.
+pub const PAUSED: &str = "DeliveryPaused";
+
 /// The longest pause between two probes.
 pub const MAX_PROBE_PAUSE: Duration = Duration::from_secs(300);
 
@@ -207,7 +211,7 @@ impl BreakerView {
                 last_error,
             } => (
                 false,
-                "DeliveryPaused",
+                PAUSED,
                 format!(
                     "the endpoint has failed since {} (longer than spec.delivery.disableAfterSeconds): {last_error}; events are held and delivery is paused until the worker is restarted (kubectl rollout restart deployment/{name}-hookline, or restart hookline run)",
                     since(t)
