@@ -21,6 +21,7 @@ use crate::pipeline::ingest::{self, IngestState};
 use crate::pipeline::queue::{Cursor, Queue};
 use crate::pipeline::store::{EventStore, Route, Routes};
 use crate::pipeline::worker::Worker;
+use crate::priority;
 use crate::shutdown::stopped;
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -257,8 +258,13 @@ pub async fn run(
             move || status_json(&view)
         }),
     });
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
+    let ingestion =
+        priority::IngestionRuntime::new().context("cannot start the ingestion threads")?;
+    // Bound from within the ingestion runtime, so that its connections are served there.
+    let listener = ingestion
+        .handle()
+        .spawn(tokio::net::TcpListener::bind(opts.listen))
+        .await?
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
     tracing::info!(listen = %listener.local_addr()?, data_dir = %opts.data_dir.display(), destinations = status_view_len, "hookline is running");
     state.ready.store(true, Ordering::Release);
@@ -272,13 +278,15 @@ pub async fn run(
     });
     let mut server_shutdown = shutdown.clone();
     let unready = state.clone();
-    axum::serve(listener, ingest::router(state))
-        .with_graceful_shutdown(async move {
-            stopped(&mut server_shutdown).await;
-            unready.ready.store(false, Ordering::Release);
-        })
-        .await
-        .context("the ingestion server failed")?;
+    let served = ingestion.handle().spawn(async move {
+        axum::serve(listener, ingest::router(state))
+            .with_graceful_shutdown(async move {
+                stopped(&mut server_shutdown).await;
+                unready.ready.store(false, Ordering::Release);
+            })
+            .await
+    });
+    served.await?.context("the ingestion server failed")?;
     for w in workers {
         let _ = w.await;
     }
