@@ -261,8 +261,11 @@ pub fn read_body(
 
 /// A JSON object whose values are kept as their text: a message is checked and filled in at
 /// its top level only, and what it nests (properties, context, traits…) is stored as it came,
-/// never parsed into values and serialized again.
-pub type RawObject = indexmap::IndexMap<String, Box<RawValue>>;
+/// never parsed into values and serialized again. Hashed with foldhash (randomly seeded, like
+/// the default, but several times cheaper for short keys): SipHash was the largest single cost
+/// of reading a message. A message is at most 32 KB, which bounds what colliding keys could
+/// cost.
+pub type RawObject = indexmap::IndexMap<String, Box<RawValue>, foldhash::fast::RandomState>;
 
 /// A value as raw JSON text.
 fn raw(value: impl serde::Serialize) -> Box<RawValue> {
