@@ -53,7 +53,7 @@ impl Item {
             seq,
             message_id,
             event,
-            payload: jsvalue::stringify(payload).into(),
+            payload: jsvalue::to_json(payload).into(),
             trace: None,
         }
     }

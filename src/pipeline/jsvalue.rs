@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::borrow::Cow;
+use std::io::Write;
 
 /// mapping-kit's `get(obj, path)` (`@path`, `@arrayPath`, `@template` placeholders): the path is
 /// split on `.`, on `[` before a quote or digit and on `]`s after one, then quotes are removed —
@@ -151,42 +152,54 @@ fn js_number(n: &serde_json::Number) -> String {
 
 /// `JSON.stringify(value)`: compact, with numbers written as JavaScript writes them (`1`, not `1.0`).
 pub fn stringify(value: &Value) -> String {
-    let mut out = String::new();
+    String::from_utf8(to_json(value)).expect("JSON text is UTF-8")
+}
+
+/// [`stringify`] as bytes, for a request body.
+pub fn to_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
     write_json(value, &mut out);
     out
 }
 
-pub fn write_json(value: &Value, out: &mut String) {
+/// Written straight into `out`: a string or number formatted on its own first cost an
+/// allocation each, for every field of every delivered event.
+fn write_json(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&js_number(n)),
-        Value::String(s) => {
-            out.push_str(&serde_json::to_string(s).expect("strings always serialize"))
-        }
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => write!(out, "{i}").expect("writing to memory cannot fail"),
+            None => out.extend_from_slice(js_number(n).as_bytes()),
+        },
+        Value::String(s) => write_string(s, out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_json(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => {
-            out.push('{');
+            out.push(b'{');
             for (i, (k, v)) in map.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&serde_json::to_string(k).expect("strings always serialize"));
-                out.push(':');
+                write_string(k, out);
+                out.push(b':');
                 write_json(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
     }
+}
+
+fn write_string(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, s).expect("strings always serialize");
 }
 
 /// The name JS code in mapping-kit uses for a value's type in its messages (`realTypeOf`).
@@ -251,5 +264,17 @@ mod tests {
         assert_eq!(to_js_string(&json!(1.5)), "1.5");
         assert_eq!(to_js_string(&json!([1, null, "a"])), "1,,a");
         assert_eq!(to_js_string(&json!({"a": 1})), "[object Object]");
+    }
+
+    #[test]
+    fn stringify_writes_what_json_stringify_writes() {
+        let v = json!({
+            "quote\"d": "line\nbreak \u{1} é",
+            "numbers": [1, -7, 1.0, 2.5, 18446744073709551615u64, 1e21, 1e-7],
+            "nested": {"t": true, "f": false, "n": null, "empty": [], "obj": {}},
+        });
+        let expected = r#"{"quote\"d":"line\nbreak \u0001 é","numbers":[1,-7,1,2.5,18446744073709551615,1e+21,1e-7],"nested":{"t":true,"f":false,"n":null,"empty":[],"obj":{}}}"#;
+        assert_eq!(stringify(&v), expected);
+        assert_eq!(to_json(&v), expected.as_bytes());
     }
 }
