@@ -152,7 +152,10 @@ impl Inbox {
     /// Stores dead letters; only then may their events be completed.
     pub async fn dead_letter(&self, letters: &[DeadLetter]) -> Result<(), InboxError> {
         match self {
-            Inbox::Local { dlq, .. } => Ok(dlq.append(letters)?),
+            Inbox::Local { dlq, .. } => {
+                let (dlq, letters) = (dlq.clone(), letters.to_vec());
+                Ok(fsyncing(move || dlq.append(&letters)).await?)
+            }
             Inbox::Stream(stream) => {
                 Ok(dead_letters::append(&stream.nats, &stream.names, letters).await?)
             }
@@ -164,7 +167,8 @@ impl Inbox {
     pub async fn tend(&self, round: u64) -> Result<Option<u64>, InboxError> {
         match self {
             Inbox::Local { queue, cursor, .. } => {
-                cursor.persist()?;
+                let saving = cursor.clone();
+                fsyncing(move || saving.persist()).await?;
                 Ok(Some(queue.head().saturating_sub(cursor.committed())))
             }
             Inbox::Stream(stream) => {
@@ -208,13 +212,25 @@ impl Inbox {
     /// finished goes back at once, for the next worker.
     pub async fn close(&self) -> Result<(), InboxError> {
         match self {
-            Inbox::Local { cursor, .. } => Ok(cursor.persist()?),
+            Inbox::Local { cursor, .. } => {
+                let cursor = cursor.clone();
+                Ok(fsyncing(move || cursor.persist()).await?)
+            }
             Inbox::Stream(stream) => {
                 stream.acks.release_all().await;
                 Ok(())
             }
         }
     }
+}
+
+/// Runs file work that ends in an fsync on a blocking thread: an fsync can take milliseconds
+/// (tens, on a busy disk), which the destination's delivery thread would otherwise spend
+/// stalled, every request in flight with it.
+async fn fsyncing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("queue file work does not panic")
 }
 
 pub const TEND_INTERVAL: Duration = Duration::from_millis(100);
