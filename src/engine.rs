@@ -21,7 +21,7 @@ use crate::pipeline::ingest::{self, IngestState};
 use crate::pipeline::queue::{Cursor, Queue};
 use crate::pipeline::store::{EventStore, Route, Routes};
 use crate::pipeline::worker::Worker;
-use crate::priority;
+use crate::runtimes;
 use crate::shutdown::stopped;
 use anyhow::{Context, bail};
 use serde_json::json;
@@ -209,7 +209,17 @@ pub async fn run(
         let worker = Worker::new(live.clone(), inbox, tokens.clone())
             .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;
         running.push((dest.name.clone(), tokens, worker.breaker()));
-        workers.push(tokio::spawn(worker.run(delivery_stop.clone())));
+        let delivering = runtimes::on_own_thread(
+            format!("deliver-{}", dest.name),
+            worker.run(delivery_stop.clone()),
+        )
+        .with_context(|| {
+            format!(
+                "destination {}: cannot start its delivery thread",
+                dest.name
+            )
+        })?;
+        workers.push(delivering);
     }
 
     let status_view: Vec<StatusView> = destinations
@@ -259,7 +269,7 @@ pub async fn run(
         }),
     });
     let ingestion =
-        priority::IngestionRuntime::new().context("cannot start the ingestion threads")?;
+        runtimes::IngestionRuntime::new().context("cannot start the ingestion threads")?;
     // Bound from within the ingestion runtime, so that its connections are served there.
     let listener = ingestion
         .handle()

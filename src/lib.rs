@@ -13,7 +13,7 @@ pub mod jetstream;
 pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
-pub mod priority;
+pub mod runtimes;
 pub mod shutdown;
 pub mod telemetry;
 

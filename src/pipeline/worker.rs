@@ -2,7 +2,9 @@
 //! its JetStream consumer): route → subscription → insert function → mapping → batch → send
 //! (with `concurrency` senders, one request in flight each) → retry or dead-letter → tell the
 //! inbox. Batches pass through a channel bounded by the concurrency, so a slow endpoint holds
-//! events in the queue, not in memory.
+//! events in the queue, not in memory. It runs on a thread of its own
+//! ([`crate::runtimes::on_own_thread`]), so an insert function computes inline, holding up only
+//! this destination.
 
 use super::batch::{Batch, Batcher, Item};
 use super::deliver::breaker::{Breaker, BreakerView, Health};
@@ -363,7 +365,7 @@ impl Worker {
         let mut attempts = 0;
         let outcomes = loop {
             attempts += 1;
-            match blocking(|| function.run_batch(&inputs, &dest.settings)) {
+            match function.run_batch(&inputs, &dest.settings) {
                 Ok(outcomes) => break Ok(outcomes),
                 Err(Outcome::Retry(message)) => match self.retry_delay(attempts, first) {
                     Some(delay) => {
@@ -452,7 +454,7 @@ impl Worker {
                 Prepared::ForBatchFunction(event)
             }
             Some(f) => {
-                let outcome = blocking(|| f.run(&event, &dest.settings));
+                let outcome = f.run(&event, &dest.settings);
                 self.after_function(seq, &event, outcome)
             }
         };
@@ -461,12 +463,6 @@ impl Worker {
         }
         prepared
     }
-}
-
-/// Runs an insert function, which may compute for up to its time limit, without holding up
-/// the other tasks (ingestion, other destinations) on this runtime thread.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
