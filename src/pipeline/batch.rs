@@ -45,8 +45,7 @@ impl Item {
 
     /// `event` with its mapped `payload`.
     pub fn new(seq: u64, event: Value, payload: &Value) -> Item {
-        let message_id = event
-            .get("messageId")
+        let message_id = jsvalue::member(&event, "messageId")
             .map(jsvalue::to_js_string)
             .unwrap_or_default();
         Item {

@@ -75,7 +75,7 @@ fn mapping_kit_keys(path: &str) -> Vec<String> {
 /// `value[key]` for JSON values, including what JS gives for strings and arrays (`length`, indices).
 fn index<'a>(value: &'a Value, key: &str) -> Option<Cow<'a, Value>> {
     match value {
-        Value::Object(map) => map.get(key).map(Cow::Borrowed),
+        Value::Object(map) => field(map, key).map(Cow::Borrowed),
         Value::Array(items) if key == "length" => Some(Cow::Owned(Value::from(items.len()))),
         Value::Array(items) => array_index(key)
             .and_then(|i| items.get(i))
@@ -89,6 +89,22 @@ fn index<'a>(value: &'a Value, key: &str) -> Option<Cow<'a, Value>> {
             Some(Cow::Owned(Value::String(String::from_utf16_lossy(&[unit]))))
         }
         _ => None,
+    }
+}
+
+/// `value[key]` when `value` is an object (`Value::get`, through [`field`]).
+pub fn member<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    value.as_object().and_then(|map| field(map, key))
+}
+
+/// `map[key]`. An event's objects are small, and comparing a few short keys costs less than
+/// hashing one with SipHash (serde_json's maps use it, and do not let us choose).
+pub fn field<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    const SCANNED_UP_TO: usize = 16;
+    if map.len() <= SCANNED_UP_TO {
+        map.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
     }
 }
 
@@ -264,6 +280,20 @@ mod tests {
         assert_eq!(to_js_string(&json!(1.5)), "1.5");
         assert_eq!(to_js_string(&json!([1, null, "a"])), "1,,a");
         assert_eq!(to_js_string(&json!({"a": 1})), "[object Object]");
+    }
+
+    #[test]
+    fn fields_are_found_in_small_and_large_objects_alike() {
+        for size in [1, 16, 17, 40] {
+            let map: serde_json::Map<String, Value> =
+                (0..size).map(|i| (format!("k{i}"), json!(i))).collect();
+            let object = Value::Object(map);
+            for i in 0..size {
+                assert_eq!(member(&object, &format!("k{i}")), Some(&json!(i)));
+            }
+            assert_eq!(member(&object, "missing"), None);
+        }
+        assert_eq!(member(&json!([1]), "0"), None);
     }
 
     #[test]

@@ -215,8 +215,8 @@ impl Expr {
 impl Field {
     fn lookup<'a>(&self, event: &'a Value) -> Option<std::borrow::Cow<'a, Value>> {
         match self {
-            Field::TopLevel(name) => event.get(*name).map(std::borrow::Cow::Borrowed),
-            Field::Path(base, path) => jsvalue::get_split(event.get(*base), path),
+            Field::TopLevel(name) => jsvalue::member(event, name).map(std::borrow::Cow::Borrowed),
+            Field::Path(base, path) => jsvalue::get_split(jsvalue::member(event, base), path),
         }
     }
 
