@@ -816,3 +816,37 @@ async fn the_circuit_breaker_holds_jetstream_events_without_using_their_attempts
         json!([])
     );
 }
+
+#[tokio::test]
+async fn removing_a_destination_whose_consumer_is_already_gone_is_done() {
+    use hookline::jetstream::names::DestinationNames;
+    use hookline::jetstream::objects::{self, ConsumerPlan};
+    let server = NatsServer::start().await;
+    let args = hookline::jetstream::NatsArgs {
+        url: server.url(),
+        creds: None,
+        ca: None,
+        replicas: None,
+        max_age: std::time::Duration::from_secs(3600),
+    };
+    let nats = args.connect("test").await.unwrap().expect("a NATS URL");
+    // The connection is made in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = objects::ensure_streams(&nats, args.retention()).await {
+        assert!(std::time::Instant::now() < deadline, "{e}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let names = DestinationNames::new("default", "crm");
+    let plan = ConsumerPlan::new(names.clone(), None, 1, 1);
+    objects::ensure_consumer(&nats, &plan).await.unwrap();
+    objects::backlog(&nats, &names).await.unwrap();
+
+    objects::remove_destination(&nats, &names).await.unwrap();
+    assert!(
+        objects::backlog(&nats, &names).await.is_err(),
+        "the consumer is gone"
+    );
+    // A deletion retried after the consumer went (the operator's finalizer runs again when
+    // removing the finalizer failed) finishes rather than failing forever.
+    objects::remove_destination(&nats, &names).await.unwrap();
+}

@@ -185,9 +185,16 @@ pub async fn remove_destination(nats: &Nats, names: &DestinationNames) -> Result
     let stream = events_stream(nats).await?;
     match stream.delete_consumer(names.consumer()).await {
         Ok(_) => Ok(()),
-        Err(e) if e.to_string().contains("consumer not found") => Ok(()),
+        Err(e) if consumer_not_found(&e) => Ok(()),
         Err(e) => Err(NatsError::api(format!("consumer {}", names.consumer()), e)),
     }
+}
+
+/// Already gone: removing it again is done, not an error.
+fn consumer_not_found(e: &async_nats::jetstream::stream::ConsumerError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    use async_nats::jetstream::stream::ConsumerErrorKind;
+    matches!(e.kind(), ConsumerErrorKind::JetStream(js) if js.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
 }
 
 /// Events waiting for the destination: not yet handed out, plus handed out and not yet
