@@ -29,6 +29,9 @@ pub fn fixed(dest: Destination) -> LiveDestination {
     watch::channel(Arc::new(dest)).1
 }
 
+/// `spec.delivery.concurrency` when it is not set.
+pub const DEFAULT_CONCURRENCY: usize = 1;
+
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub name: String,
@@ -211,7 +214,7 @@ impl CompiledSpec {
             "spec.delivery.concurrency",
             origin,
         )?
-        .map_or(1, |v| v as usize);
+        .map_or(DEFAULT_CONCURRENCY, |v| v as usize);
         let rate_limit = match &d.rate_limit {
             None => None,
             Some(r) if !(r.requests_per_second.is_finite() && r.requests_per_second > 0.0) => {

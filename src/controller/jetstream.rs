@@ -4,9 +4,11 @@
 
 use super::Error;
 use crate::api::WebhookDestination;
+use crate::config::destination::DEFAULT_CONCURRENCY;
 use crate::jetstream::names::{DestinationNames, KeyDigest};
 use crate::jetstream::objects::{self, ConsumerPlan, Retention};
 use crate::jetstream::{Nats, NatsError};
+use crate::pipeline::batch::BatchPolicy;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
@@ -63,11 +65,11 @@ impl JetStreamObjects {
             spec.delivery
                 .as_ref()
                 .and_then(|d| d.concurrency)
-                .map_or(1, |c| c as usize),
+                .map_or(DEFAULT_CONCURRENCY, |c| c as usize),
             spec.batching
                 .as_ref()
                 .and_then(|b| b.size)
-                .map_or(1, |s| s as usize),
+                .map_or(BatchPolicy::default().size, |s| s as usize),
         );
         let key = ObjectRef::from_obj(dest);
         if self.ensured.lock().expect("ensured lock").get(&key) == Some(&plan) {
