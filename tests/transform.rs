@@ -27,14 +27,7 @@ const FUNCTION: &str = r#"
 #[tokio::test]
 async fn run_delivers_what_the_function_returns_and_counts_what_it_drops() {
     let endpoint = Endpoint::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = manifest(
-        dir.path(),
-        "d.yaml",
-        &destination("crm", &format!("{}/in", endpoint.url), FUNCTION),
-    );
-    let data = dir.path().join("data");
-    let h = Hookline::start(&[file], &data).await;
+    let (dir, h) = Hookline::crm(&format!("{}/in", endpoint.url), FUNCTION).await;
     for (event, props) in [
         ("Ignore Me", json!({})),
         ("Broken", json!({})),
@@ -69,7 +62,7 @@ async fn run_delivers_what_the_function_returns_and_counts_what_it_drops() {
         assert!(metrics.contains(&line), "{line} not in\n{metrics}");
     }
     drop(h);
-    let letters = dead_letters(&data);
+    let letters = dead_letters(&dir.path().join("data"));
     let letters = letters.as_array().unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     let error = letters[0]["lastError"].as_str().unwrap();
