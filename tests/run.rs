@@ -121,20 +121,10 @@ async fn mapped_events_arrive_with_headers_auth_and_signature() {
         !metrics.contains("hookline_leader") && !metrics.contains("hookline_reconcile"),
         "run shows operator series: {metrics}"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let m = h.metrics().await;
-        if m.contains(
-            "hookline_events_filtered_total{destination=\"crm\",reason=\"subscription\"} 1",
-        ) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the filtered event was not counted: {m}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    h.wait_for_metrics("the filtered event counted", |m| {
+        m.contains("hookline_events_filtered_total{destination=\"crm\",reason=\"subscription\"} 1")
+    })
+    .await;
     assert_eq!(
         endpoint.received().len(),
         1,

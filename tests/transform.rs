@@ -55,12 +55,13 @@ async fn run_delivers_what_the_function_returns_and_counts_what_it_drops() {
         json!({"order": "o-1", "cents": 1234, "via": "crm"})
     );
 
-    let metrics = h.metrics().await;
-    for reason in ["DropEvent", "NoHandler"] {
-        let line =
-            format!("hookline_events_filtered_total{{destination=\"crm\",reason=\"{reason}\"}} 1");
-        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
-    }
+    let dropped = ["DropEvent", "NoHandler"].map(|reason| {
+        format!("hookline_events_filtered_total{{destination=\"crm\",reason=\"{reason}\"}} 1")
+    });
+    h.wait_for_metrics("both dropped events counted", |m| {
+        dropped.iter().all(|line| m.contains(line))
+    })
+    .await;
     drop(h);
     let letters = dead_letters(&dir.path().join("data"));
     let letters = letters.as_array().unwrap();
@@ -104,6 +105,39 @@ async fn on_batch_gets_each_batch_in_order() {
         got[0].body,
         json!([{"n": 0, "position": 0, "size": 3}, {"n": 2, "position": 2, "size": 3}])
     );
+}
+
+#[tokio::test]
+async fn a_function_computing_for_long_holds_up_only_its_own_destination() {
+    let endpoint = Endpoint::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let spinning = "  transform:\n    javascript: |\n      async function onTrack(event) {\n        while (true) {}\n      }\n";
+    let file = manifest(
+        dir.path(),
+        "d.yaml",
+        &format!(
+            "{}\n---\n{}",
+            destination("slow", &format!("{}/slow", endpoint.url), spinning),
+            destination("fast", &format!("{}/fast", endpoint.url), "")
+        ),
+    );
+    let data = dir.path().join("data");
+    let h = Hookline::start(&[file], &data).await;
+    assert_eq!(
+        h.post("/v1/track", track("u", "E", json!({})))
+            .await
+            .status(),
+        200
+    );
+    let got = endpoint
+        .wait_for("the event at the destination without a function", |r| {
+            !r.is_empty()
+        })
+        .await;
+    assert_eq!(got[0].path, "/fast");
+    // The other destination's function is still computing (until its time limit, when the
+    // event is dead-lettered): each destination delivers from its own thread.
+    assert_eq!(dead_letters(&data), json!([]));
 }
 
 #[test]

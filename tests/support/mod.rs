@@ -329,6 +329,20 @@ impl Hookline {
             .unwrap()
     }
 
+    /// `/metrics` once `holds` is true of it, polled with a deadline: a worker counts an event
+    /// once it is done with it, which may be after what a test waited for has happened.
+    pub async fn wait_for_metrics(&self, what: &str, holds: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.metrics().await;
+            if holds(&metrics) {
+                return metrics;
+            }
+            assert!(Instant::now() < deadline, "{what}: not in\n{metrics}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `GET /status`.
     pub async fn status(&self) -> serde_json::Value {
         reqwest::get(format!("{}/status", self.base))
