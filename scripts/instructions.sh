@@ -5,6 +5,7 @@
 # each to an endpoint one request per event. Prints both per event, and their difference: the
 # cost of delivering an event; for a small event and for a Segment-sized one (analytics.js
 # context, products). Usage: scripts/instructions.sh [REQUESTS=100]
+# With KEEP=DIR, callgrind's output files stay in DIR for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-100}
@@ -79,6 +80,7 @@ count() {
         '/^hookline_events_(delivered|filtered)_total/ {s += $2} END {exit !(s >= want)}'; do sleep 0.5; done
     kill -TERM "$pid"; wait "$pid" || true
     awk '/^summary:/ {print $2}' "$work/$1.out"
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work/$1.out" "$KEEP/$2-$1.out"; fi
 }
 events=$((requests * 100))
 for payload in small segment; do

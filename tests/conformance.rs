@@ -1,8 +1,10 @@
 //! Every vector in `../shared/conformance/`, loaded as it is; a missing file fails the suite.
 
+use hookline::pipeline::envelope;
 use hookline::pipeline::mapping::Mapping;
+use hookline::pipeline::reads::Reads;
 use hookline::pipeline::subscription::Subscription;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::path::PathBuf;
 
 fn vectors(file: &str) -> Vec<Value> {
@@ -17,6 +19,13 @@ fn vectors(file: &str) -> Vec<Value> {
     vectors
 }
 
+/// `event` as a worker reads it from the queue for a destination that reads `reads`.
+fn as_read(reads: &Reads, event: &Value) -> Value {
+    let json = serde_json::to_vec(event).expect("events serialize");
+    let record = envelope::encode(None, None, &json);
+    reads.record(&record).expect("what was queued reads").event
+}
+
 fn name(v: &Value) -> &str {
     v["name"].as_str().unwrap_or("<unnamed>")
 }
@@ -27,7 +36,18 @@ fn mapping_vectors() {
     for v in vectors("mapping.json") {
         let outcome = Mapping::compile(Some(&v["mapping"]))
             .map_err(|e| e.0)
-            .and_then(|m| m.apply(&v["event"]).map_err(|e| vec![e.to_string()]));
+            .and_then(|m| {
+                let full = m.apply(&v["event"]).map_err(|e| e.to_string());
+                // The worker parses only the fields the mapping reads: the same result.
+                let reads = Reads::of(&Subscription::all(), &m, false);
+                let read = m
+                    .apply(&as_read(&reads, &v["event"]))
+                    .map_err(|e| e.to_string());
+                if read != full {
+                    return Err(vec![format!("with only {reads:?} parsed: {read:?}")]);
+                }
+                full.map_err(|e| vec![e])
+            });
         let ok = match (
             &outcome,
             v.get("expected"),
@@ -70,7 +90,14 @@ fn subscription_vectors() {
         let text = v["subscription"]
             .as_str()
             .expect("subscription is a string");
-        let outcome = Subscription::parse(text).map(|s| s.matches(&v["event"]));
+        let outcome = Subscription::parse(text).map(|s| {
+            let full = s.matches(&v["event"]);
+            let bounded = Mapping::compile(Some(&json!({}))).expect("an empty mapping is valid");
+            let reads = Reads::of(&s, &bounded, false);
+            let read = s.matches(&as_read(&reads, &v["event"]));
+            assert_eq!(read, full, "{}: with only {reads:?} parsed", name(&v));
+            full
+        });
         let ok = match (&outcome, v.get("expected"), v.get("expected_error")) {
             (Ok(got), Some(Value::Bool(expected)), _) => got == expected,
             (Err(e), _, Some(Value::String(needle))) => e.to_string().contains(needle.as_str()),

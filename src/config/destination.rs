@@ -15,6 +15,7 @@ use crate::pipeline::deliver::retry::RetryPolicy;
 use crate::pipeline::deliver::signing::Signer;
 use crate::pipeline::deliver::tls::TlsSettings;
 use crate::pipeline::mapping::Mapping;
+use crate::pipeline::reads::Reads;
 use crate::pipeline::subscription::Subscription;
 use crate::pipeline::transform::InsertFunction;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct Destination {
     /// What an insert function gets as `settings`: the destination's non-secret settings.
     pub settings: serde_json::Value,
     pub mapping: Mapping,
+    /// The fields of an event that the subscription, the mapping or the insert function read.
+    pub reads: Reads,
     /// Shared, so a delivery in flight keeps the template it started with while a reload swaps it.
     pub request: Arc<RequestTemplate>,
     pub batching: BatchPolicy,
@@ -94,13 +97,19 @@ impl Destination {
         let compiled = CompiledSpec::compile(loaded)?;
         let credentials = Credentials::resolve(loaded, secrets)?;
         let spec = &loaded.resource.spec;
+        let reads = Reads::of(
+            &compiled.subscription,
+            &compiled.mapping,
+            compiled.transform.is_some(),
+        );
         Ok(Destination {
             name: loaded.name().to_string(),
             namespace: loaded.namespace().to_string(),
             enabled: spec.is_enabled(),
-            subscription: compiled.subscription,
             transform: compiled.transform,
             settings: settings(loaded),
+            reads,
+            subscription: compiled.subscription,
             mapping: compiled.mapping,
             request: Arc::new(RequestTemplate {
                 method: spec.endpoint.method(),

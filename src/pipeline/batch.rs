@@ -1,6 +1,7 @@
 //! Batching mapped payloads: a batch closes at `size` events, at `maxBytes`, or `maxWaitMillis`
 //! after its first event, whichever comes first.
 
+use super::envelope;
 use super::jsvalue;
 use super::mapping::{Mapping, MappingError};
 use bytes::Bytes;
@@ -24,13 +25,14 @@ impl Default for BatchPolicy {
     }
 }
 
-/// One event on its way out: its queue position, id, the original event (for the dead-letter
-/// store) and its mapped payload, already serialized.
+/// One event on its way out: its queue position, id, the queue record it came from (for the
+/// dead-letter store: the worker parses only the fields it reads) and its mapped payload,
+/// already serialized.
 #[derive(Debug, Clone)]
 pub struct Item {
     pub seq: u64,
     pub message_id: String,
-    pub event: Value,
+    pub record: Vec<u8>,
     pub payload: Bytes,
     /// The `traceparent` stored with the event, when it came with a trace.
     pub trace: Option<String>,
@@ -38,20 +40,23 @@ pub struct Item {
 
 impl Item {
     /// The event mapped for delivery: what both the worker sends and `render` shows.
-    pub fn mapped(seq: u64, event: Value, mapping: &Mapping) -> Result<Item, MappingError> {
-        let payload = mapping.apply(&event)?;
-        Ok(Item::new(seq, event, &payload))
+    pub fn mapped(seq: u64, event: &Value, mapping: &Mapping) -> Result<Item, MappingError> {
+        let payload = mapping.apply(event)?;
+        let event_json = serde_json::to_vec(event).expect("JSON values serialize");
+        let record = envelope::encode(None, None, &event_json);
+        Ok(Item::new(seq, record, event, &payload))
     }
 
-    /// `event` with its mapped `payload`.
-    pub fn new(seq: u64, event: Value, payload: &Value) -> Item {
-        let message_id = jsvalue::member(&event, "messageId")
+    /// The event of `record` with its mapped `payload`; `event`: what the mapping read (the
+    /// messageId is taken from it).
+    pub fn new(seq: u64, record: Vec<u8>, event: &Value, payload: &Value) -> Item {
+        let message_id = jsvalue::member(event, "messageId")
             .map(jsvalue::to_js_string)
             .unwrap_or_default();
         Item {
             seq,
             message_id,
-            event,
+            record,
             payload: jsvalue::to_json(payload).into(),
             trace: None,
         }
@@ -168,7 +173,7 @@ mod tests {
         Item {
             seq,
             message_id: format!("m{seq}"),
-            event: Value::Null,
+            record: envelope::encode(None, None, b"null"),
             payload: Bytes::copy_from_slice(payload.as_bytes()),
             trace: None,
         }

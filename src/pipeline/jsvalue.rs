@@ -17,6 +17,15 @@ pub fn get<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
     }
 }
 
+/// The first key [`get`] takes from the root for `path`; `None` when the path is the root itself.
+pub fn path_head(path: &str) -> Option<String> {
+    if path.contains(['[', ']', '"', '\'']) {
+        mapping_kit_keys(path).into_iter().next()
+    } else {
+        path.split('.').find(|k| !k.is_empty()).map(str::to_string)
+    }
+}
+
 /// destination-subscriptions' `get`: the path is split on every `.`, `[` and `]`.
 pub fn get_split<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
     walk(root, path.split(['.', '[', ']']).filter(|k| !k.is_empty()))

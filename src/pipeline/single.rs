@@ -59,7 +59,7 @@ pub fn build_request(
     access_token: Option<&str>,
 ) -> Result<OutgoingRequest, SingleError> {
     let batch = Batch {
-        items: vec![Item::mapped(0, event.clone(), &dest.mapping)?],
+        items: vec![Item::mapped(0, event, &dest.mapping)?],
         as_array: dest.batching.size > 1,
     };
     let mut request = dest.request.build(

@@ -182,9 +182,30 @@ impl Subscription {
     pub fn matches(&self, event: &Value) -> bool {
         self.root.eval(event)
     }
+
+    /// The top-level fields of an event that matching looks at.
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        self.root.fields(&mut fields);
+        fields
+    }
 }
 
 impl Expr {
+    fn fields(&self, out: &mut Vec<&'static str>) {
+        match self {
+            Expr::All => {}
+            Expr::Or(a, b) | Expr::And(a, b) => {
+                a.fields(out);
+                b.fields(out);
+            }
+            Expr::Not(e) => e.fields(out),
+            Expr::Compare(field, _) | Expr::Text { field, .. } => out.push(match field {
+                Field::TopLevel(name) | Field::Path(name, _) => name,
+            }),
+        }
+    }
+
     fn eval(&self, event: &Value) -> bool {
         match self {
             Expr::All => true,

@@ -14,7 +14,7 @@ use super::deliver::request::RequestTemplate;
 use super::deliver::request::request_id;
 use super::deliver::tls::TlsSettings;
 use super::deliver::{Attempt, ClientError, HttpSender, Verdict};
-use super::envelope::Envelope;
+use super::envelope::{self, Envelope};
 use super::inbox::{Inbox, TEND_INTERVAL};
 use crate::config::destination::{Destination, LiveDestination};
 use crate::metrics::METRICS;
@@ -314,9 +314,7 @@ impl Worker {
             attempts += 1;
             match self.prepare(seq, bytes) {
                 Prepared::Retry(message) => {
-                    let event = serde_json::from_slice::<Envelope>(bytes)
-                        .map(|e| e.event)
-                        .unwrap_or_default();
+                    let event = queued_event(bytes);
                     match self.retry_delay(attempts, first) {
                         None => {
                             return Some(Prepared::Failed(dead_letter(
@@ -404,7 +402,10 @@ impl Worker {
     fn after_function(&self, seq: u64, original: &serde_json::Value, outcome: Outcome) -> Prepared {
         let dest = &self.shared.dest;
         match outcome {
-            Outcome::Continue(event) => self.mapped(seq, event),
+            Outcome::Continue(event) => {
+                let original = serde_json::to_vec(original).expect("JSON values serialize");
+                self.mapped(seq, envelope::encode(None, None, &original), &event)
+            }
             Outcome::Drop { reason, .. } => Prepared::Filtered(reason),
             Outcome::Retry(message) => Prepared::Retry(message),
             Outcome::Fail(message) => Prepared::Failed(dead_letter(
@@ -417,29 +418,34 @@ impl Worker {
         }
     }
 
-    /// The event mapped, or dead-lettered when its mapping fails.
-    fn mapped(&self, seq: u64, event: serde_json::Value) -> Prepared {
+    /// The event mapped, or dead-lettered when its mapping fails; `record`: the queue record
+    /// it came from.
+    fn mapped(&self, seq: u64, record: Vec<u8>, event: &serde_json::Value) -> Prepared {
         let dest = &self.shared.dest;
-        match dest.mapping.apply(&event) {
-            Ok(payload) => Prepared::Ready(Item::new(seq, event, &payload)),
-            Err(e) => Prepared::Failed(dead_letter(dest, event, 0, None, e.to_string())),
+        match dest.mapping.apply(event) {
+            Ok(payload) => Prepared::Ready(Item::new(seq, record, event, &payload)),
+            Err(e) => {
+                let queued = queued_event(&record);
+                Prepared::Failed(dead_letter(dest, queued, 0, None, e.to_string()))
+            }
         }
     }
 
     fn prepare(&self, seq: u64, bytes: &[u8]) -> Prepared {
         let dest = &self.shared.dest;
-        let envelope: Envelope = match serde_json::from_slice(bytes) {
+        let unreadable = |e: serde_json::Error| {
+            let raw = serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
+            Prepared::Failed(dead_letter(
+                dest,
+                raw,
+                0,
+                None,
+                format!("queue record {seq} is not valid JSON: {e}"),
+            ))
+        };
+        let envelope = match dest.reads.record(bytes) {
             Ok(e) => e,
-            Err(e) => {
-                let raw = serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
-                return Prepared::Failed(dead_letter(
-                    dest,
-                    raw,
-                    0,
-                    None,
-                    format!("queue record {seq} is not valid JSON: {e}"),
-                ));
-            }
+            Err(e) => return unreadable(e),
         };
         if !envelope.is_for(self.shared.inbox.recipient(dest)) {
             return Prepared::NotForUs;
@@ -449,7 +455,7 @@ impl Worker {
         }
         let event = envelope.event;
         let mut prepared = match &dest.transform {
-            None => self.mapped(seq, event),
+            None => self.mapped(seq, bytes.to_vec(), &event),
             Some(f) if f.has_batch_handler() && dest.batching.size > 1 => {
                 Prepared::ForBatchFunction(event)
             }
@@ -510,6 +516,14 @@ async fn tend(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 tracing::error!(destination = %shared.dest.name, error = %e, "could not save the queue position")
             }
         }
+    }
+}
+
+/// The event of a queue record, whole, for the dead-letter store.
+fn queued_event(record: &[u8]) -> serde_json::Value {
+    match serde_json::from_slice::<Envelope>(record) {
+        Ok(envelope) => envelope.event,
+        Err(_) => serde_json::Value::String(String::from_utf8_lossy(record).into_owned()),
     }
 }
 
@@ -735,7 +749,10 @@ impl Shared {
         let letters = batch
             .items
             .into_iter()
-            .map(|i| dead_letter(&self.dest, i.event, attempts, attempt.status, error.clone()))
+            .map(|i| {
+                let event = queued_event(&i.record);
+                dead_letter(&self.dest, event, attempts, attempt.status, error.clone())
+            })
             .collect();
         if self.dead_letter(letters, shutdown).await {
             self.inbox.complete(seqs).await;

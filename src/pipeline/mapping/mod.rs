@@ -1,11 +1,13 @@
 //! `spec.mapping`: Segment's mapping-kit. A mapping is validated once when the destination is
 //! loaded (every error listed with its path) and then resolved against each event.
 
+mod fields;
 mod resolve;
 mod template;
 mod validate;
 
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 pub use template::LiquidTemplates;
 
@@ -36,6 +38,11 @@ impl Mapping {
         } else {
             Err(MappingInvalid(errors))
         }
+    }
+
+    /// The top-level fields of an event the mapping can read; `None`: any of them.
+    pub fn read_fields(&self) -> Option<BTreeSet<String>> {
+        fields::read_fields(&self.spec)
     }
 
     /// The payload for one event; keys that resolve to nothing are left out.

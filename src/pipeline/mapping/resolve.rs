@@ -440,14 +440,21 @@ fn remove_null_keys(v: Value) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use crate::pipeline::envelope;
     use crate::pipeline::mapping::Mapping;
+    use crate::pipeline::reads::Reads;
+    use crate::pipeline::subscription::Subscription;
     use serde_json::{Value, json};
 
+    /// Also checks that parsing only the fields the mapping reads gives the same result.
     fn apply(mapping: Value, event: Value) -> Result<Value, String> {
-        Mapping::compile(Some(&mapping))
-            .map_err(|e| e.to_string())?
-            .apply(&event)
-            .map_err(|e| e.to_string())
+        let mapping = Mapping::compile(Some(&mapping)).map_err(|e| e.to_string())?;
+        let reads = Reads::of(&Subscription::all(), &mapping, false);
+        let record = envelope::encode(None, None, &serde_json::to_vec(&event).unwrap());
+        let read = mapping.apply(&reads.record(&record).unwrap().event);
+        let full = mapping.apply(&event);
+        assert_eq!(read, full, "with only {reads:?} parsed");
+        full.map_err(|e| e.to_string())
     }
 
     #[test]

@@ -25,6 +25,25 @@ pub fn render_placeholders(template: &str, data: &Value) -> String {
     DOUBLE.replace_all(&unescaped, placeholder).into_owned()
 }
 
+/// The paths [`render_placeholders`] looks up in `template`; `None` when a `{{{…}}}` value,
+/// itself filled in by the second pass, could bring in placeholders of its own.
+pub fn placeholder_paths(template: &str) -> Option<Vec<&str>> {
+    if TRIPLE.is_match(template) {
+        return None;
+    }
+    Some(
+        DOUBLE
+            .captures_iter(template)
+            .map(|caps| {
+                caps.get(1)
+                    .expect("the regex has one group")
+                    .as_str()
+                    .trim()
+            })
+            .collect(),
+    )
+}
+
 /// `@replace`: the pattern is a literal (never a regex); the replacement keeps JS's `$&`, `$$`,
 /// `` $` `` and `$'` substitutions. Both are limited to ten characters here too, because
 /// `pattern2`/`replacement2` are only checked when they are used.
