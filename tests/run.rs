@@ -234,16 +234,18 @@ async fn rejected_events_are_dead_lettered_listed_and_replayed() {
     endpoint.respond(|_| (400, vec![]));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // The mapping reads only `userId`: the dead letter still holds the whole event.
+    let spec = "  mapping:\n    user: { \"@path\": \"$.userId\" }\n";
     let files = [manifest(
         dir.path(),
         "d.yaml",
-        &destination("strict", &endpoint.url, ""),
+        &destination("strict", &endpoint.url, spec),
     )];
     let h = Hookline::start(&files, &data).await;
     let r = h
         .post(
             "/v1/identify",
-            json!({"userId": "u9", "traits": {"plan": "pro"}}),
+            json!({"userId": "u9", "traits": {"plan": "pro"}, "context": {"ip": "203.0.113.7"}}),
         )
         .await;
     assert_eq!(r.status(), 200);
@@ -268,6 +270,9 @@ async fn rejected_events_are_dead_lettered_listed_and_replayed() {
     assert_eq!(entry["destination"], "strict");
     assert_eq!(entry["event"]["userId"], "u9");
     assert_eq!(entry["event"]["type"], "identify");
+    assert_eq!(entry["event"]["traits"], json!({"plan": "pro"}));
+    assert_eq!(entry["event"]["context"], json!({"ip": "203.0.113.7"}));
+    assert!(entry["event"]["receivedAt"].is_string() && entry["event"]["messageId"].is_string());
     assert_eq!(entry["attempts"], 1, "a 400 is not retried");
     assert_eq!(entry["lastStatus"], 400);
     assert!(entry["lastError"].as_str().unwrap().contains("400"));
@@ -283,7 +288,7 @@ async fn rejected_events_are_dead_lettered_listed_and_replayed() {
     let got = endpoint
         .wait_for("the replayed event", |r| r.len() >= 2)
         .await;
-    assert_eq!(got[1].body["userId"], "u9");
+    assert_eq!(got[1].body, json!({"user": "u9"}));
     assert_eq!(dead_letters(&data), json!([]));
     drop(h);
 }

@@ -76,6 +76,26 @@ async fn run_delivers_what_the_function_returns_and_counts_what_it_drops() {
 }
 
 #[tokio::test]
+async fn what_the_endpoint_refuses_is_dead_lettered_as_it_came_not_as_the_function_made_it() {
+    let endpoint = Endpoint::start().await;
+    endpoint.respond(|_| (422, vec![]));
+    let (dir, h) = Hookline::crm(&format!("{}/in", endpoint.url), FUNCTION).await;
+    let order = json!({"order_id": "o-2", "total": 1.5});
+    let sent = track("u", "Order Completed", order.clone());
+    assert_eq!(h.post("/v1/track", sent).await.status(), 200);
+    let refused = endpoint.wait_for("the attempt", |r| !r.is_empty()).await;
+    assert_eq!(refused[0].body["cents"], 150);
+    h.wait_for_metrics("the event dead-lettered", |m| {
+        m.contains("hookline_events_dead_lettered_total{destination=\"crm\"} 1")
+    })
+    .await;
+    drop(h);
+    let letters = dead_letters(&dir.path().join("data"));
+    // Replaying it runs the function once more, on the event as it was sent.
+    assert_eq!(letters[0]["event"]["properties"], order, "{letters}");
+}
+
+#[tokio::test]
 async fn on_batch_gets_each_batch_in_order() {
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
