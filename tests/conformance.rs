@@ -1,6 +1,7 @@
 //! Every vector in `../shared/conformance/`, loaded as it is; a missing file fails the suite.
 
 use hookline::pipeline::envelope;
+use hookline::pipeline::jsvalue;
 use hookline::pipeline::mapping::Mapping;
 use hookline::pipeline::reads::Reads;
 use hookline::pipeline::subscription::Subscription;
@@ -45,6 +46,15 @@ fn mapping_vectors() {
                     .map_err(|e| e.to_string());
                 if read != full {
                     return Err(vec![format!("with only {reads:?} parsed: {read:?}")]);
+                }
+                // Written as a request body as it is resolved: the same as the value, stringified.
+                let mut body = Vec::new();
+                let written = m
+                    .write(&v["event"], &mut body)
+                    .map(|()| String::from_utf8_lossy(&body).into_owned())
+                    .map_err(|e| e.to_string());
+                if written != full.as_ref().map(jsvalue::stringify).map_err(String::clone) {
+                    return Err(vec![format!("written: {written:?}")]);
                 }
                 full.map_err(|e| vec![e])
             });

@@ -1,7 +1,6 @@
 //! Batching mapped payloads: a batch closes at `size` events, at `maxBytes`, or `maxWaitMillis`
 //! after its first event, whichever comes first.
 
-use super::envelope;
 use super::jsvalue;
 use super::mapping::{Mapping, MappingError};
 use bytes::Bytes;
@@ -39,27 +38,27 @@ pub struct Item {
 }
 
 impl Item {
-    /// The event mapped for delivery: what both the worker sends and `render` shows.
-    pub fn mapped(seq: u64, event: &Value, mapping: &Mapping) -> Result<Item, MappingError> {
-        let payload = mapping.apply(event)?;
-        let event_json = serde_json::to_vec(event).expect("JSON values serialize");
-        let record = envelope::encode(None, None, &event_json);
-        Ok(Item::new(seq, record, event, &payload))
-    }
-
-    /// The event of `record` with its mapped `payload`; `event`: what the mapping read (the
-    /// messageId is taken from it).
-    pub fn new(seq: u64, record: Vec<u8>, event: &Value, payload: &Value) -> Item {
+    /// `event` mapped for delivery: what both the worker sends and `render` shows. `record`:
+    /// the queue record it came from; `event`: what the mapping reads of it (the messageId is
+    /// taken from it too).
+    pub fn mapped(
+        seq: u64,
+        record: &[u8],
+        event: &Value,
+        mapping: &Mapping,
+    ) -> Result<Item, MappingError> {
+        let mut payload = Vec::with_capacity(128);
+        mapping.write(event, &mut payload)?;
         let message_id = jsvalue::member(event, "messageId")
             .map(jsvalue::to_js_string)
             .unwrap_or_default();
-        Item {
+        Ok(Item {
             seq,
             message_id,
-            record,
-            payload: jsvalue::to_json(payload).into(),
+            record: record.to_vec(),
+            payload: payload.into(),
             trace: None,
-        }
+        })
     }
 }
 
@@ -168,6 +167,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::envelope;
 
     fn item(seq: u64, payload: &str) -> Item {
         Item {

@@ -17,13 +17,21 @@ pub fn get<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
     }
 }
 
-/// The first key [`get`] takes from the root for `path`; `None` when the path is the root itself.
-pub fn path_head(path: &str) -> Option<String> {
+/// The keys [`get`] walks for `path`, split once for a path used on every event.
+pub fn path_keys(path: &str) -> Vec<String> {
     if path.contains(['[', ']', '"', '\'']) {
-        mapping_kit_keys(path).into_iter().next()
+        mapping_kit_keys(path)
     } else {
-        path.split('.').find(|k| !k.is_empty()).map(str::to_string)
+        path.split('.')
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect()
     }
+}
+
+/// [`get`] with the path split beforehand ([`path_keys`]).
+pub fn get_keys<'a>(root: Option<&'a Value>, keys: &[String]) -> Option<Cow<'a, Value>> {
+    walk(root, keys)
 }
 
 /// destination-subscriptions' `get`: the path is split on every `.`, `[` and `]`.
@@ -189,7 +197,7 @@ pub fn to_json(value: &Value) -> Vec<u8> {
 
 /// Written straight into `out`: a string or number formatted on its own first cost an
 /// allocation each, for every field of every delivered event.
-fn write_json(value: &Value, out: &mut Vec<u8>) {
+pub fn write_json(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
@@ -223,7 +231,7 @@ fn write_json(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
+pub fn write_string(s: &str, out: &mut Vec<u8>) {
     serde_json::to_writer(out, s).expect("strings always serialize");
 }
 

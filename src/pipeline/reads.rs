@@ -106,7 +106,7 @@ impl<'de> Visitor<'de> for Fields<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut object: A) -> Result<Value, A::Error> {
-        let mut kept = Map::new();
+        let mut kept = Map::with_capacity(self.0.len());
         while let Some(key) = object.next_key_seed(Wanted(self.0))? {
             match key {
                 Some(key) => {

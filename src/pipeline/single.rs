@@ -5,6 +5,7 @@
 use super::batch::{Batch, Item};
 use super::deliver::request::{OutgoingRequest, request_id};
 use super::deliver::{Attempt, HttpSender};
+use super::envelope;
 use super::mapping::MappingError;
 use super::transform::Outcome;
 use crate::config::destination::Destination;
@@ -58,8 +59,10 @@ pub fn build_request(
     event: &Value,
     access_token: Option<&str>,
 ) -> Result<OutgoingRequest, SingleError> {
+    let json = serde_json::to_vec(event).expect("JSON values serialize");
+    let record = envelope::encode(None, None, &json);
     let batch = Batch {
-        items: vec![Item::mapped(0, event, &dest.mapping)?],
+        items: vec![Item::mapped(0, &record, event, &dest.mapping)?],
         as_array: dest.batching.size > 1,
     };
     let mut request = dest.request.build(

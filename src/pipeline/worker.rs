@@ -404,7 +404,7 @@ impl Worker {
         match outcome {
             Outcome::Continue(event) => {
                 let original = serde_json::to_vec(original).expect("JSON values serialize");
-                self.mapped(seq, envelope::encode(None, None, &original), &event)
+                self.mapped(seq, &envelope::encode(None, None, &original), &event)
             }
             Outcome::Drop { reason, .. } => Prepared::Filtered(reason),
             Outcome::Retry(message) => Prepared::Retry(message),
@@ -420,12 +420,12 @@ impl Worker {
 
     /// The event mapped, or dead-lettered when its mapping fails; `record`: the queue record
     /// it came from.
-    fn mapped(&self, seq: u64, record: Vec<u8>, event: &serde_json::Value) -> Prepared {
+    fn mapped(&self, seq: u64, record: &[u8], event: &serde_json::Value) -> Prepared {
         let dest = &self.shared.dest;
-        match dest.mapping.apply(event) {
-            Ok(payload) => Prepared::Ready(Item::new(seq, record, event, &payload)),
+        match Item::mapped(seq, record, event, &dest.mapping) {
+            Ok(item) => Prepared::Ready(item),
             Err(e) => {
-                let queued = queued_event(&record);
+                let queued = queued_event(record);
                 Prepared::Failed(dead_letter(dest, queued, 0, None, e.to_string()))
             }
         }
@@ -455,7 +455,7 @@ impl Worker {
         }
         let event = envelope.event;
         let mut prepared = match &dest.transform {
-            None => self.mapped(seq, bytes.to_vec(), &event),
+            None => self.mapped(seq, bytes, &event),
             Some(f) if f.has_batch_handler() && dest.batching.size > 1 => {
                 Prepared::ForBatchFunction(event)
             }

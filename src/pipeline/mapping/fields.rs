@@ -2,7 +2,7 @@
 
 use super::resolve::directive_name;
 use super::template::placeholder_paths;
-use crate::pipeline::jsvalue::path_head;
+use crate::pipeline::jsvalue::path_keys;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -41,7 +41,8 @@ fn collect(mapping: &Value, fields: &mut BTreeSet<String>) -> bool {
 }
 
 fn head(path: &str, fields: &mut BTreeSet<String>) -> bool {
-    path_head(path).map(|key| fields.insert(key)).is_some()
+    let head = path_keys(path).into_iter().next();
+    head.map(|key| fields.insert(key)).is_some()
 }
 
 #[cfg(test)]

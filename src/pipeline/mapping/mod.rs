@@ -2,6 +2,7 @@
 //! loaded (every error listed with its path) and then resolved against each event.
 
 mod fields;
+mod plan;
 mod resolve;
 mod template;
 mod validate;
@@ -25,6 +26,8 @@ pub struct MappingError(pub String);
 pub struct Mapping {
     spec: Value,
     liquid: LiquidTemplates,
+    /// What writes the payloads.
+    plan: plan::Plan,
 }
 
 impl Mapping {
@@ -34,7 +37,8 @@ impl Mapping {
         let mut errors = validate::validate(&spec);
         let liquid = LiquidTemplates::compile(&spec, &mut errors);
         if errors.is_empty() {
-            Ok(Mapping { spec, liquid })
+            let plan = plan::Plan::compile(&spec);
+            Ok(Mapping { spec, liquid, plan })
         } else {
             Err(MappingInvalid(errors))
         }
@@ -47,15 +51,29 @@ impl Mapping {
 
     /// The payload for one event; keys that resolve to nothing are left out.
     pub fn apply(&self, event: &Value) -> Result<Value, MappingError> {
+        let resolved = self.resolver_for(event)?.resolve(&self.spec, event)?;
+        Ok(resolved.unwrap_or(Value::Null))
+    }
+
+    /// [`apply`](Self::apply)'s payload as a request body (`JSON.stringify`), written into
+    /// `out` as it is resolved.
+    pub fn write(&self, event: &Value, out: &mut Vec<u8>) -> Result<(), MappingError> {
+        if !self.plan.write(&self.resolver_for(event)?, event, out)? {
+            out.extend_from_slice(b"null");
+        }
+        Ok(())
+    }
+
+    /// A resolver for `event`, which must be an object (mapping-kit's own check).
+    fn resolver_for(&self, event: &Value) -> Result<resolve::Resolver<'_>, MappingError> {
         if !event.is_object() {
             return Err(MappingError(format!(
                 "data must be an object, got {}",
                 super::jsvalue::type_name(Some(event))
             )));
         }
-        let resolver = resolve::Resolver {
+        Ok(resolve::Resolver {
             liquid: &self.liquid,
-        };
-        Ok(resolver.resolve(&self.spec, event)?.unwrap_or(Value::Null))
+        })
     }
 }

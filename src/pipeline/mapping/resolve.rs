@@ -441,12 +441,14 @@ fn remove_null_keys(v: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use crate::pipeline::envelope;
+    use crate::pipeline::jsvalue;
     use crate::pipeline::mapping::Mapping;
     use crate::pipeline::reads::Reads;
     use crate::pipeline::subscription::Subscription;
     use serde_json::{Value, json};
 
-    /// Also checks that parsing only the fields the mapping reads gives the same result.
+    /// Also checks that parsing only the fields the mapping reads gives the same result, and
+    /// that the payload written as a body is that result, stringified.
     fn apply(mapping: Value, event: Value) -> Result<Value, String> {
         let mapping = Mapping::compile(Some(&mapping)).map_err(|e| e.to_string())?;
         let reads = Reads::of(&Subscription::all(), &mapping, false);
@@ -454,6 +456,13 @@ mod tests {
         let read = mapping.apply(&reads.record(&record).unwrap().event);
         let full = mapping.apply(&event);
         assert_eq!(read, full, "with only {reads:?} parsed");
+        let mut written = Vec::new();
+        let write = mapping.write(&event, &mut written).map(|()| written);
+        let stringified = full
+            .as_ref()
+            .map(jsvalue::to_json)
+            .map_err(|e| e.to_string());
+        assert_eq!(write.map_err(|e| e.to_string()), stringified, "written");
         full.map_err(|e| e.to_string())
     }
 
