@@ -471,7 +471,7 @@ fn finish(mut msg: RawObject, received: &Received) -> Result<Message, String> {
     let sent_at = text(&msg, "sentAt").as_deref().and_then(parse_time);
     match (parsed_time, sent_at) {
         (Some(ts), Some(sent)) => {
-            filled.json("originalTimestamp", msg["timestamp"].get());
+            filled.json("originalTimestamp", msg["timestamp"].get().to_owned());
             filled.string("timestamp", &format_time(received.at - (sent - ts)));
         }
         (Some(_), None) => filled.string("timestamp", &client_time.unwrap_or_default()),
@@ -497,14 +497,12 @@ struct Filled {
 
 impl Filled {
     fn string(&mut self, key: &'static str, value: &str) {
-        self.json(
-            key,
-            &serde_json::to_string(value).expect("strings serialize"),
-        );
+        let json = serde_json::to_string(value).expect("strings serialize");
+        self.json(key, json);
     }
 
-    fn json(&mut self, key: &'static str, value: &str) {
-        self.fields.push((key, value.to_string()));
+    fn json(&mut self, key: &'static str, value: String) {
+        self.fields.push((key, value));
     }
 
     /// `msg` with the fields filled in: a field it has keeps its place, the others follow in
