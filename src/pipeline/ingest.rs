@@ -248,12 +248,16 @@ pub fn read_body(
     }
     let bytes =
         decode_body(headers, raw, limit).map_err(|e| e.unwrap_or_else(|| too_large(limit)))?;
-    let body: RawObject = match serde_json::from_slice(&bytes) {
+    let not_json =
+        |e: &dyn std::fmt::Display| bad(format!("the request body is not valid JSON: {e}"));
+    // UTF-8 checked once for the whole body: parsing bytes checks string by string.
+    let utf8 = std::str::from_utf8(&bytes).map_err(|e| not_json(&e))?;
+    let body: RawObject = match serde_json::from_str(utf8) {
         Ok(map) => map,
-        Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
+        Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(utf8).is_ok() => {
             return Err(bad("the request body must be a JSON object"));
         }
-        Err(e) => return Err(bad(format!("the request body is not valid JSON: {e}"))),
+        Err(e) => return Err(not_json(&e)),
     };
     let write_key = basic_username(headers).or_else(|| text(&body, "writeKey"));
     Ok((write_key, body))
@@ -497,8 +501,9 @@ struct Filled {
 
 impl Filled {
     fn string(&mut self, key: &'static str, value: &str) {
-        let json = serde_json::to_string(value).expect("strings serialize");
-        self.json(key, json);
+        let mut json = Vec::with_capacity(value.len() + 2);
+        super::jsvalue::write_string(value, &mut json);
+        self.json(key, String::from_utf8(json).expect("JSON text is UTF-8"));
     }
 
     fn json(&mut self, key: &'static str, value: String) {
@@ -542,7 +547,7 @@ fn write_field(out: &mut Vec<u8>, key: &str, json: &str) {
     if out.len() > 1 {
         out.push(b',');
     }
-    serde_json::to_writer(&mut *out, key).expect("strings serialize");
+    super::jsvalue::write_string(key, out);
     out.push(b':');
     out.extend_from_slice(json.as_bytes());
 }
@@ -600,8 +605,9 @@ mod tests {
             read_body("track", &HeaderMap::new(), Bytes::from(r#"{"userId": ""}"#)).unwrap();
         assert!(messages("track", empty.1, Utc::now()).is_err());
         for (body, error) in [
-            ("[1]", "must be a JSON object"),
-            ("{\"a\":", "not valid JSON"),
+            (&b"[1]"[..], "must be a JSON object"),
+            (b"{\"a\":", "not valid JSON"),
+            (b"{\"userId\": \"\xff\"}", "not valid JSON"),
         ] {
             let refused = read_body("track", &HeaderMap::new(), Bytes::from(body)).unwrap_err();
             assert!(refused.1.contains(error), "{}", refused.1);

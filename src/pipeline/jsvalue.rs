@@ -231,8 +231,17 @@ pub fn write_json(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// A JSON string. Most need no escaping and are copied in one piece: serde_json's writer
+/// looks each byte up and writes piece by piece, which showed for every key of every event.
 pub fn write_string(s: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, s).expect("strings always serialize");
+    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        serde_json::to_writer(out, s).expect("strings always serialize");
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 /// The name JS code in mapping-kit uses for a value's type in its messages (`realTypeOf`).
@@ -316,11 +325,11 @@ mod tests {
     #[test]
     fn stringify_writes_what_json_stringify_writes() {
         let v = json!({
-            "quote\"d": "line\nbreak \u{1} é",
+            "quote\"d": "line\nbreak \u{1} é \\",
             "numbers": [1, -7, 1.0, 2.5, 18446744073709551615u64, 1e21, 1e-7],
             "nested": {"t": true, "f": false, "n": null, "empty": [], "obj": {}},
         });
-        let expected = r#"{"quote\"d":"line\nbreak \u0001 é","numbers":[1,-7,1,2.5,18446744073709551615,1e+21,1e-7],"nested":{"t":true,"f":false,"n":null,"empty":[],"obj":{}}}"#;
+        let expected = r#"{"quote\"d":"line\nbreak \u0001 é \\","numbers":[1,-7,1,2.5,18446744073709551615,1e+21,1e-7],"nested":{"t":true,"f":false,"n":null,"empty":[],"obj":{}}}"#;
         assert_eq!(stringify(&v), expected);
         assert_eq!(to_json(&v), expected.as_bytes());
     }
