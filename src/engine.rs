@@ -234,7 +234,7 @@ pub async fn run(
             StatusView {
                 name: d.name.clone(),
                 enabled: d.enabled,
-                bearer: d.request.bearer_token.is_some(),
+                bearer: d.request.headers.has_bearer(),
                 tokens,
                 breaker,
             }

@@ -104,6 +104,15 @@ fn bad_manifests_fail_with_the_file_and_field() {
             ),
             "Secret default/nope not found",
         ),
+        (
+            "token.yaml",
+            destination(
+                "d",
+                "http://x",
+                "  auth: { type: Bearer, bearer: { tokenSecretRef: { name: creds, key: t } } }\n",
+            ) + "---\napiVersion: v1\nkind: Secret\nmetadata: { name: creds }\nstringData: { t: \"a\\nb\" }\n",
+            "spec.auth.bearer.tokenSecretRef",
+        ),
     ];
     for (file, yaml, needle) in cases {
         let path = manifest(dir.path(), file, &yaml);

@@ -10,7 +10,7 @@ use crate::oauth::{OAuthSettings, TokenSet};
 use crate::pipeline::batch::BatchPolicy;
 use crate::pipeline::deliver::breaker::{BreakerPolicy, MAX_PROBE_PAUSE};
 use crate::pipeline::deliver::pace::RateLimitPolicy;
-use crate::pipeline::deliver::request::{HeaderEntry, RequestTemplate};
+use crate::pipeline::deliver::request::{FixedHeaders, HeaderEntry, RequestTemplate};
 use crate::pipeline::deliver::retry::RetryPolicy;
 use crate::pipeline::deliver::signing::Signer;
 use crate::pipeline::deliver::tls::TlsSettings;
@@ -68,6 +68,8 @@ pub struct OAuth {
 #[derive(Debug, Clone)]
 pub struct CompiledSpec {
     pub url: reqwest::Url,
+    /// `url` as hyper takes it.
+    pub uri: http::Uri,
     pub subscription: Subscription,
     pub mapping: Mapping,
     pub transform: Option<InsertFunction>,
@@ -81,8 +83,8 @@ pub struct CompiledSpec {
 /// The part that comes from Secrets: what a rotation changes.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub headers: Vec<HeaderEntry>,
-    pub bearer_token: Option<String>,
+    /// The endpoint's headers, with a static bearer token.
+    pub headers: Arc<FixedHeaders>,
     pub tls: Option<Arc<TlsSettings>>,
     pub signer: Option<Signer>,
     pub write_key: Option<String>,
@@ -114,8 +116,8 @@ impl Destination {
             request: Arc::new(RequestTemplate {
                 method: spec.endpoint.method(),
                 url: compiled.url,
+                uri: compiled.uri,
                 headers: credentials.headers,
-                bearer_token: credentials.bearer_token,
                 signer: credentials.signer,
                 timeout: spec.endpoint.timeout(),
                 tls: credentials.tls,
@@ -152,6 +154,12 @@ impl CompiledSpec {
                 ),
             ));
         }
+        let uri = url.as_str().parse::<http::Uri>().map_err(|e| {
+            bad(
+                "spec.endpoint.url",
+                format!("{:?} cannot be sent to: {e}", spec.endpoint.url),
+            )
+        })?;
         for (i, h) in spec.endpoint.headers.iter().enumerate() {
             let field = format!("spec.endpoint.headers[{i}]");
             reqwest::header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
@@ -272,6 +280,7 @@ impl CompiledSpec {
         };
         Ok(CompiledSpec {
             url,
+            uri,
             subscription,
             mapping,
             transform,
@@ -366,6 +375,18 @@ impl Credentials {
             _ => None,
         };
 
+        if let Some(token) = &bearer_token {
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                bad(
+                    "spec.auth.bearer.tokenSecretRef",
+                    "the token is not a valid HTTP header value (a line break or another control character?)".into(),
+                )
+            })?;
+        }
+        let headers = FixedHeaders::new(headers, bearer_token.as_deref())
+            .map_err(|e| bad("spec.endpoint.headers", e.to_string()))?;
+        let headers = Arc::new(headers);
+
         let signer = match &spec.signing {
             None => None,
             Some(s) => {
@@ -397,7 +418,6 @@ impl Credentials {
         };
         Ok(Credentials {
             headers,
-            bearer_token,
             tls,
             signer,
             write_key,

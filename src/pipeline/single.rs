@@ -148,7 +148,7 @@ impl TestSend {
             (None, _) => a.body_excerpt.clone(),
         };
         let mut text = text;
-        for h in self.request.headers.iter().filter(|h| h.secret) {
+        for h in self.request.headers().filter(|h| h.secret) {
             let value = h.value.strip_prefix("Bearer ").unwrap_or(&h.value);
             if !value.is_empty() {
                 text = text.replace(value, super::deliver::request::REDACTED);

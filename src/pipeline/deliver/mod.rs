@@ -9,6 +9,7 @@ pub mod retry;
 pub mod signing;
 pub mod tls;
 
+use crate::api::HttpMethod;
 use crate::root_cause;
 use bytes::Bytes;
 use request::OutgoingRequest;
@@ -196,23 +197,21 @@ impl HttpSender {
     }
 
     async fn exchange(&self, req: &OutgoingRequest) -> Result<Answer, Failed> {
-        let method = req.method.as_str();
+        let method = match req.method {
+            HttpMethod::Post => http::Method::POST,
+            HttpMethod::Put => http::Method::PUT,
+            HttpMethod::Patch => http::Method::PATCH,
+        };
         match &self.transport {
             Transport::Direct(client) => {
-                let mut request = http::Request::builder()
-                    .method(method)
-                    .uri(req.url.as_str())
-                    .header(http::header::USER_AGENT, USER_AGENT);
-                for h in &req.headers {
-                    // Names and values were validated when the destination was loaded.
-                    request = request.header(h.name.as_str(), h.value.as_str());
-                }
-                let request = request
-                    .body(http_body_util::Full::new(req.body.clone()))
-                    .map_err(|e| Failed {
-                        message: e.to_string(),
-                        connect: false,
-                    })?;
+                let headers = req.http_headers().map_err(|e| Failed {
+                    message: e.to_string(),
+                    connect: false,
+                })?;
+                let mut request = http::Request::new(http_body_util::Full::new(req.body.clone()));
+                *request.method_mut() = method;
+                *request.uri_mut() = req.uri.clone();
+                *request.headers_mut() = headers;
                 let response = client.request(request).await.map_err(|e| Failed {
                     connect: e.is_connect(),
                     message: root_cause(&e),
@@ -233,14 +232,10 @@ impl HttpSender {
             }
             Transport::Proxied(client) => {
                 let mut request = client
-                    .request(
-                        reqwest::Method::from_bytes(method.as_bytes())
-                            .expect("POST, PUT and PATCH are valid methods"),
-                        req.url.clone(),
-                    )
-                    .header(http::header::USER_AGENT, USER_AGENT)
+                    .request(method, req.url.clone())
+                    .header(http::header::USER_AGENT, request::USER_AGENT)
                     .body(req.body.clone());
-                for h in &req.headers {
+                for h in req.headers() {
                     request = request.header(h.name.as_str(), h.value.as_str());
                 }
                 let failed = |e: reqwest::Error| Failed {
@@ -260,8 +255,6 @@ impl HttpSender {
         }
     }
 }
-
-const USER_AGENT: &str = concat!("hookline/", env!("CARGO_PKG_VERSION"));
 
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     headers
