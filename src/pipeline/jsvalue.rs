@@ -36,7 +36,12 @@ pub fn get_keys<'a>(root: Option<&'a Value>, keys: &[String]) -> Option<Cow<'a, 
 
 /// destination-subscriptions' `get`: the path is split on every `.`, `[` and `]`.
 pub fn get_split<'a>(root: Option<&'a Value>, path: &str) -> Option<Cow<'a, Value>> {
-    walk(root, path.split(['.', '[', ']']).filter(|k| !k.is_empty()))
+    walk(root, split_keys(path))
+}
+
+/// The keys [`get_split`] walks for `path`.
+pub fn split_keys(path: &str) -> impl Iterator<Item = &str> {
+    path.split(['.', '[', ']']).filter(|k| !k.is_empty())
 }
 
 /// Walks `keys` with `acc && acc[key]`, so a falsy intermediate (null, 0, "", false) is returned

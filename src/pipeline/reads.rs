@@ -7,45 +7,76 @@ use super::envelope::Envelope;
 use super::mapping::Mapping;
 use super::subscription::Subscription;
 use serde::Deserialize;
-use serde::de::{DeserializeSeed, Deserializer, Error, IgnoredAny, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 use std::fmt;
 
-/// The top-level fields of an event that a destination reads.
+/// What of an event a destination reads.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reads {
     Everything,
-    Only(Vec<String>),
+    Only(Fields),
+}
+
+/// Fields of an object that are read: each whole (`None`), or only the fields of it given.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Fields(Vec<(String, Option<Fields>)>);
+
+impl Fields {
+    /// Adds the field at `path` (keys from here down).
+    fn add(&mut self, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let under = |rest: &[String]| {
+            (!rest.is_empty()).then(|| {
+                let mut fields = Fields::default();
+                fields.add(rest);
+                fields
+            })
+        };
+        match self.0.iter_mut().find(|(key, _)| key == first) {
+            None => self.0.push((first.clone(), under(rest))),
+            Some((_, None)) => {}
+            Some((_, part @ Some(_))) if rest.is_empty() => *part = None,
+            Some((_, Some(fields))) => fields.add(rest),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Option<Fields>> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, read)| read)
+    }
 }
 
 impl Reads {
     /// What the subscription and the mapping read, and the `messageId` every request carries.
     /// An insert function gets the whole event.
     pub fn of(subscription: &Subscription, mapping: &Mapping, has_function: bool) -> Reads {
-        let Some(mut fields) = mapping.read_fields().filter(|_| !has_function) else {
+        let Some(paths) = mapping.read_paths().filter(|_| !has_function) else {
             return Reads::Everything;
         };
-        fields.extend(subscription.fields().into_iter().map(String::from));
-        fields.insert("messageId".into());
-        Reads::Only(fields.into_iter().collect())
+        let mut fields = Fields::default();
+        let message_id = vec!["messageId".to_string()];
+        for path in paths
+            .iter()
+            .chain(&subscription.paths())
+            .chain([&message_id])
+        {
+            fields.add(path);
+        }
+        Reads::Only(fields)
     }
 
-    /// A queue record, its event parsed without the fields nobody reads, in one pass.
+    /// A queue record, its event parsed without what nobody reads, in one pass.
     pub fn record(&self, bytes: &[u8]) -> serde_json::Result<Envelope> {
         // UTF-8 checked once for the whole record: parsing bytes checks string by string.
         let Ok(text) = std::str::from_utf8(bytes) else {
             return serde_json::from_slice(bytes);
         };
         let mut parser = serde_json::Deserializer::from_str(text);
-        match parser
-            .deserialize_map(Record(self))
-            .and_then(|r| parser.end().map(|()| r))
-        {
-            Ok(record) => Ok(record),
-            // An event that is not an object (a dead letter of an unreadable record, replayed)
-            // has no fields to leave out.
-            Err(_) => serde_json::from_slice(bytes),
-        }
+        let record = parser.deserialize_map(Record(self))?;
+        parser.end()?;
+        Ok(record)
     }
 }
 
@@ -75,7 +106,12 @@ impl<'de> Visitor<'de> for Record<'_> {
             match key {
                 Key::To => to = record.next_value()?,
                 Key::Trace => trace = record.next_value()?,
-                Key::Event => event = Some(record.next_value_seed(Event(self.0))?),
+                Key::Event => {
+                    event = Some(match self.0 {
+                        Reads::Everything => record.next_value()?,
+                        Reads::Only(fields) => record.next_value_seed(Part(fields))?,
+                    })
+                }
                 Key::Other => {
                     record.next_value::<IgnoredAny>()?;
                 }
@@ -86,35 +122,34 @@ impl<'de> Visitor<'de> for Record<'_> {
     }
 }
 
-struct Event<'a>(&'a Reads);
+/// A value of which, when it is an object, only the fields given are kept (the others are
+/// skipped as text); any other value is kept whole.
+struct Part<'a>(&'a Fields);
 
-impl<'de> DeserializeSeed<'de> for Event<'_> {
+impl<'de> DeserializeSeed<'de> for Part<'_> {
     type Value = Value;
 
-    fn deserialize<D: Deserializer<'de>>(self, event: D) -> Result<Value, D::Error> {
-        match self.0 {
-            Reads::Everything => Value::deserialize(event),
-            Reads::Only(fields) => event.deserialize_map(Fields(fields)),
-        }
+    fn deserialize<D: Deserializer<'de>>(self, value: D) -> Result<Value, D::Error> {
+        value.deserialize_any(self)
     }
 }
 
-/// An object of which only the fields named are kept; the others are skipped as text.
-struct Fields<'a>(&'a [String]);
-
-impl<'de> Visitor<'de> for Fields<'_> {
+impl<'de> Visitor<'de> for Part<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an event object")
+        f.write_str("a JSON value")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut object: A) -> Result<Value, A::Error> {
-        let mut kept = Map::with_capacity(self.0.len());
+        let mut kept = Map::with_capacity(self.0.0.len());
         while let Some(key) = object.next_key_seed(Wanted(self.0))? {
             match key {
-                Some(key) => {
+                Some((key, None)) => {
                     kept.insert(key, object.next_value()?);
+                }
+                Some((key, Some(fields))) => {
+                    kept.insert(key, object.next_value_seed(Part(fields))?);
                 }
                 None => {
                     object.next_value::<IgnoredAny>()?;
@@ -123,28 +158,60 @@ impl<'de> Visitor<'de> for Fields<'_> {
         }
         Ok(Value::Object(kept))
     }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut all = Vec::new();
+        while let Some(item) = items.next_element()? {
+            all.push(item);
+        }
+        Ok(Value::Array(all))
+    }
+
+    fn visit_str<E: Error>(self, text: &str) -> Result<Value, E> {
+        Ok(Value::String(text.to_owned()))
+    }
+
+    fn visit_bool<E: Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E: Error>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E: Error>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E: Error>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_unit<E: Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
 }
 
-/// A key, owned only when it is one of the fields.
-struct Wanted<'a>(&'a [String]);
+/// A key, owned (with what of its value is read) only when it is one of the fields.
+struct Wanted<'a>(&'a Fields);
 
-impl<'de> DeserializeSeed<'de> for Wanted<'_> {
-    type Value = Option<String>;
+impl<'de, 'a> DeserializeSeed<'de> for Wanted<'a> {
+    type Value = Option<(String, &'a Option<Fields>)>;
 
     fn deserialize<D: Deserializer<'de>>(self, key: D) -> Result<Self::Value, D::Error> {
         key.deserialize_str(self)
     }
 }
 
-impl<'de> Visitor<'de> for Wanted<'_> {
-    type Value = Option<String>;
+impl<'de, 'a> Visitor<'de> for Wanted<'a> {
+    type Value = Option<(String, &'a Option<Fields>)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a key")
     }
 
     fn visit_str<E: Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().any(|f| f == key).then(|| key.to_owned()))
+        Ok(self.0.get(key).map(|read| (key.to_owned(), read)))
     }
 }
 
@@ -161,36 +228,74 @@ mod tests {
             .unwrap()
     }
 
+    fn reads(subscription: &str, mapping: Value) -> Reads {
+        let subscription = Subscription::parse(subscription).unwrap();
+        Reads::of(
+            &subscription,
+            &Mapping::compile(Some(&mapping)).unwrap(),
+            false,
+        )
+    }
+
     #[test]
-    fn only_the_fields_read_are_parsed() {
-        let subscription = Subscription::parse(r#"type = "track" and context.ip != null"#).unwrap();
-        let mapping = Mapping::compile(Some(&json!({"user": {"@path": "$.userId"}}))).unwrap();
-        let reads = Reads::of(&subscription, &mapping, false);
-        assert_eq!(
-            reads,
-            Reads::Only(
-                ["context", "messageId", "type", "userId"]
-                    .map(String::from)
-                    .to_vec()
-            )
+    fn only_what_the_subscription_and_the_mapping_read_is_parsed() {
+        let reads = reads(
+            r#"type = "track" and context.page.path != null"#,
+            json!({"user": {"@path": "$.userId"}, "total": {"@path": "$.properties.total"},
+                   "all": {"@path": "$.properties.items"}, "items": {"@path": "$.properties.items.0"}}),
         );
-        let event = json!({"type": "track", "userId": "u", "messageId": "m",
-            "properties": {"big": [1, 2, 3]}, "context": {"ip": "1"}, "timestamp": "t"});
+        let event = json!({"type": "track", "userId": "u", "messageId": "m", "timestamp": "t",
+            "properties": {"total": 1.5, "items": [{"a": 1}, {"b": 2}], "big": "x"},
+            "context": {"ip": "1", "page": {"path": "/", "title": "T"}, "page2": {}}});
         let to = ["a".to_string()];
         let record = read(&reads, &event.to_string(), Some(&to));
         assert_eq!(
             record.event,
-            json!({"type": "track", "userId": "u", "messageId": "m", "context": {"ip": "1"}})
+            json!({"type": "track", "userId": "u", "messageId": "m",
+                   "properties": {"total": 1.5, "items": [{"a": 1}, {"b": 2}]},
+                   "context": {"page": {"path": "/"}}})
         );
         assert_eq!(record.to.as_deref(), Some(&to[..]));
         assert_eq!(record.trace.as_deref(), Some("00-trace"));
-        // Keys with escapes, repeated keys (the last value wins, as in a full parse), and
-        // what is not an object at all.
-        let text = r#"{"user\u0049d": "a", "userId": "b", "skip": {"x": "\""}}"#;
-        assert_eq!(read(&reads, text, None).event, json!({"userId": "b"}));
-        assert_eq!(read(&reads, "[1]", None).event, json!([1]));
+    }
+
+    #[test]
+    fn values_off_the_objects_read_are_kept_whole_and_keys_read_as_a_full_parse_reads_them() {
+        let reads = reads(
+            "userId != null",
+            json!({"x": {"@path": "$.a.b.c"}, "u": {"@path": "$.userId"}}),
+        );
+        for (event, kept) in [
+            // Not objects where the path expects them: kept as they are.
+            (r#"{"a": [{"b": 1}], "z": 0}"#, json!({"a": [{"b": 1}]})),
+            (r#"{"a": "text", "z": 0}"#, json!({"a": "text"})),
+            (r#"{"a": {"b": null, "z": 0}}"#, json!({"a": {"b": null}})),
+            (
+                r#"{"a": {"b": 12345678901234567890, "z": 0}}"#,
+                json!({"a": {"b": 12345678901234567890u64}}),
+            ),
+            (
+                r#"{"a": {"b": {"c": -1.5e300, "z": true}}}"#,
+                json!({"a": {"b": {"c": -1.5e300}}}),
+            ),
+            // Escaped keys, and a repeated key whose last value wins, as in a full parse.
+            (
+                r#"{"user\u0049d": "a", "userId": "b", "skip": {"x": "\""}}"#,
+                json!({"userId": "b"}),
+            ),
+            // Not an object at all.
+            ("[1]", json!([1])),
+            ("\"text\"", json!("text")),
+        ] {
+            assert_eq!(read(&reads, event, None).event, kept, "{event}");
+        }
         assert!(reads.record(b"{\"event\": {\"userId\": ").is_err());
         assert!(reads.record(b"{\"to\": []}").is_err());
+        assert!(
+            reads
+                .record(b"{\"event\": {\"userId\": \"\xff\"}}")
+                .is_err()
+        );
     }
 
     #[test]
@@ -206,6 +311,25 @@ mod tests {
         assert_eq!(
             read(&Reads::Everything, &event.to_string(), None).event,
             event
+        );
+    }
+
+    #[test]
+    fn a_field_read_whole_and_in_part_is_read_whole() {
+        let mut fields = Fields::default();
+        for path in [
+            &["a", "b"][..],
+            &["a"],
+            &["a", "c"],
+            &["d", "e"],
+            &["d", "f"],
+        ] {
+            fields.add(&path.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+        }
+        let d = Fields(vec![("e".into(), None), ("f".into(), None)]);
+        assert_eq!(
+            fields,
+            Fields(vec![("a".into(), None), ("d".into(), Some(d))])
         );
     }
 }

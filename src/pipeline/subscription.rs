@@ -183,25 +183,29 @@ impl Subscription {
         self.root.eval(event)
     }
 
-    /// The top-level fields of an event that matching looks at.
-    pub fn fields(&self) -> Vec<&'static str> {
-        let mut fields = Vec::new();
-        self.root.fields(&mut fields);
-        fields
+    /// The paths into an event (keys from the event down) that matching looks at.
+    pub fn paths(&self) -> Vec<Vec<String>> {
+        let mut paths = Vec::new();
+        self.root.paths(&mut paths);
+        paths
     }
 }
 
 impl Expr {
-    fn fields(&self, out: &mut Vec<&'static str>) {
+    fn paths(&self, out: &mut Vec<Vec<String>>) {
         match self {
             Expr::All => {}
             Expr::Or(a, b) | Expr::And(a, b) => {
-                a.fields(out);
-                b.fields(out);
+                a.paths(out);
+                b.paths(out);
             }
-            Expr::Not(e) => e.fields(out),
+            Expr::Not(e) => e.paths(out),
             Expr::Compare(field, _) | Expr::Text { field, .. } => out.push(match field {
-                Field::TopLevel(name) | Field::Path(name, _) => name,
+                Field::TopLevel(name) => vec![name.to_string()],
+                Field::Path(base, path) => std::iter::once(*base)
+                    .chain(jsvalue::split_keys(path))
+                    .map(String::from)
+                    .collect(),
             }),
         }
     }

@@ -1,48 +1,50 @@
-//! Which top-level fields of an event a mapping can read: the worker parses only those.
+//! Which paths into an event a mapping can read: the worker parses only what lies on them.
 
 use super::resolve::directive_name;
 use super::template::placeholder_paths;
 use crate::pipeline::jsvalue::path_keys;
 use serde_json::Value;
-use std::collections::BTreeSet;
 
-/// The top-level fields resolving `mapping` can read, or `None` when it can read any (the whole
-/// event, a path computed per event, a Liquid template). Errs on the side of more: what a
-/// relative mapping reads (`@arrayPath`'s shape, `@transform`'s mapping) is counted as if it
-/// read the event.
-pub fn read_fields(mapping: &Value) -> Option<BTreeSet<String>> {
-    let mut fields = BTreeSet::new();
-    collect(mapping, &mut fields).then_some(fields)
+/// The paths (keys from the event down) resolving `mapping` can read, or `None` when it can
+/// read anything (the whole event, a path computed per event, a Liquid template). Errs on the
+/// side of more: what a relative mapping reads (`@arrayPath`'s shape, `@transform`'s mapping)
+/// is counted as if it read the event.
+pub fn read_paths(mapping: &Value) -> Option<Vec<Vec<String>>> {
+    let mut paths = Vec::new();
+    collect(mapping, &mut paths).then_some(paths)
 }
 
-/// Adds what `mapping` reads to `fields`; `false` when that cannot be bounded.
-fn collect(mapping: &Value, fields: &mut BTreeSet<String>) -> bool {
+/// Adds what `mapping` reads to `paths`; `false` when that cannot be bounded.
+fn collect(mapping: &Value, paths: &mut Vec<Vec<String>>) -> bool {
     match mapping {
-        Value::Array(items) => items.iter().all(|item| collect(item, fields)),
+        Value::Array(items) => items.iter().all(|item| collect(item, paths)),
         Value::Object(object) => {
             let bounded = match directive_name(object).map(|name| (name, &object[name])) {
                 Some(("@path", Value::String(path))) => {
                     // As resolving does: JS's `path.replace('$.', '')`.
-                    head(&path.replacen("$.", "", 1), fields)
+                    add(&path.replacen("$.", "", 1), paths)
                 }
                 Some(("@template", Value::String(text))) => placeholder_paths(text)
-                    .is_some_and(|paths| paths.into_iter().all(|path| head(path, fields))),
+                    .is_some_and(|found| found.into_iter().all(|path| add(path, paths))),
                 Some(("@arrayPath", Value::Array(items))) => match items.first() {
-                    Some(Value::String(path)) => head(&path.replacen("$.", "", 1), fields),
+                    Some(Value::String(path)) => add(&path.replacen("$.", "", 1), paths),
                     _ => true,
                 },
                 Some(("@path" | "@template" | "@liquid", _)) => false,
                 _ => true,
             };
-            bounded && object.values().all(|value| collect(value, fields))
+            bounded && object.values().all(|value| collect(value, paths))
         }
         _ => true,
     }
 }
 
-fn head(path: &str, fields: &mut BTreeSet<String>) -> bool {
-    let head = path_keys(path).into_iter().next();
-    head.map(|key| fields.insert(key)).is_some()
+/// `false` for the event itself.
+fn add(path: &str, paths: &mut Vec<Vec<String>>) -> bool {
+    let keys = path_keys(path);
+    let bounded = !keys.is_empty();
+    paths.push(keys);
+    bounded
 }
 
 #[cfg(test)]
@@ -50,14 +52,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fields(mapping: Value) -> Option<Vec<String>> {
-        read_fields(&mapping).map(|f| f.into_iter().collect())
+    fn paths(mapping: Value) -> Option<Vec<String>> {
+        let mut found: Vec<String> = read_paths(&mapping)?
+            .into_iter()
+            .map(|keys| keys.join("/"))
+            .collect();
+        found.sort();
+        Some(found)
     }
 
     #[test]
-    fn paths_and_placeholders_name_their_first_key() {
+    fn paths_and_placeholders_are_split_as_resolving_splits_them() {
         assert_eq!(
-            fields(json!({
+            paths(json!({
                 "user": {"@path": "$.userId"},
                 "total": {"@path": "$.properties['total']"},
                 "greeting": {"@template": "Hi {{ traits.name }} from {{context.ip}}"},
@@ -67,12 +74,12 @@ mod tests {
             })),
             Some(
                 [
-                    "context",
+                    "context/ip",
                     "products",
-                    "properties",
+                    "properties/total",
                     "sentAt",
                     "sku",
-                    "traits",
+                    "traits/name",
                     "userId"
                 ]
                 .map(String::from)
@@ -91,7 +98,7 @@ mod tests {
             json!({"text": {"@template": "{{{properties.template}}}"}}),
             json!({"root": {"@template": "{{ . }}"}}),
         ] {
-            assert_eq!(fields(mapping.clone()), None, "{mapping}");
+            assert_eq!(paths(mapping.clone()), None, "{mapping}");
         }
     }
 }

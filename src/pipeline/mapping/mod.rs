@@ -8,7 +8,6 @@ mod template;
 mod validate;
 
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
 
 pub use template::LiquidTemplates;
 
@@ -44,9 +43,10 @@ impl Mapping {
         }
     }
 
-    /// The top-level fields of an event the mapping can read; `None`: any of them.
-    pub fn read_fields(&self) -> Option<BTreeSet<String>> {
-        fields::read_fields(&self.spec)
+    /// The paths into an event (keys from the event down) the mapping can read; `None`:
+    /// anything.
+    pub fn read_paths(&self) -> Option<Vec<Vec<String>>> {
+        fields::read_paths(&self.spec)
     }
 
     /// The payload for one event; keys that resolve to nothing are left out.
