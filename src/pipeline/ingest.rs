@@ -297,7 +297,8 @@ pub struct Message {
 /// When a request was received, formatted once for all its messages.
 struct Received {
     at: DateTime<Utc>,
-    text: String,
+    /// As a JSON string.
+    json: String,
 }
 
 /// The messages of a request of `kind` (`track`…, or `batch`), validated and filled in as
@@ -309,7 +310,7 @@ pub fn messages(
 ) -> Result<Vec<Message>, Rejection> {
     let received = Received {
         at: received_at,
-        text: format_time(received_at),
+        json: format!("\"{}\"", format_time(received_at)),
     };
     if kind != "batch" {
         body.insert("type".into(), raw(kind));
@@ -469,7 +470,7 @@ fn finish(mut msg: RawObject, received: &Received) -> Result<Message, String> {
         filled.string("messageId", &id);
         id
     };
-    filled.string("receivedAt", &received.text);
+    filled.json("receivedAt", received.json.clone());
     let client_time = text(&msg, "timestamp");
     let parsed_time = client_time.as_deref().and_then(parse_time);
     let sent_at = text(&msg, "sentAt").as_deref().and_then(parse_time);
@@ -479,7 +480,7 @@ fn finish(mut msg: RawObject, received: &Received) -> Result<Message, String> {
             filled.string("timestamp", &format_time(received.at - (sent - ts)));
         }
         (Some(_), None) => filled.string("timestamp", &client_time.unwrap_or_default()),
-        (None, _) => filled.string("timestamp", &received.text),
+        (None, _) => filled.json("timestamp", received.json.clone()),
     }
     let json = filled.write_into(&msg);
     if json.len() > MAX_MESSAGE_BYTES {
