@@ -314,7 +314,7 @@ pub fn messages(
     };
     if kind != "batch" {
         body.insert("type".into(), raw(kind));
-        return Ok(vec![finish(body, &received).map_err(bad)?]);
+        return Ok(vec![finish(body, kind, &received).map_err(bad)?]);
     }
     let Some(batch) = body.get("batch") else {
         return Err(not_a_batch());
@@ -339,7 +339,8 @@ pub fn messages(
                 ty
             )));
         }
-        out.push(finish(msg, &received).map_err(|e| bad(format!("batch[{i}]: {e}")))?);
+        let message = finish(msg, &ty, &received).map_err(|e| bad(format!("batch[{i}]: {e}")))?;
+        out.push(message);
     }
     Ok(out)
 }
@@ -446,9 +447,9 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 /// Validates a message and fills what Segment's servers fill: `messageId`, `receivedAt`, and
 /// `timestamp` (corrected for the client's clock skew when `sentAt` is known, keeping the
 /// client's value as `originalTimestamp`). The write key never travels further.
-fn finish(mut msg: RawObject, received: &Received) -> Result<Message, String> {
+/// `ty`: its `type`, already checked.
+fn finish(mut msg: RawObject, ty: &str, received: &Received) -> Result<Message, String> {
     msg.shift_remove("writeKey");
-    let ty = text(&msg, "type").unwrap_or_default();
     if !has_id(&msg, "userId") && !has_id(&msg, "anonymousId") {
         return Err(format!("a {ty} message needs a userId or an anonymousId"));
     }

@@ -23,6 +23,7 @@ use crate::oauth::manager::TokenSource;
 use crate::pipeline::transform::Outcome;
 use crate::shutdown::stopped;
 use crate::telemetry;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -58,16 +59,24 @@ struct DestinationMetrics {
     endpoint_healthy: prometheus::IntGauge,
     delivery_paused: prometheus::IntGauge,
     oldest_event_age: prometheus::Gauge,
+    /// Most events a destination does not deliver are filtered out by its subscription.
+    filtered_by_subscription: prometheus::IntCounter,
 }
+
+const BY_SUBSCRIPTION: &str = "subscription";
 
 impl DestinationMetrics {
     /// `reason`: `subscription`, or why the insert function dropped the event (its error
     /// class, `ReturnedNull`, `NoHandler`) — a small fixed set.
     fn filtered(&self, reason: &str) {
-        METRICS
-            .events_filtered
-            .with_label_values(&[&self.name, reason])
-            .inc();
+        if reason == BY_SUBSCRIPTION {
+            self.filtered_by_subscription.inc();
+        } else {
+            METRICS
+                .events_filtered
+                .with_label_values(&[&self.name, reason])
+                .inc();
+        }
     }
 
     fn new(name: &str) -> Self {
@@ -82,6 +91,9 @@ impl DestinationMetrics {
             endpoint_healthy: METRICS.endpoint_healthy.with_label_values(&[name]),
             delivery_paused: METRICS.delivery_paused.with_label_values(&[name]),
             oldest_event_age: METRICS.oldest_event_age.with_label_values(&[name]),
+            filtered_by_subscription: METRICS
+                .events_filtered
+                .with_label_values(&[name, BY_SUBSCRIPTION]),
         }
     }
 }
@@ -94,7 +106,7 @@ pub struct Worker {
 enum Prepared {
     NotForUs,
     /// Dropped by the subscription or the insert function, with the reason counted.
-    Filtered(String),
+    Filtered(Cow<'static, str>),
     Ready(Item),
     Failed(DeadLetter),
     /// The insert function threw `RetryError`.
@@ -406,7 +418,7 @@ impl Worker {
                 let original = serde_json::to_vec(original).expect("JSON values serialize");
                 self.mapped(seq, &envelope::encode(None, None, &original), &event)
             }
-            Outcome::Drop { reason, .. } => Prepared::Filtered(reason),
+            Outcome::Drop { reason, .. } => Prepared::Filtered(reason.into()),
             Outcome::Retry(message) => Prepared::Retry(message),
             Outcome::Fail(message) => Prepared::Failed(dead_letter(
                 dest,
@@ -451,7 +463,7 @@ impl Worker {
             return Prepared::NotForUs;
         }
         if !dest.subscription.matches(&envelope.event) {
-            return Prepared::Filtered("subscription".into());
+            return Prepared::Filtered(BY_SUBSCRIPTION.into());
         }
         let event = envelope.event;
         let mut prepared = match &dest.transform {
