@@ -1,6 +1,6 @@
 //! Which paths into an event a mapping can read: the worker parses only what lies on them.
 
-use super::resolve::directive_name;
+use super::resolve::{directive_name, from_root};
 use super::template::placeholder_paths;
 use crate::pipeline::jsvalue::path_keys;
 use serde_json::Value;
@@ -20,14 +20,11 @@ fn collect(mapping: &Value, paths: &mut Vec<Vec<String>>) -> bool {
         Value::Array(items) => items.iter().all(|item| collect(item, paths)),
         Value::Object(object) => {
             let bounded = match directive_name(object).map(|name| (name, &object[name])) {
-                Some(("@path", Value::String(path))) => {
-                    // As resolving does: JS's `path.replace('$.', '')`.
-                    add(&path.replacen("$.", "", 1), paths)
-                }
+                Some(("@path", Value::String(path))) => add(&from_root(path), paths),
                 Some(("@template", Value::String(text))) => placeholder_paths(text)
                     .is_some_and(|found| found.into_iter().all(|path| add(path, paths))),
                 Some(("@arrayPath", Value::Array(items))) => match items.first() {
-                    Some(Value::String(path)) => add(&path.replacen("$.", "", 1), paths),
+                    Some(Value::String(path)) => add(&from_root(path), paths),
                     _ => true,
                 },
                 Some(("@path" | "@template" | "@liquid", _)) => false,

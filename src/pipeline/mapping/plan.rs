@@ -6,7 +6,7 @@
 //! than the lookups themselves.
 
 use super::MappingError;
-use super::resolve::{Resolver, directive_name};
+use super::resolve::{Resolver, directive_name, from_root};
 use crate::pipeline::jsvalue;
 use serde_json::Value;
 
@@ -25,11 +25,10 @@ pub enum Plan {
 impl Plan {
     pub fn compile(mapping: &Value) -> Plan {
         match mapping {
-            Value::Object(object) => match directive_name(object) {
-                Some("@path") if object["@path"].is_string() => {
-                    let path = object["@path"].as_str().expect("checked");
-                    // As resolving does: JS's `path.replace('$.', '')`.
-                    Plan::Path(jsvalue::path_keys(&path.replacen("$.", "", 1)))
+            Value::Object(object) => match directive_name(object).map(|name| (name, &object[name]))
+            {
+                Some(("@path", Value::String(path))) => {
+                    Plan::Path(jsvalue::path_keys(&from_root(path)))
                 }
                 Some(_) => Plan::Directive(mapping.clone()),
                 None => Plan::Object(

@@ -56,13 +56,7 @@ impl Resolver<'_> {
         match name {
             "@path" => {
                 let path = self.string_arg(name, value, payload)?;
-                // JS's `path.replace('$.', '')`: the first occurrence, wherever it is.
-                let path = match path.find("$.") {
-                    Some(0) => Cow::Borrowed(&path[2..]),
-                    Some(_) => Cow::Owned(path.replacen("$.", "", 1)),
-                    None => Cow::Borrowed(&*path),
-                };
-                Ok(jsvalue::get(Some(payload), &path).map(Cow::into_owned))
+                Ok(jsvalue::get(Some(payload), &from_root(&path)).map(Cow::into_owned))
             }
             "@template" => {
                 let text = self.string_arg(name, value, payload)?;
@@ -222,7 +216,7 @@ impl Resolver<'_> {
         };
         let root = match items.first() {
             Some(Value::String(path)) => {
-                jsvalue::get(Some(payload), &path.replacen("$.", "", 1)).map(|v| v.into_owned())
+                jsvalue::get(Some(payload), &from_root(path)).map(Cow::into_owned)
             }
             Some(other) => self.resolve(other, payload)?,
             None => None,
@@ -360,6 +354,16 @@ fn loosely_equals_empty_string(v: &Value) -> bool {
         Value::Bool(b) => !b,
         Value::Array(_) => jsvalue::to_js_string(v).is_empty(),
         Value::Null | Value::Object(_) => false,
+    }
+}
+
+/// The path an `@path` or `@arrayPath` walks: JS's `path.replace('$.', '')`, the first
+/// occurrence, wherever it is.
+pub(super) fn from_root(path: &str) -> Cow<'_, str> {
+    match path.find("$.") {
+        Some(0) => Cow::Borrowed(&path[2..]),
+        Some(_) => Cow::Owned(path.replacen("$.", "", 1)),
+        None => Cow::Borrowed(path),
     }
 }
 
