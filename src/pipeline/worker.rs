@@ -14,7 +14,7 @@ use super::deliver::request::RequestTemplate;
 use super::deliver::request::request_id;
 use super::deliver::tls::TlsSettings;
 use super::deliver::{Attempt, ClientError, HttpSender, Verdict};
-use super::envelope::{self, Envelope};
+use super::envelope::Envelope;
 use super::inbox::{Inbox, TEND_INTERVAL};
 use crate::config::destination::{Destination, LiveDestination};
 use crate::metrics::METRICS;
@@ -111,14 +111,15 @@ enum Prepared {
     Failed(DeadLetter),
     /// The insert function threw `RetryError`.
     Retry(String),
-    /// Waits for `onBatch` with the events around it.
-    ForBatchFunction(serde_json::Value),
+    /// Waits for `onBatch` with the events around it; with its queue record.
+    ForBatchFunction(serde_json::Value, Vec<u8>),
 }
 
-/// Events waiting for the insert function's `onBatch`, collected like a batch.
+/// Events waiting for the insert function's `onBatch`, collected like a batch: each with its
+/// queue position and record.
 #[derive(Default)]
 struct FunctionBatch {
-    events: Vec<(u64, serde_json::Value)>,
+    events: Vec<(u64, serde_json::Value, Vec<u8>)>,
     opened: Option<Instant>,
 }
 
@@ -229,9 +230,9 @@ impl Worker {
                 return;
             };
             match prepared {
-                Prepared::ForBatchFunction(event) => {
+                Prepared::ForBatchFunction(event, record) => {
                     waiting.opened.get_or_insert_with(Instant::now);
-                    waiting.events.push((seq, event));
+                    waiting.events.push((seq, event, record));
                     if waiting.events.len() >= dest.batching.size
                         && !self
                             .flush_function_batch(
@@ -285,7 +286,7 @@ impl Worker {
                         }
                     }
                 }
-                Prepared::Retry(_) | Prepared::ForBatchFunction(_) => {
+                Prepared::Retry(_) | Prepared::ForBatchFunction(..) => {
                     unreachable!("resolved before batching")
                 }
             }
@@ -370,7 +371,7 @@ impl Worker {
             .transform
             .as_ref()
             .expect("only with an insert function");
-        let inputs: Vec<serde_json::Value> = events.iter().map(|(_, e)| e.clone()).collect();
+        let inputs: Vec<serde_json::Value> = events.iter().map(|(_, e, _)| e.clone()).collect();
         let first = Instant::now();
         let mut attempts = 0;
         let outcomes = loop {
@@ -398,11 +399,13 @@ impl Worker {
             Ok(outcomes) => events
                 .into_iter()
                 .zip(outcomes)
-                .map(|((seq, event), outcome)| (seq, self.after_function(seq, &event, outcome)))
+                .map(|((seq, _, record), outcome)| {
+                    (seq, self.after_function(seq, &record, outcome))
+                })
                 .collect(),
             Err(message) => events
                 .into_iter()
-                .map(|(seq, event)| {
+                .map(|(seq, event, _)| {
                     let letter = dead_letter(dest, event, attempts, None, message.clone());
                     (seq, Prepared::Failed(letter))
                 })
@@ -410,19 +413,16 @@ impl Worker {
         }
     }
 
-    /// An insert function's verdict on `original`, mapped when it continues.
-    fn after_function(&self, seq: u64, original: &serde_json::Value, outcome: Outcome) -> Prepared {
+    /// An insert function's verdict on the event of `record`, mapped when it continues.
+    fn after_function(&self, seq: u64, record: &[u8], outcome: Outcome) -> Prepared {
         let dest = &self.shared.dest;
         match outcome {
-            Outcome::Continue(event) => {
-                let original = serde_json::to_vec(original).expect("JSON values serialize");
-                self.mapped(seq, &envelope::encode(None, None, &original), &event)
-            }
+            Outcome::Continue(event) => self.mapped(seq, record, &event),
             Outcome::Drop { reason, .. } => Prepared::Filtered(reason.into()),
             Outcome::Retry(message) => Prepared::Retry(message),
             Outcome::Fail(message) => Prepared::Failed(dead_letter(
                 dest,
-                original.clone(),
+                queued_event(record),
                 0,
                 None,
                 format!("insert function: {message}"),
@@ -469,11 +469,11 @@ impl Worker {
         let mut prepared = match &dest.transform {
             None => self.mapped(seq, bytes, &event),
             Some(f) if f.has_batch_handler() && dest.batching.size > 1 => {
-                Prepared::ForBatchFunction(event)
+                Prepared::ForBatchFunction(event, bytes.to_vec())
             }
             Some(f) => {
                 let outcome = f.run(&event, &dest.settings);
-                self.after_function(seq, &event, outcome)
+                self.after_function(seq, bytes, outcome)
             }
         };
         if let Prepared::Ready(item) = &mut prepared {
