@@ -13,6 +13,7 @@
 //! ([`segment`]), so it costs only the records it touches.
 
 mod cursor;
+mod landmarks;
 mod reader;
 mod segment;
 
@@ -21,6 +22,7 @@ pub use reader::Reader;
 /// Where a segment starting at a sequence number lives (the fuzz target `queue_records` writes one).
 pub use segment::segment_path;
 
+use landmarks::{Landmark, Landmarks};
 use segment::list_segments;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -75,6 +77,7 @@ pub struct Queue {
     durable: watch::Receiver<Durable>,
     /// False from a failed append until an append (or a probe of the disk) succeeds.
     healthy: Arc<AtomicBool>,
+    landmarks: Arc<Landmarks>,
 }
 
 impl Queue {
@@ -99,13 +102,16 @@ impl Queue {
         let healthy = Arc::new(AtomicBool::new(true));
         let (durable_tx, durable_rx) = watch::channel(durable);
         let (appends, rx) = mpsc::channel(1024);
+        let landmarks = Arc::new(Landmarks::default());
         let writer = Writer {
             dir: dir.to_path_buf(),
             segment,
             next_seq: durable.next_seq,
             durable: durable_tx,
             healthy: healthy.clone(),
+            landmarks: landmarks.clone(),
             buf: Vec::new(),
+            marks: Vec::new(),
         };
         std::thread::Builder::new()
             .name("hookline-queue-writer".into())
@@ -116,6 +122,7 @@ impl Queue {
             appends,
             durable: durable_rx,
             healthy,
+            landmarks,
         })
     }
 
@@ -138,7 +145,12 @@ impl Queue {
 
     /// A reader positioned at `from` (the first sequence number it will return).
     pub fn reader(&self, from: u64) -> Reader {
-        Reader::new(self.dir.clone(), self.durable.clone(), from)
+        Reader::new(
+            self.dir.clone(),
+            self.durable.clone(),
+            self.landmarks.clone(),
+            from,
+        )
     }
 
     /// Whether an append can be stored now. After a failed append this writes (and removes) a
@@ -165,6 +177,7 @@ impl Queue {
             let (next_first, _) = pair[1];
             if next_first <= min_cursor {
                 fs::remove_file(path).map_err(io(path))?;
+                self.landmarks.forget_before(next_first);
                 removed += 1;
             }
         }
@@ -252,7 +265,10 @@ struct Writer {
     next_seq: u64,
     durable: watch::Sender<Durable>,
     healthy: Arc<AtomicBool>,
+    landmarks: Arc<Landmarks>,
     buf: Vec<u8>,
+    /// The landmarks in `buf`: sequence numbers and their offsets in it.
+    marks: Vec<(u64, u64)>,
 }
 
 impl Writer {
@@ -274,8 +290,12 @@ impl Writer {
 
     fn write_group(&mut self, group: &[Append]) -> Result<(), QueueError> {
         self.buf.clear();
+        self.marks.clear();
         let mut seq = self.next_seq;
         for payload in group.iter().flat_map(|a| &a.payloads) {
+            if Landmarks::is_landmark(seq) {
+                self.marks.push((seq, self.buf.len() as u64));
+            }
             segment::encode(seq, payload, &mut self.buf);
             seq += 1;
         }
@@ -290,6 +310,13 @@ impl Writer {
             let error = io(&segment.path)(e);
             self.seal_after_failure(start_size);
             return Err(error);
+        }
+        for &(seq, offset) in &self.marks {
+            let at = Landmark {
+                segment: segment.first_seq,
+                offset: start_size + offset,
+            };
+            self.landmarks.note(seq, at);
         }
         segment.size += self.buf.len() as u64;
         self.next_seq = seq;

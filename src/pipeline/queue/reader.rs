@@ -1,9 +1,11 @@
 //! Following the log from a position: records are returned once durable, in sequence order;
 //! damaged ones are skipped (the caller sees the gap in sequence numbers).
 
+use super::landmarks::{Landmark, Landmarks};
 use super::segment::{Expect, Found, SegmentFile, list_segments};
 use super::{Durable, QueueError, io};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// What one look at the log found.
@@ -18,6 +20,7 @@ enum Step {
 pub struct Reader {
     dir: PathBuf,
     durable: watch::Receiver<Durable>,
+    landmarks: Arc<Landmarks>,
     next: u64,
     at: Option<Position>,
 }
@@ -37,10 +40,16 @@ struct Sealed {
 }
 
 impl Reader {
-    pub(super) fn new(dir: PathBuf, durable: watch::Receiver<Durable>, from: u64) -> Reader {
+    pub(super) fn new(
+        dir: PathBuf,
+        durable: watch::Receiver<Durable>,
+        landmarks: Arc<Landmarks>,
+        from: u64,
+    ) -> Reader {
         Reader {
             dir,
             durable,
+            landmarks,
             next: from,
             at: None,
         }
@@ -169,16 +178,26 @@ impl Reader {
             self.next = first;
         }
         let mut file = SegmentFile::open(&path, first).map_err(io(&path))?;
-        // Skip records before `next`, walking their headers.
+        // Skip records before `next`, walking from the nearest landmark, noting those passed.
         let limit = file.len().map_err(io(&path))?;
-        let mut offset = 0;
+        let (from, mut offset) = self
+            .landmarks
+            .before(first, self.next)
+            .unwrap_or((first, 0));
         let expect = Expect {
-            min: first,
+            min: from,
             max: self.next,
         };
-        while let Found::Record { end, .. } =
+        while let Found::Record { seq, end, .. } =
             file.record_at(offset, limit, expect).map_err(io(&path))?
         {
+            if Landmarks::is_landmark(seq) {
+                let at = Landmark {
+                    segment: first,
+                    offset,
+                };
+                self.landmarks.note(seq, at);
+            }
             offset = end;
         }
         self.at = Some(Position {

@@ -207,3 +207,35 @@ async fn a_log_whose_durable_records_cannot_be_read_does_not_spin_the_reader() {
     .expect("the reader moved on");
     assert_eq!(found, (head, b"after".to_vec()));
 }
+
+#[tokio::test]
+async fn readers_opened_deep_in_a_segment_start_at_a_landmark_and_read_the_right_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let every = landmarks::EVERY;
+    let payload = |seq: u64| format!("event-{seq}").into_bytes();
+    let total = 3 * every + 10;
+    {
+        let q = Queue::open(dir.path()).unwrap();
+        for group in (0..total).collect::<Vec<_>>().chunks(700) {
+            q.append(group.iter().map(|&s| payload(s)).collect())
+                .await
+                .unwrap();
+        }
+        let (from, offset) = q.landmarks.before(0, 2 * every + 5).unwrap();
+        assert_eq!(from, 2 * every);
+        assert!(offset > 0);
+        for from in [0, every - 1, every, 2 * every + 5, total - 1] {
+            assert_eq!(q.reader(from).next().await.unwrap(), (from, payload(from)));
+        }
+    }
+    // After a restart nothing is known until a reader walks past it.
+    let q = Queue::open(dir.path()).unwrap();
+    assert_eq!(q.landmarks.before(0, 2 * every + 5), None);
+    let deep = 2 * every + 5;
+    assert_eq!(q.reader(deep).next().await.unwrap(), (deep, payload(deep)));
+    assert_eq!(q.landmarks.before(0, deep).map(|(s, _)| s), Some(2 * every));
+    assert_eq!(
+        q.reader(deep + 1).next().await.unwrap(),
+        (deep + 1, payload(deep + 1))
+    );
+}
