@@ -115,7 +115,11 @@ impl Queue {
         };
         std::thread::Builder::new()
             .name("hookline-queue-writer".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                // Its work is ingestion's: accepting, not delivering.
+                crate::runtimes::yield_to_delivery();
+                writer.run(rx)
+            })
             .map_err(io(dir))?;
         Ok(Queue {
             dir: dir.to_path_buf(),
