@@ -261,7 +261,14 @@ async fn a_destination_becomes_owned_children_and_ready_follows_the_worker() {
         container.args.clone().unwrap(),
         ["worker", "--config", "/etc/hookline/config/worker.yaml"]
     );
-    assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+    for probe in [&container.readiness_probe, &container.liveness_probe] {
+        let probe = probe.as_ref().expect("worker probes");
+        assert_eq!(
+            probe.timeout_seconds,
+            Some(5),
+            "probes wait for ingestion threads that yield to delivery"
+        );
+    }
     let sc = container.security_context.clone().unwrap();
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.read_only_root_filesystem, Some(true));

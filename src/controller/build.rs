@@ -357,6 +357,10 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period),
+        // The worker serves these from its ingestion threads, which yield the CPU to delivery
+        // (see `runtimes`): with a CPU limit that delivery alone fills, an answer measured
+        // up to a third of a second, too close to the kubelet's default of one.
+        timeout_seconds: Some(PROBE_TIMEOUT_SECONDS),
         ..Probe::default()
     };
     let container = Container {
@@ -439,6 +443,8 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
         ..Deployment::default()
     }
 }
+
+const PROBE_TIMEOUT_SECONDS: i32 = 5;
 
 fn default_resources() -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_string());
