@@ -36,7 +36,8 @@ impl ConsumerPlan {
     /// With `concurrency` 1 and batches of one, a single event is out at a time: JetStream
     /// itself keeps the order, even across retries (a negatively acknowledged event blocks the
     /// next). Otherwise enough for every request slot to have a full batch and the next one
-    /// waiting.
+    /// waiting, and never fewer than four workers' pulls (see `Inbox::stream`): JetStream
+    /// cuts a pull short at this limit.
     pub fn new(
         names: DestinationNames,
         key: Option<KeyDigest>,
@@ -46,7 +47,7 @@ impl ConsumerPlan {
         let max_ack_pending = if concurrency == 1 && batch_size == 1 {
             1
         } else {
-            (2 * concurrency * batch_size).clamp(64, 20_000) as i64
+            (2 * concurrency * batch_size).clamp(1024, 20_000) as i64
         };
         ConsumerPlan {
             names,

@@ -74,12 +74,10 @@ impl Inbox {
         concurrency: usize,
         batch_size: usize,
     ) -> Result<Inbox, crate::jetstream::NatsError> {
-        let (reader, acks) = crate::jetstream::inbox::open(
-            &nats,
-            &names,
-            (concurrency * batch_size).clamp(16, 1000),
-        )
-        .await?;
+        // Each pull is a round trip through nats-server: pulling 16 at a time held unbatched
+        // delivery to 9–14 % of the endpoint's rate while ingesting, 256 gave 27–35 %.
+        let prefetch = (concurrency * batch_size).clamp(256, 1000);
+        let (reader, acks) = crate::jetstream::inbox::open(&nats, &names, prefetch).await?;
         Ok(Inbox::Stream(Box::new(StreamInbox {
             nats,
             names,
