@@ -52,7 +52,10 @@ impl Sink {
         // Scanned, not parsed, for the same reason: the latency measured is Hookline's.
         let now = now_micros();
         const KEY: &[u8] = b"\"req\":";
-        let reqs = body.windows(KEY.len()).enumerate().filter(|(_, w)| *w == KEY);
+        let reqs = body
+            .windows(KEY.len())
+            .enumerate()
+            .filter(|(_, w)| *w == KEY);
         let mut arrivals = self.arrivals.lock().expect("sink lock");
         let before = arrivals.len();
         for (at, _) in reqs {
