@@ -445,19 +445,17 @@ impl Worker {
 
     fn prepare(&self, seq: u64, bytes: &[u8]) -> Prepared {
         let dest = &self.shared.dest;
-        let unreadable = |e: serde_json::Error| {
-            let raw = serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
-            Prepared::Failed(dead_letter(
-                dest,
-                raw,
-                0,
-                None,
-                format!("queue record {seq} is not valid JSON: {e}"),
-            ))
-        };
         let envelope = match dest.reads.record(bytes) {
             Ok(e) => e,
-            Err(e) => return unreadable(e),
+            Err(e) => {
+                return Prepared::Failed(dead_letter(
+                    dest,
+                    record_as_text(bytes),
+                    0,
+                    None,
+                    format!("queue record {seq} is not valid JSON: {e}"),
+                ));
+            }
         };
         if !envelope.is_for(self.shared.inbox.recipient(dest)) {
             return Prepared::NotForUs;
@@ -535,8 +533,13 @@ async fn tend(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
 fn queued_event(record: &[u8]) -> serde_json::Value {
     match serde_json::from_slice::<Envelope>(record) {
         Ok(envelope) => envelope.event,
-        Err(_) => serde_json::Value::String(String::from_utf8_lossy(record).into_owned()),
+        Err(_) => record_as_text(record),
     }
+}
+
+/// A queue record that is not valid JSON, kept as text in its dead letter.
+fn record_as_text(record: &[u8]) -> serde_json::Value {
+    serde_json::Value::String(String::from_utf8_lossy(record).into_owned())
 }
 
 fn dead_letter(
