@@ -5,7 +5,7 @@
 use crate::api::GrantType;
 use crate::config::destination::token_secret_name;
 use crate::config::destination::{Destination, LiveDestination};
-use crate::jetstream::names::{DestinationNames, KeyDigest};
+use crate::jetstream::names::DestinationNames;
 use crate::jetstream::objects::{ConsumerPlan, Retention};
 use crate::jetstream::{self, Nats};
 use crate::metrics::METRICS;
@@ -346,16 +346,24 @@ impl LocalQueue {
     }
 }
 
-/// The destination's consumer and route (`run --nats`).
+/// The destination's consumer, reading the subject of its source or its own, and the route of
+/// the source it reads (`run --nats`).
 async fn ensure_destination(nats: &Nats, dest: &Destination) -> Result<(), jetstream::NatsError> {
-    let plan = ConsumerPlan::new(
-        DestinationNames::new(&dest.namespace, &dest.name),
-        dest.write_key.as_deref().map(KeyDigest::of),
-        dest.concurrency,
-        dest.batching.size,
-    );
+    let names = dest.names();
+    let subject = dest
+        .source
+        .as_ref()
+        .map_or_else(|| names.subject(), |s| s.spec.subject.clone());
+    let plan = ConsumerPlan::new(names, subject, dest.concurrency, dest.batching.size);
     jetstream::objects::ensure_consumer(nats, &plan).await?;
-    jetstream::objects::ensure_route(nats, &plan.names, plan.key.as_ref()).await
+    let own = plan.names.consumer();
+    if let Some(source) = &dest.source {
+        jetstream::objects::ensure_route(nats, &source.spec.route, Some(&source.spec)).await?;
+    }
+    if dest.source.as_ref().is_none_or(|s| s.spec.route != own) {
+        jetstream::objects::ensure_route(nats, own, None).await?;
+    }
+    Ok(())
 }
 
 /// Tries `attempt` (for `what`: the streams, or a destination) every second until JetStream
@@ -424,8 +432,8 @@ fn routes(destinations: &[LiveDestination]) -> Vec<Route> {
         .map(|live| live.borrow())
         .filter(|d| d.enabled)
         .map(|d| Route {
-            names: DestinationNames::new(&d.namespace, &d.name),
-            key: d.write_key.as_deref().map(KeyDigest::of),
+            names: d.names(),
+            source: d.source.clone(),
         })
         .collect()
 }

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod runtimes;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenancy;
 
 /// The innermost error's message: what actually went wrong, without the wrappers' prefixes.
 pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

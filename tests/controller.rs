@@ -6,215 +6,21 @@ mod support;
 use hookline::api::WebhookDestination;
 use hookline::config::worker::WorkerConfig;
 use hookline::controller::build::{CONFIG_HASH_ANNOTATION, CONFIG_KEY};
-use hookline::controller::operator::{self, OperatorOptions};
 use hookline::controller::worker_status::WorkerStatusOptions;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::apiserver::ApiServer;
+use support::operator::{
+    NS, Operator, bearer_destination, condition, eventually, options, wait_condition,
+};
 use support::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
-
-const NS: &str = "analytics";
-
-struct Operator {
-    server: ApiServer,
-    client: Client,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    port: u16,
-}
-
-fn options(leader_election: Option<&str>, identity: &str, port: u16) -> OperatorOptions {
-    OperatorOptions {
-        leader_election: leader_election.map(str::to_string),
-        identity: identity.into(),
-        ..support::operator_options(port)
-    }
-}
-
-impl Operator {
-    async fn start() -> Operator {
-        Operator::start_on(ApiServer::new(), None, "op-1").await
-    }
-
-    async fn start_on(server: ApiServer, lease: Option<&str>, identity: &str) -> Operator {
-        Operator::launch(server, options(lease, identity, free_port()))
-    }
-
-    fn launch(server: ApiServer, opts: OperatorOptions) -> Operator {
-        let client = server.client();
-        let (stop, shutdown) = watch::channel(false);
-        let port = opts.listen.port();
-        let task = tokio::spawn(operator::run(client.clone(), opts, shutdown));
-        Operator {
-            server,
-            client,
-            stop,
-            task,
-            port,
-        }
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
-        Api::namespaced(self.client.clone(), NS)
-    }
-
-    async fn create_destination(&self, yaml: &str) -> WebhookDestination {
-        let dest: WebhookDestination = serde_saphyr::from_str(yaml).unwrap();
-        self.api()
-            .create(&PostParams::default(), &dest)
-            .await
-            .unwrap()
-    }
-
-    async fn create_secret(&self, name: &str, data: serde_json::Value) {
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": NS},
-            "stringData": data,
-        }))
-        .unwrap();
-        self.api::<Secret>()
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap();
-    }
-
-    async fn destination(&self, name: &str) -> WebhookDestination {
-        self.api().get(name).await.unwrap()
-    }
-
-    /// Plays the Deployment controller: every replica is up to date and available.
-    async fn make_available(&self, name: &str) {
-        let api: Api<Deployment> = self.api();
-        let d = api.get(name).await.unwrap();
-        let replicas = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let status = json!({"status": {
-            "observedGeneration": d.metadata.generation,
-            "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": replicas, "availableReplicas": replicas,
-        }});
-        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
-            .await
-            .unwrap();
-    }
-
-    async fn ready(&self) -> bool {
-        reqwest::get(format!("http://127.0.0.1:{}/readyz", self.port))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    }
-
-    /// An operator with `orders` (Bearer, its Secret `crm`) deployed and `Ready`.
-    async fn with_a_ready_destination() -> Operator {
-        let op = Operator::start().await;
-        op.create_secret("crm", json!({"token": "t"})).await;
-        op.create_destination(&bearer_destination("orders", ""))
-            .await;
-        wait_condition(&op, "orders", "WorkerAvailable", "False").await;
-        op.make_available("orders-hookline").await;
-        wait_condition(&op, "orders", "Ready", "True").await;
-        op
-    }
-
-    /// Deletes a child Service, as drift, and waits for the operator to recreate it.
-    async fn delete_service_and_wait_for_it(&self, name: &str) {
-        self.api::<Service>()
-            .delete(name, &DeleteParams::default())
-            .await
-            .unwrap();
-        eventually("the deleted Service to be recreated", || async {
-            self.api::<Service>().get_opt(name).await.unwrap()
-        })
-        .await;
-    }
-
-    /// Serves the API server over HTTP and writes a kubeconfig for a `hookline` process; the
-    /// file lives as long as the returned directory.
-    async fn kubeconfig(&self) -> (tempfile::TempDir, std::path::PathBuf) {
-        let addr = self.server.serve().await;
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, NS)).unwrap();
-        (dir, kubeconfig)
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing with `what` after a deadline.
-async fn eventually<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `(status, reason, message)` of a condition.
-fn condition(d: &WebhookDestination, kind: &str) -> Option<(String, String, String)> {
-    d.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-async fn wait_condition(
-    op: &Operator,
-    name: &str,
-    kind: &str,
-    status: &str,
-) -> (WebhookDestination, String, String) {
-    eventually(&format!("{name}: {kind}={status}"), || async {
-        let d = op.destination(name).await;
-        match condition(&d, kind) {
-            Some((s, reason, message)) if s == status => Some((d, reason, message)),
-            _ => None,
-        }
-    })
-    .await
-}
-
-fn bearer_destination(name: &str, extra: &str) -> String {
-    format!(
-        r#"apiVersion: hookline.dev/v1alpha1
-kind: WebhookDestination
-metadata: {{ name: {name}, namespace: {NS} }}
-spec:
-  endpoint: {{ url: "https://crm.example.com/api/events" }}
-  auth:
-    type: Bearer
-    bearer: {{ tokenSecretRef: {{ name: crm, key: token }} }}
-  mapping: {{ id: {{ "@path": "$.messageId" }} }}
-{extra}"#
-    )
-}
 
 #[tokio::test]
 async fn a_destination_becomes_owned_children_and_ready_follows_the_worker() {
@@ -809,9 +615,33 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
             .await
             .unwrap();
     }
+    let source: hookline::api::WebhookSource = serde_json::from_value(json!({
+        "apiVersion": "hookline.dev/v1alpha1", "kind": "WebhookSource",
+        "metadata": {"name": "website", "namespace": NS}, "spec": {},
+    }))
+    .unwrap();
+    Api::namespaced(server.client(), NS)
+        .create(&PostParams::default(), &source)
+        .await
+        .unwrap();
+    let reader: WebhookDestination = serde_saphyr::from_str(&bearer_destination(
+        "reader",
+        "  source:\n    sourceRef: { name: website }\n",
+    ))
+    .unwrap();
+    destinations
+        .create(&PostParams::default(), &reader)
+        .await
+        .unwrap();
     let setup_calls = server.calls();
     let op = Operator::start_on(server.clone(), Some("hookline-system"), "op-a").await;
     wait_condition(&op, "orders", "Accepted", "True").await;
+    wait_condition(&op, "reader", "Accepted", "True").await;
+    let sources: Api<hookline::api::WebhookSource> = op.api();
+    eventually("the source's status", || async {
+        sources.get("website").await.unwrap().status.filter(|s| s.destinations == Some(1))
+    })
+    .await;
     wait_condition(&op, "tokens", "AuthReady", "True").await;
     op.make_available("orders-hookline").await;
     wait_condition(&op, "orders", "Ready", "True").await;
@@ -822,6 +652,7 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
     // results) is not the operator's.
     let own = [
         "get hookline.dev/v1alpha1/webhookdestinations",
+        "get hookline.dev/v1alpha1/webhooksources",
         "patch apps/v1/deployments/status",
         "get apps/v1/deployments",
         "delete v1/services",
@@ -830,7 +661,11 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
     let operator_calls = calls_since(&server, &setup_calls, &own);
     assert_rules_cover_exactly(
         &operator_calls,
-        &["operator-rules.yaml", "leader-election-rules.yaml"],
+        &[
+            "operator-rules.yaml",
+            "namespace-rules.yaml",
+            "leader-election-rules.yaml",
+        ],
     );
 }
 
@@ -1197,7 +1032,11 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     let stream = js.get_stream("HOOKLINE_EVENTS").await.unwrap();
     let consumer = stream.consumer_info(format!("{NS}_orders")).await.unwrap();
     let digest = hookline::jetstream::names::KeyDigest::of("wk-1");
-    assert_eq!(consumer.config.filter_subject, digest.subject());
+    // A private key's events are this destination's alone: its own subject.
+    assert_eq!(
+        consumer.config.filter_subject,
+        format!("hookline.events.dest.{NS}_orders")
+    );
     let routes = js.get_key_value("hookline-routes").await.unwrap();
     assert!(
         routes
@@ -1271,8 +1110,12 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     // A short scenario: every call covered, and the JetStream rules all needed.
     assert_rules_cover(
         &operator_calls,
-        &["operator-rules.yaml", "jetstream-rules.yaml"],
-        1,
+        &[
+            "operator-rules.yaml",
+            "namespace-rules.yaml",
+            "jetstream-rules.yaml",
+        ],
+        2,
     );
 }
 

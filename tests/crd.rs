@@ -8,20 +8,30 @@ fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn committed_crd() -> Value {
-    let text = std::fs::read_to_string(repo("crds/webhookdestinations.hookline.dev.yaml")).unwrap();
+const DESTINATIONS: &str = "webhookdestinations.hookline.dev.yaml";
+const SOURCES: &str = "webhooksources.hookline.dev.yaml";
+
+fn committed(file: &str) -> Value {
+    let text = std::fs::read_to_string(repo(&format!("crds/{file}"))).unwrap();
     serde_saphyr::from_str(&text).unwrap()
 }
 
+fn committed_crd() -> Value {
+    committed(DESTINATIONS)
+}
+
 #[test]
-fn committed_crd_is_what_the_types_generate() {
-    let committed =
-        std::fs::read_to_string(repo("crds/webhookdestinations.hookline.dev.yaml")).unwrap();
-    let generated = hookline::cli::crd::crd_yaml().unwrap();
-    assert!(
-        committed == generated,
-        "crds/webhookdestinations.hookline.dev.yaml is stale: run `cargo run -- crd > crds/webhookdestinations.hookline.dev.yaml` and copy it to charts/hookline/crds/"
-    );
+fn committed_crds_are_what_the_types_generate() {
+    let generated = hookline::cli::crd::crd_files().unwrap();
+    let names: Vec<&str> = generated.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(names, [DESTINATIONS, SOURCES]);
+    for (file, yaml) in generated {
+        let committed = std::fs::read_to_string(repo(&format!("crds/{file}"))).unwrap_or_default();
+        assert!(
+            committed == yaml,
+            "crds/{file} is stale: run `scripts/crds.sh` (writes crds/ and charts/hookline/crds/)"
+        );
+    }
 }
 
 /// The rules apiextensions-apiserver applies to a structural schema: every node states its
@@ -72,11 +82,19 @@ fn structural_errors(node: &Value, path: &str, errors: &mut Vec<String>) {
 
 #[test]
 fn schema_is_structural() {
+    for file in [SOURCES, DESTINATIONS] {
+        let crd = committed(file);
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut errors = Vec::new();
+        structural_errors(schema, "openAPIV3Schema", &mut errors);
+        assert!(
+            errors.is_empty(),
+            "{file} not structural:\n{}",
+            errors.join("\n")
+        );
+    }
     let crd = committed_crd();
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
-    let mut errors = Vec::new();
-    structural_errors(schema, "openAPIV3Schema", &mut errors);
-    assert!(errors.is_empty(), "not structural:\n{}", errors.join("\n"));
     assert_eq!(
         schema["properties"]["spec"]["properties"]["mapping"]["x-kubernetes-preserve-unknown-fields"],
         true
@@ -140,9 +158,10 @@ fn unknown_formats(node: &Value, path: &str, out: &mut Vec<String>) {
 
 #[test]
 fn schema_uses_only_formats_kubernetes_knows() {
-    let crd = committed_crd();
     let mut found = Vec::new();
-    unknown_formats(&crd, "crd", &mut found);
+    for file in [DESTINATIONS, SOURCES] {
+        unknown_formats(&committed(file), file, &mut found);
+    }
     assert!(
         found.is_empty(),
         "formats a real API server warns about:\n{}",
@@ -193,6 +212,51 @@ fn names_columns_and_status_subresource_follow_the_contract() {
 }
 
 #[test]
+fn the_source_crd_follows_the_contract() {
+    let crd = committed(SOURCES);
+    assert_eq!(crd["metadata"]["name"], "webhooksources.hookline.dev");
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "whs");
+    let version = &crd["spec"]["versions"][0];
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Ready", "Destinations", "Age"]);
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    for field in [
+        "writeKeySecretRef",
+        "allowedOrigins",
+        "rateLimit",
+        "destinations",
+    ] {
+        let description = spec["properties"][field]["description"].as_str();
+        assert!(
+            description.is_some_and(|d| d.len() > 20),
+            "kubectl explain webhooksource.spec.{field} needs a description"
+        );
+    }
+    let from =
+        &spec["properties"]["destinations"]["properties"]["namespaces"]["properties"]["from"];
+    let values: Vec<&Value> = from["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(values, ["Same", "All", "Selector"]);
+    let destination_source = &committed_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        ["spec"]["properties"]["source"];
+    assert_eq!(
+        destination_source["x-kubernetes-validations"][0]["rule"],
+        "!(has(self.sourceRef) && has(self.writeKeySecretRef))"
+    );
+}
+
+#[test]
 fn cel_rules_guard_what_the_types_cannot() {
     let crd = committed_crd();
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
@@ -226,16 +290,16 @@ fn cel_rules_guard_what_the_types_cannot() {
 }
 
 #[test]
-fn the_chart_ships_the_same_crd() {
-    let committed = std::fs::read(repo("crds/webhookdestinations.hookline.dev.yaml")).unwrap();
-    let charted = std::fs::read(repo(
-        "charts/hookline/crds/webhookdestinations.hookline.dev.yaml",
-    ))
-    .unwrap();
-    assert!(
-        committed == charted,
-        "charts/hookline/crds/ differs from crds/: cp crds/webhookdestinations.hookline.dev.yaml charts/hookline/crds/"
-    );
+fn the_chart_ships_the_same_crds() {
+    for file in [DESTINATIONS, SOURCES] {
+        let committed = std::fs::read(repo(&format!("crds/{file}"))).unwrap();
+        let charted =
+            std::fs::read(repo(&format!("charts/hookline/crds/{file}"))).unwrap_or_default();
+        assert!(
+            committed == charted,
+            "charts/hookline/crds/{file} differs from crds/: run `scripts/crds.sh`"
+        );
+    }
 }
 
 /// Every example loads and resolves as `hookline run -f` would: valid spec, its Secrets found.
@@ -324,6 +388,8 @@ fn the_crd_declares_no_defaults() {
         }
     }
     let mut found = Vec::new();
-    defaults(&committed_crd()["spec"]["versions"], "versions", &mut found);
+    for file in [DESTINATIONS, SOURCES] {
+        defaults(&committed(file)["spec"]["versions"], file, &mut found);
+    }
     assert!(found.is_empty(), "{found:?}");
 }

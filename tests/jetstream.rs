@@ -9,6 +9,10 @@ use support::nats::{NatsServer, urls};
 use support::*;
 
 const SECRETS: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: keys\nstringData:\n  shop: wk-shop\n  other: wk-other\n";
+/// The source several destinations read, with the key `wk-shop`.
+const SHOP_SOURCE: &str = "---\napiVersion: hookline.dev/v1alpha1\nkind: WebhookSource\nmetadata:\n  name: shop\nspec:\n  writeKeySecretRef: { name: keys, key: shop }\n";
+/// How a destination reads it.
+const READS_SHOP: &str = "  source:\n    sourceRef: { name: shop }\n";
 
 /// How many times each `properties.n` arrived (batched bodies are arrays).
 fn counts(received: &[Received]) -> HashMap<i64, usize> {
@@ -122,11 +126,12 @@ async fn stored_events(nats: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn the_gateway_stores_each_event_once_and_every_destination_with_the_key_gets_its_own() {
+async fn the_gateway_stores_each_event_once_and_every_destination_reading_the_source_gets_its_own()
+ {
     let nats = NatsServer::start().await;
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let key = "  source:\n    writeKeySecretRef: { name: keys, key: shop }\n";
+    let key = READS_SHOP;
     let files = [
         manifest(
             dir.path(),
@@ -157,7 +162,7 @@ async fn the_gateway_stores_each_event_once_and_every_destination_with_the_key_g
                 &format!("{MAP_N}{key}"),
             ),
         ),
-        manifest(dir.path(), "s.yaml", SECRETS),
+        manifest(dir.path(), "s.yaml", &format!("{SECRETS}{SHOP_SOURCE}")),
     ];
     // The workers create their consumers and routes, and stop: the stream keeps every event
     // until they are back.
@@ -653,12 +658,12 @@ async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_the_service_proxy()
 }
 
 #[tokio::test]
-async fn a_replay_on_a_shared_write_key_reaches_only_its_own_destination() {
+async fn a_replay_on_a_shared_source_reaches_only_its_own_destination() {
     let nats = NatsServer::start().await;
     let (refusing, accepting) = (Endpoint::start().await, Endpoint::start().await);
     refusing.respond(|_| (400, vec![]));
     let dir = tempfile::tempdir().unwrap();
-    let key = "  source:\n    writeKeySecretRef: { name: keys, key: shop }\n";
+    let key = READS_SHOP;
     let files = [
         manifest(
             dir.path(),
@@ -670,7 +675,7 @@ async fn a_replay_on_a_shared_write_key_reaches_only_its_own_destination() {
             "b.yaml",
             &destination("b", &accepting.url, &format!("{MAP_N}{key}")),
         ),
-        manifest(dir.path(), "s.yaml", SECRETS),
+        manifest(dir.path(), "s.yaml", &format!("{SECRETS}{SHOP_SOURCE}")),
     ];
     let h = run_nats(dir.path(), &nats.url(), &files, "w").await;
     let r = reqwest::Client::new()
@@ -709,7 +714,7 @@ async fn a_replay_on_a_shared_write_key_reaches_only_its_own_destination() {
     refusing
         .wait_for("a's replayed events", |r| r.len() == 6)
         .await;
-    // b reads the same key subject: it has acknowledged the replays without sending them.
+    // b reads the same source subject: it has acknowledged the replays without sending them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while stored_events(&nats.url()).await > 0 {
         assert!(
@@ -837,7 +842,7 @@ async fn removing_a_destination_whose_consumer_is_already_gone_is_done() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let names = DestinationNames::new("default", "crm");
-    let plan = ConsumerPlan::new(names.clone(), None, 1, 1);
+    let plan = ConsumerPlan::new(names.clone(), names.subject(), 1, 1);
     objects::ensure_consumer(&nats, &plan).await.unwrap();
     objects::backlog(&nats, &names).await.unwrap();
 

@@ -42,7 +42,7 @@ enum Command {
     Worker(worker::Args),
     /// Run the shared ingestion service of JetStream mode: the Segment API for every destination with a write key
     Gateway(gateway::Args),
-    /// Print the WebhookDestination CustomResourceDefinition (YAML)
+    /// Print the WebhookDestination and WebhookSource CustomResourceDefinitions (YAML)
     Crd,
 }
 
@@ -56,7 +56,8 @@ pub enum Output {
 /// `-f FILE...` as every subcommand that reads manifests takes it.
 #[derive(clap::Args, Debug)]
 pub struct ManifestFiles {
-    /// WebhookDestination and Secret manifests (YAML or JSON; several documents per file allowed)
+    /// WebhookDestination, WebhookSource, Secret and Namespace manifests (YAML or JSON; several
+    /// documents per file allowed)
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
 }
@@ -64,6 +65,14 @@ pub struct ManifestFiles {
 impl ManifestFiles {
     pub fn destinations(&self) -> anyhow::Result<Vec<crate::config::destination::Destination>> {
         load_destinations(&self.files)
+    }
+
+    /// The destinations as `hookline run` takes them: each reading the WebhookSource it names.
+    pub fn destinations_with_sources(
+        &self,
+    ) -> anyhow::Result<Vec<crate::config::destination::Destination>> {
+        let manifests = manifests_with_destinations(&self.files)?;
+        Ok(crate::config::sources::bind(&manifests)?)
     }
 }
 
@@ -127,14 +136,7 @@ impl DestinationTarget {
 pub fn load_destinations(
     files: &[PathBuf],
 ) -> anyhow::Result<Vec<crate::config::destination::Destination>> {
-    let manifests = crate::config::manifests::Manifests::load(files)?;
-    if manifests.destinations.is_empty() {
-        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        anyhow::bail!(
-            "{}: no WebhookDestination found (kind: WebhookDestination, apiVersion: hookline.dev/v1alpha1)",
-            names.join(", ")
-        );
-    }
+    let manifests = manifests_with_destinations(files)?;
     manifests
         .destinations
         .iter()
@@ -143,6 +145,21 @@ pub fn load_destinations(
                 .map_err(Into::into)
         })
         .collect()
+}
+
+/// The manifests in `files`, which must hold at least one WebhookDestination.
+fn manifests_with_destinations(
+    files: &[PathBuf],
+) -> anyhow::Result<crate::config::manifests::Manifests> {
+    let manifests = crate::config::manifests::Manifests::load(files)?;
+    if manifests.destinations.is_empty() {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        anyhow::bail!(
+            "{}: no WebhookDestination found (kind: WebhookDestination, apiVersion: hookline.dev/v1alpha1)",
+            names.join(", ")
+        );
+    }
+    Ok(manifests)
 }
 
 /// Runs the parsed command; the exit status is the returned code.

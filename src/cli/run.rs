@@ -25,7 +25,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<i32> {
     let destinations = args
         .manifests
-        .destinations()?
+        .destinations_with_sources()?
         .into_iter()
         .map(destination::fixed)
         .collect();

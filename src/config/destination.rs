@@ -5,6 +5,7 @@ use super::ConfigError;
 use super::manifests::LoadedDestination;
 use super::secrets::SecretStore;
 use crate::api::{AuthType, GrantType, OAuth2, SigningScheme};
+use crate::jetstream::names::{DestinationNames, KeyDigest};
 use crate::oauth::store::from_fields;
 use crate::oauth::{OAuthSettings, TokenSet};
 use crate::pipeline::batch::BatchPolicy;
@@ -16,6 +17,7 @@ use crate::pipeline::deliver::signing::Signer;
 use crate::pipeline::deliver::tls::TlsSettings;
 use crate::pipeline::mapping::Mapping;
 use crate::pipeline::reads::Reads;
+use crate::pipeline::source::{RouteSpec, SourceRoute};
 use crate::pipeline::subscription::Subscription;
 use crate::pipeline::transform::InsertFunction;
 use std::sync::Arc;
@@ -52,7 +54,10 @@ pub struct Destination {
     pub concurrency: usize,
     pub rate_limit: Option<RateLimitPolicy>,
     pub breaker: BreakerPolicy,
-    pub write_key: Option<String>,
+    /// The source whose events it reads: its private write key's, or the WebhookSource its
+    /// `sourceRef` names once bound ([`Destination::reading`]); none: it takes requests with
+    /// or without a key.
+    pub source: Option<Arc<SourceRoute>>,
     pub oauth: Option<OAuth>,
 }
 
@@ -127,9 +132,28 @@ impl Destination {
             concurrency: compiled.concurrency,
             rate_limit: compiled.rate_limit,
             breaker: compiled.breaker,
-            write_key: credentials.write_key,
+            source: credentials.write_key.map(|key| {
+                let names = DestinationNames::new(loaded.namespace(), loaded.name());
+                SourceRoute::new(RouteSpec::private(
+                    &names,
+                    &KeyDigest::of(&key),
+                    String::new(),
+                ))
+            }),
             oauth: credentials.oauth,
         })
+    }
+
+    /// The destination reading `source` (the WebhookSource its `sourceRef` names).
+    pub fn reading(self, source: Arc<SourceRoute>) -> Destination {
+        Destination {
+            source: Some(source),
+            ..self
+        }
+    }
+
+    pub fn names(&self) -> DestinationNames {
+        DestinationNames::new(&self.namespace, &self.name)
     }
 }
 

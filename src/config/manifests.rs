@@ -1,11 +1,12 @@
-//! Reading `-f` files: multi-document YAML (or JSON) holding WebhookDestinations and Secrets.
+//! Reading `-f` files: multi-document YAML (or JSON) holding WebhookDestinations,
+//! WebhookSources, Secrets and Namespaces (for their labels).
 
 use super::ConfigError;
 use super::secrets::SecretStore;
-use crate::api::WebhookDestination;
-use k8s_openapi::api::core::v1::Secret;
+use crate::api::{WebhookDestination, WebhookSource};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -46,11 +47,37 @@ impl LoadedDestination {
     }
 }
 
+/// A source and where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedSource {
+    pub resource: WebhookSource,
+    pub origin: String,
+}
+
+impl LoadedSource {
+    pub fn name(&self) -> &str {
+        self.resource.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.resource
+            .metadata
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Manifests {
     pub destinations: Vec<LoadedDestination>,
+    pub sources: Vec<LoadedSource>,
     pub secrets: SecretStore,
+    /// The labels of each Namespace document (a source's `Selector` admits by them).
+    pub namespaces: HashMap<String, BTreeMap<String, String>>,
 }
+
+const KINDS: &str = "WebhookDestination, WebhookSource, Secret or Namespace";
 
 impl Manifests {
     pub fn load(files: &[PathBuf]) -> Result<Self, ConfigError> {
@@ -65,6 +92,18 @@ impl Manifests {
                     "{}: WebhookDestination {:?} is also defined in {first}; destination names must be unique",
                     d.origin,
                     d.name()
+                )));
+            }
+        }
+        let mut seen = HashMap::new();
+        for s in &out.sources {
+            let key = (s.namespace().to_string(), s.name().to_string());
+            if let Some(first) = seen.insert(key, s.origin.clone()) {
+                return Err(ConfigError::Other(format!(
+                    "{}: WebhookSource {}/{} is also defined in {first}",
+                    s.origin,
+                    s.namespace(),
+                    s.name()
                 )));
             }
         }
@@ -100,28 +139,41 @@ impl Manifests {
                 .unwrap_or_default()
                 .to_string();
             let what = format!(" ({kind} {name:?})");
+            let hookline_kind = matches!(kind.as_str(), "WebhookDestination" | "WebhookSource");
+            if hookline_kind {
+                let api_version = doc
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if api_version != "hookline.dev/v1alpha1" {
+                    return Err(doc_err(
+                        what,
+                        format!("apiVersion must be hookline.dev/v1alpha1, not {api_version:?}"),
+                    ));
+                }
+                if name.is_empty() {
+                    return Err(doc_err(what, "metadata.name is required".into()));
+                }
+            }
             match kind.as_str() {
                 "WebhookDestination" => {
-                    let api_version = doc
-                        .get("apiVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if api_version != "hookline.dev/v1alpha1" {
-                        return Err(doc_err(
-                            what,
-                            format!(
-                                "apiVersion must be hookline.dev/v1alpha1, not {api_version:?}"
-                            ),
-                        ));
-                    }
-                    if name.is_empty() {
-                        return Err(doc_err(what, "metadata.name is required".into()));
-                    }
                     let resource: WebhookDestination = serde_path_to_error::deserialize(doc)
                         .map_err(|e| doc_err(what.clone(), describe(&e)))?;
                     let origin = format!("{}: WebhookDestination {name:?}", file.display());
                     self.destinations
                         .push(LoadedDestination { resource, origin });
+                }
+                "WebhookSource" => {
+                    let resource: WebhookSource = serde_path_to_error::deserialize(doc)
+                        .map_err(|e| doc_err(what.clone(), describe(&e)))?;
+                    let origin = format!("{}: WebhookSource {name:?}", file.display());
+                    self.sources.push(LoadedSource { resource, origin });
+                }
+                "Namespace" => {
+                    let namespace: Namespace = serde_path_to_error::deserialize(doc)
+                        .map_err(|e| doc_err(what.clone(), describe(&e)))?;
+                    self.namespaces
+                        .insert(name, namespace.metadata.labels.unwrap_or_default());
                 }
                 "Secret" => {
                     let secret: Secret = serde_path_to_error::deserialize(doc)
@@ -137,15 +189,13 @@ impl Manifests {
                 "" => {
                     return Err(doc_err(
                         String::new(),
-                        "has no `kind` (expected WebhookDestination or Secret)".into(),
+                        format!("has no `kind` (expected {KINDS})"),
                     ));
                 }
                 other => {
                     return Err(doc_err(
                         what,
-                        format!(
-                            "kind {other:?} is not supported here (expected WebhookDestination or Secret)"
-                        ),
+                        format!("kind {other:?} is not supported here (expected {KINDS})"),
                     ));
                 }
             }

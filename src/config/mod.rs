@@ -5,6 +5,7 @@
 pub mod destination;
 pub mod manifests;
 pub mod secrets;
+pub mod sources;
 pub mod worker;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use super::destination::Destination;
 use super::manifests::LoadedDestination;
 use super::secrets::SecretStore;
 use crate::api::WebhookDestination;
+use crate::pipeline::source::{RouteSpec, SourceRoute};
 use crate::shutdown::stopped;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -30,6 +31,10 @@ pub struct WorkerConfig {
     pub data_dir: PathBuf,
     /// Ingestion API, health, metrics and status.
     pub listen: SocketAddr,
+    /// The route of the WebhookSource the destination reads (`spec.source.sourceRef`), as the
+    /// operator admitted it: its key's digest, never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<RouteSpec>,
 }
 
 impl WorkerConfig {
@@ -73,7 +78,11 @@ impl WorkerConfig {
     }
 
     pub fn resolve(&self, secrets: &SecretStore) -> Result<Destination, ConfigError> {
-        Destination::resolve(&self.loaded(), secrets)
+        let dest = Destination::resolve(&self.loaded(), secrets)?;
+        Ok(match &self.source {
+            Some(route) => dest.reading(SourceRoute::new(route.clone())),
+            None => dest,
+        })
     }
 
     /// Re-reads the mounted Secrets every [`SECRET_RELOAD_INTERVAL`] and publishes the

@@ -1,7 +1,6 @@
 //! Sending desired state with Server-Side Apply under one field manager, `force`d so the
 //! operator wins over someone who edited a child by hand (that is how drift is corrected).
 
-use crate::api::{WebhookDestination, WebhookDestinationStatus};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -32,14 +31,17 @@ where
 }
 
 /// Applies only `status` (the status subresource): the operator never writes `spec`.
-pub async fn apply_status(
-    api: &Api<WebhookDestination>,
+pub async fn apply_status<K>(
+    api: &Api<K>,
     name: &str,
-    status: &WebhookDestinationStatus,
-) -> Result<WebhookDestination, kube::Error> {
+    status: &impl Serialize,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+{
     let body = serde_json::json!({
-        "apiVersion": WebhookDestination::api_version(&()),
-        "kind": WebhookDestination::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(

@@ -4,6 +4,7 @@
 use crate::api::{AuthType, GrantType, WebhookDestination};
 use crate::config::destination::token_secret_name;
 use crate::config::worker::WorkerConfig;
+use crate::pipeline::source::RouteSpec;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
@@ -86,17 +87,11 @@ pub fn child_name(dest: &WebhookDestination) -> String {
     format!("{}-hookline", dest.name_any())
 }
 
-/// Where the destination's events are sent: the gateway for a destination with a write key in
-/// JetStream mode, its own worker Service otherwise.
-pub fn ingest_url(dest: &WebhookDestination, opts: &BuildOptions) -> String {
+/// Where the destination's events are sent: the gateway for a destination reading a source (a
+/// WebhookSource or its private key) in JetStream mode, its own worker Service otherwise.
+pub fn ingest_url(dest: &WebhookDestination, opts: &BuildOptions, reads_source: bool) -> String {
     let gateway = opts.jetstream.as_ref().and_then(|j| j.gateway_url.clone());
-    if let (Some(gateway), Some(_)) = (
-        gateway,
-        dest.spec
-            .source
-            .as_ref()
-            .and_then(|s| s.write_key_secret_ref.as_ref()),
-    ) {
+    if let (Some(gateway), true) = (gateway, reads_source) {
         return gateway;
     }
     format!(
@@ -184,8 +179,9 @@ fn meta(dest: &WebhookDestination) -> ObjectMeta {
 }
 
 /// The worker's configuration file: the resource as the user wrote it (no status, no server
-/// metadata), and where the pod finds its Secrets and keeps its queue.
-pub fn worker_config(dest: &WebhookDestination) -> WorkerConfig {
+/// metadata), the route of the WebhookSource it reads, and where the pod finds its Secrets and
+/// keeps its queue.
+pub fn worker_config(dest: &WebhookDestination, source: Option<&RouteSpec>) -> WorkerConfig {
     let mut destination = WebhookDestination::new(&dest.name_any(), dest.spec.clone());
     destination.metadata.namespace = dest.namespace();
     WorkerConfig {
@@ -193,12 +189,18 @@ pub fn worker_config(dest: &WebhookDestination) -> WorkerConfig {
         secrets_dir: SECRETS_DIR.into(),
         data_dir: DATA_DIR.into(),
         listen: ([0, 0, 0, 0], INGEST_PORT as u16).into(),
+        source: source.cloned(),
     }
 }
 
-pub fn build(dest: &WebhookDestination, opts: &BuildOptions) -> Children {
-    let config =
-        serde_saphyr::to_string(&worker_config(dest)).expect("the worker configuration serializes");
+/// `source`: the route of the WebhookSource the destination reads (its `sourceRef`, admitted).
+pub fn build(
+    dest: &WebhookDestination,
+    opts: &BuildOptions,
+    source: Option<&RouteSpec>,
+) -> Children {
+    let config = serde_saphyr::to_string(&worker_config(dest, source))
+        .expect("the worker configuration serializes");
     let credentials = nats_credentials(opts);
     // Rotated NATS credentials roll the workers too (environment variables are read once).
     let mut digest = Sha256::new();
@@ -516,7 +518,7 @@ pub(crate) mod tests {
     #[test]
     fn every_child_is_named_labelled_and_owned() {
         let dest = fixture("full");
-        let c = build(&dest, &opts());
+        let c = build(&dest, &opts(), None);
         let metas = [
             &c.config_map.metadata,
             &c.service_account.metadata,
@@ -552,7 +554,7 @@ pub(crate) mod tests {
     #[test]
     fn each_referenced_secret_is_mounted_once_where_the_config_says() {
         let dest = fixture("full");
-        let c = build(&dest, &opts());
+        let c = build(&dest, &opts(), None);
         let pod = pod(&c);
         let mounted: Vec<(String, String)> = pod
             .volumes
@@ -576,7 +578,7 @@ pub(crate) mod tests {
     #[test]
     fn the_rendered_config_resolves_against_mounted_secrets_and_holds_none() {
         let dest = fixture("full");
-        let c = build(&dest, &opts());
+        let c = build(&dest, &opts(), None);
         let text = &c.config_map.data.unwrap()[CONFIG_KEY];
         for secret in ["key-123", "tok-456", "whsec_", "wk-789"] {
             assert!(!text.contains(secret), "the ConfigMap holds {secret}");
@@ -584,13 +586,16 @@ pub(crate) mod tests {
         let config: WorkerConfig = serde_saphyr::from_str(text).unwrap();
         let resolved = config.resolve(&secrets("analytics")).unwrap();
         assert_eq!(resolved.name, "orders-to-crm");
-        assert_eq!(resolved.write_key.as_deref(), Some("wk-789"));
+        assert_eq!(
+            resolved.source.unwrap().digest,
+            crate::jetstream::names::KeyDigest::of("wk-789")
+        );
         assert!(config.destination.status.is_none());
     }
 
     #[test]
     fn worker_overrides_and_defaults() {
-        let full = build(&fixture("full"), &opts());
+        let full = build(&fixture("full"), &opts(), None);
         let d = full.deployment.spec.clone().unwrap();
         assert_eq!(d.replicas, Some(2));
         let container = &pod(&full).containers[0];
@@ -601,7 +606,7 @@ pub(crate) mod tests {
         let requests = container.resources.clone().unwrap().requests.unwrap();
         assert_eq!(requests["memory"].0, "128Mi");
 
-        let minimal = build(&fixture("minimal"), &opts());
+        let minimal = build(&fixture("minimal"), &opts(), None);
         assert_eq!(minimal.deployment.spec.clone().unwrap().replicas, Some(1));
         let pod = pod(&minimal);
         let container = &pod.containers[0];
@@ -627,14 +632,14 @@ pub(crate) mod tests {
     fn disabled_means_zero_replicas() {
         let mut dest = fixture("full");
         dest.spec.enabled = Some(false);
-        let d = build(&dest, &opts()).deployment.spec.unwrap();
+        let d = build(&dest, &opts(), None).deployment.spec.unwrap();
         assert_eq!(d.replicas, Some(0));
     }
 
     #[test]
     fn workers_get_the_environment_the_operator_passes_on() {
         let env_of = |opts: &BuildOptions| {
-            pod(&build(&fixture("full"), opts)).containers[0]
+            pod(&build(&fixture("full"), opts, None)).containers[0]
                 .env
                 .clone()
                 .unwrap_or_default()
@@ -655,7 +660,7 @@ pub(crate) mod tests {
     #[test]
     fn the_config_hash_follows_the_config_and_nothing_else() {
         let hash = |d: &WebhookDestination| {
-            build(d, &opts())
+            build(d, &opts(), None)
                 .deployment
                 .spec
                 .unwrap()
@@ -679,8 +684,38 @@ pub(crate) mod tests {
     #[test]
     fn ingest_url_is_the_service_dns_name() {
         assert_eq!(
-            ingest_url(&fixture("full"), &opts()),
+            ingest_url(&fixture("full"), &opts(), true),
             "http://orders-to-crm-hookline.analytics.svc:8080"
+        );
+    }
+
+    #[test]
+    fn a_worker_reading_a_source_takes_its_route_from_the_config() {
+        use crate::jetstream::names::{KeyDigest, SourceNames};
+        let names = SourceNames::new("shop", "website");
+        let route =
+            RouteSpec::of_source(&names, &Default::default(), &KeyDigest::of("k"), "r".into());
+        let c = build(&fixture("minimal"), &opts(), Some(&route));
+        let text = &c.config_map.data.unwrap()[CONFIG_KEY];
+        let config: WorkerConfig = serde_saphyr::from_str(text).unwrap();
+        assert_eq!(config.source.as_ref(), Some(&route));
+        assert!(!text.contains("\"k\""), "the digest, never the key");
+        let hash = |c: &Children| {
+            c.deployment
+                .spec
+                .clone()
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
+        };
+        assert_ne!(
+            hash(&build(&fixture("minimal"), &opts(), None)),
+            hash(&build(&fixture("minimal"), &opts(), Some(&route))),
+            "a new key rolls the workers"
         );
     }
 }

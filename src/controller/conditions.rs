@@ -201,18 +201,37 @@ fn stamp(want: Want, generation: Option<i64>, previous: &[Condition], now: &Time
     }
 }
 
+/// One condition of another resource (a WebhookSource), stamped like a destination's.
+pub fn condition(
+    kind: &'static str,
+    result: Result<&str, &Problem>,
+    ok_message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> Condition {
+    let want = Want::from(kind, &result.map_err(Problem::clone), ok_message);
+    stamp(want, generation, previous, now)
+}
+
 /// Whether `new` says anything `old` does not, ignoring timestamps.
 pub fn differs(old: &WebhookDestinationStatus, new: &WebhookDestinationStatus) -> bool {
-    let strip = |s: &WebhookDestinationStatus| {
-        let mut s = s.clone();
-        let epoch = Time(Default::default());
-        for c in &mut s.conditions {
-            c.last_transition_time = epoch.clone();
-        }
-        s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-        s
+    let strip = |s: &WebhookDestinationStatus| WebhookDestinationStatus {
+        conditions: without_times(&s.conditions),
+        ..s.clone()
     };
     strip(old) != strip(new)
+}
+
+/// Conditions as compared: in type order, with no transition times.
+pub fn without_times(conditions: &[Condition]) -> Vec<Condition> {
+    let epoch = Time(Default::default());
+    let mut out = conditions.to_vec();
+    for c in &mut out {
+        c.last_transition_time = epoch.clone();
+    }
+    out.sort_by(|a, b| a.type_.cmp(&b.type_));
+    out
 }
 
 /// What deserves a Kubernetes Event in a status change: a Warning for every move into a bad state

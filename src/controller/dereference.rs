@@ -120,6 +120,26 @@ impl SecretCache {
         .await
     }
 
+    /// One key of a Secret as text (a write key): `Ok(None)` when the Secret or the key is
+    /// missing or the value is not UTF-8.
+    pub async fn read_key(
+        &self,
+        client: &Client,
+        namespace: &str,
+        r: &crate::api::SecretKeyRef,
+    ) -> Result<Option<String>, kube::Error> {
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let data = self.read(&api, namespace, &r.name).await?;
+        Ok(data
+            .and_then(|mut d| d.remove(&r.key))
+            .and_then(|v| String::from_utf8(v).ok()))
+    }
+
+    /// The resourceVersion the watch has for a Secret, without waiting for the caches.
+    pub fn version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.meta(namespace, name).and_then(|m| m.resource_version)
+    }
+
     /// A Secret's data: kept from the last read while the watch shows the same version.
     async fn read(
         &self,

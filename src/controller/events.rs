@@ -1,10 +1,9 @@
-//! Kubernetes Events about destinations, created directly. They are rare by design (a move into
+//! Kubernetes Events about destinations and sources, created directly. They are rare by design (a move into
 //! a bad state, ready, recovered: [`conditions::notices`](super::conditions::notices)), so kube's
 //! recorder — which keeps every published Event for its series and scans that cache on each
 //! publish — would cost memory and time over thousands of destinations for nothing.
 
 use super::conditions::Notice;
-use crate::api::WebhookDestination;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
@@ -19,9 +18,9 @@ pub struct Events {
 }
 
 impl Events {
-    pub async fn publish(
+    pub async fn publish<K: Resource<DynamicType = ()>>(
         &self,
-        dest: &WebhookDestination,
+        dest: &K,
         notice: Notice,
     ) -> Result<(), kube::Error> {
         let namespace = dest.namespace().unwrap_or_default();

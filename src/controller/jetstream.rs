@@ -5,10 +5,11 @@
 use super::Error;
 use crate::api::WebhookDestination;
 use crate::config::destination::DEFAULT_CONCURRENCY;
-use crate::jetstream::names::{DestinationNames, KeyDigest};
+use crate::jetstream::names::{DestinationNames, SourceNames};
 use crate::jetstream::objects::{self, ConsumerPlan, Retention};
 use crate::jetstream::{Nats, NatsError};
 use crate::pipeline::batch::BatchPolicy;
+use crate::pipeline::source::RouteSpec;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
@@ -24,12 +25,17 @@ pub const SKIP_CLEANUP_ANNOTATION: &str = "hookline.dev/skip-jetstream-cleanup";
 /// `status.backlog` is refreshed at most this often.
 pub const BACKLOG_EVERY: Duration = Duration::from_secs(30);
 
+/// A destination's consumer, and the route of its private key.
+type Ensured = (ConsumerPlan, Option<RouteSpec>);
+
 pub struct JetStreamObjects {
     nats: Nats,
     retention: Retention,
     streams_ready: AtomicBool,
     /// What each destination's consumer and route were last made to be.
-    ensured: Mutex<HashMap<ObjectRef<WebhookDestination>, ConsumerPlan>>,
+    ensured: Mutex<HashMap<ObjectRef<WebhookDestination>, Ensured>>,
+    /// What each source's route was last made to be (by its `src.<token>`).
+    routed: Mutex<HashMap<String, Option<RouteSpec>>>,
     backlogs: Mutex<HashMap<ObjectRef<WebhookDestination>, (Instant, u64)>>,
 }
 
@@ -44,24 +50,68 @@ impl JetStreamObjects {
             retention,
             streams_ready: AtomicBool::new(false),
             ensured: Mutex::default(),
+            routed: Mutex::default(),
             backlogs: Mutex::default(),
         }
     }
 
-    /// The streams (once per operator start), then the destination's consumer and route.
-    pub async fn ensure(
-        &self,
-        dest: &WebhookDestination,
-        write_key: Option<&str>,
-    ) -> Result<(), Error> {
+    async fn ensure_streams(&self) -> Result<(), Error> {
         if !self.streams_ready.load(Ordering::Acquire) {
             objects::ensure_streams(&self.nats, self.retention).await?;
             self.streams_ready.store(true, Ordering::Release);
         }
+        Ok(())
+    }
+
+    /// The source's route as the gateway should know it: `Some` while the source is accepted.
+    pub async fn ensure_source_route(
+        &self,
+        names: &SourceNames,
+        route: Option<&RouteSpec>,
+    ) -> Result<(), Error> {
+        let owner = names.route().to_string();
+        if self.routed.lock().expect("routed lock").get(&owner) == Some(&route.cloned()) {
+            return Ok(());
+        }
+        self.ensure_streams().await?;
+        objects::ensure_route(&self.nats, &owner, route).await?;
+        self.routed
+            .lock()
+            .expect("routed lock")
+            .insert(owner, route.cloned());
+        Ok(())
+    }
+
+    /// Removes the routes of sources no longer in `live` (their `src.<token>`s).
+    pub async fn sweep_source_routes(
+        &self,
+        live: &std::collections::HashSet<String>,
+    ) -> Result<(), Error> {
+        self.ensure_streams().await?;
+        objects::sweep_source_routes(&self.nats, live).await?;
+        self.routed
+            .lock()
+            .expect("routed lock")
+            .retain(|owner, _| live.contains(owner));
+        Ok(())
+    }
+
+    /// The streams (once per operator start), then the destination's consumer — reading the
+    /// subject of the route it reads, or its own — and the route of its private key.
+    pub async fn ensure(
+        &self,
+        dest: &WebhookDestination,
+        reading: Option<&RouteSpec>,
+    ) -> Result<(), Error> {
+        self.ensure_streams().await?;
         let spec = &dest.spec;
+        let names = names(dest);
+        let subject = reading.map_or_else(|| names.subject(), |r| r.subject.clone());
+        // A WebhookSource's route is the source's to publish; a private key's is the destination's.
+        let own_route = reading.filter(|r| r.route == names.consumer()).cloned();
         let plan = ConsumerPlan::new(
-            names(dest),
-            write_key.map(KeyDigest::of),
+            names,
+            subject,
             spec.delivery
                 .as_ref()
                 .and_then(|d| d.concurrency)
@@ -72,12 +122,17 @@ impl JetStreamObjects {
                 .map_or(BatchPolicy::default().size, |s| s as usize),
         );
         let key = ObjectRef::from_obj(dest);
-        if self.ensured.lock().expect("ensured lock").get(&key) == Some(&plan) {
+        let wanted = (plan, own_route);
+        if self.ensured.lock().expect("ensured lock").get(&key) == Some(&wanted) {
             return Ok(());
         }
-        objects::ensure_consumer(&self.nats, &plan).await?;
-        objects::ensure_route(&self.nats, &plan.names, plan.key.as_ref()).await?;
-        self.ensured.lock().expect("ensured lock").insert(key, plan);
+        let (plan, own_route) = &wanted;
+        objects::ensure_consumer(&self.nats, plan).await?;
+        objects::ensure_route(&self.nats, plan.names.consumer(), own_route.as_ref()).await?;
+        self.ensured
+            .lock()
+            .expect("ensured lock")
+            .insert(key, wanted);
         Ok(())
     }
 

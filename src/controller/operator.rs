@@ -5,16 +5,18 @@ use super::build::{BuildOptions, MANAGED_BY};
 use super::children::{self, Applied, CachesReady, ChildCaches};
 use super::dereference::SecretCache;
 use super::events::Events;
+use super::keys::{Holder, KeyRegistry, Wake};
 use super::reconcile::{Context, error_policy, reconcile};
+use super::sources::{reconcile_source, source_error_policy};
 use super::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION, TestEvents};
 use super::tokens::TokenManagers;
-use crate::api::WebhookDestination;
+use crate::api::{WebhookDestination, WebhookSource};
 use crate::metrics::OPERATOR_METRICS;
 use crate::shutdown::stopped;
 use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -29,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
 
 pub const LEASE_NAME: &str = "hookline-controller";
+/// How often the routes of deleted sources are looked for (JetStream mode).
+const SOURCE_ROUTE_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Bounds the API requests in flight after a restart over thousands of destinations, which keeps
 /// the API server's priority-and-fairness queues and the controller's memory flat.
@@ -156,6 +160,15 @@ async fn run_controller(
 ) {
     let ns = &opts.watch_namespace;
     let children = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    // Reconciles asked for from outside the watches: a key changing hands, a source whose
+    // readers changed.
+    let (wake_sources, woken_sources) = tokio::sync::mpsc::unbounded_channel();
+    let (wake_destinations, woken_destinations) = tokio::sync::mpsc::unbounded_channel();
+    let wake = Wake {
+        sources: wake_sources,
+        destinations: wake_destinations,
+    };
+    let keys = Arc::new(KeyRegistry::new(wake.clone()));
     let (destinations, destinations_writer) = reflector::store();
     let destination_changes = relevant_changes(
         reflector(
@@ -167,9 +180,51 @@ async fn run_controller(
             .modify(slim_destination),
         ),
         destination_signature,
-        |_| {},
+        {
+            let (keys, wake) = (keys.clone(), wake.clone());
+            move |dest: &WebhookDestination| {
+                keys.wake_sharers(&Holder::Destination(ObjectRef::from_obj(dest)));
+                let own = dest.namespace().unwrap_or_default();
+                if let Some((namespace, name)) = dest.spec.source_ref(&own) {
+                    let _ = wake.sources.send(ObjectRef::new(&name).within(&namespace));
+                }
+            }
+        },
         true,
     );
+    let (sources, sources_writer) = reflector::store();
+    let source_changes = relevant_changes(
+        reflector(
+            sources_writer,
+            watcher(
+                api::<WebhookSource>(&client, ns),
+                watcher::Config::default().any_semantic(),
+            )
+            .modify(|s: &mut WebhookSource| s.metadata.managed_fields = None),
+        ),
+        |s: &WebhookSource| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (s.metadata.generation, s.metadata.uid.as_deref()).hash(&mut h);
+            h.finish()
+        },
+        {
+            let keys = keys.clone();
+            move |s: &WebhookSource| keys.wake_sharers(&Holder::Source(ObjectRef::from_obj(s)))
+        },
+        true,
+    )
+    .inspect({
+        // Its readers look again: a grant given or taken back.
+        let (destinations, wake) = (destinations.clone(), wake.clone());
+        move |source| {
+            if let Ok(source) = source {
+                for d in reading(&destinations.state(), source) {
+                    let _ = wake.destinations.send(d);
+                }
+            }
+        }
+    });
+    let (namespaces, namespace_changes) = namespace_labels(&client, ns);
     let controller = Controller::for_stream(destination_changes, destinations.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES));
     // Children and Secrets: metadata is all the controller takes from them (Deployments add
@@ -202,7 +257,18 @@ async fn run_controller(
         )
         .modify(children::slim_partial),
     )
-    .touched_objects();
+    .touched_objects()
+    .inspect({
+        // A source's key Secret, rotated or created.
+        let (sources, wake) = (sources.clone(), wake.clone());
+        move |secret| {
+            if let Ok(secret) = secret {
+                for s in keyed_by(&sources.state(), secret) {
+                    let _ = wake.sources.send(s);
+                }
+            }
+        }
+    });
 
     let (caches_listed, caches_ready) = watch::channel(false);
     tokio::spawn({
@@ -212,13 +278,18 @@ async fn run_controller(
             services.clone(),
             deployments.clone(),
         );
-        let secrets = secrets.clone();
+        let (secrets, sources, namespaces) = (secrets.clone(), sources.clone(), namespaces.clone());
+        let cluster_wide = ns.is_none();
         async move {
             let _ = c.wait_until_ready().await;
             let _ = a.wait_until_ready().await;
             let _ = s.wait_until_ready().await;
             let _ = d.wait_until_ready().await;
             let _ = secrets.wait_until_ready().await;
+            let _ = sources.wait_until_ready().await;
+            if cluster_wide {
+                let _ = namespaces.wait_until_ready().await;
+            }
             let _ = caches_listed.send(true);
         }
     });
@@ -260,10 +331,33 @@ async fn run_controller(
             .map(super::worker_status::WorkerStatus::new),
         statuses: Default::default(),
         swept: std::sync::Mutex::new(std::time::Instant::now()),
+        sources: sources.clone(),
+        namespaces,
+        keys,
+        source_statuses: Default::default(),
+        readings: Default::default(),
+        routings: Default::default(),
+        wake,
     });
+    if ctx.jetstream.is_some() {
+        tokio::spawn(sweep_source_routes(ctx.clone(), shutdown.clone()));
+    }
+    let source_controller = Controller::for_stream(driven(source_changes, &shutdown), sources)
+        .with_config(controller::Config::default().concurrency(CONCURRENT_RECONCILES))
+        .reconcile_on(receiver_stream(woken_sources))
+        .graceful_shutdown_on({
+            let mut shutdown = shutdown.clone();
+            async move { stopped(&mut shutdown).await }
+        })
+        .run(reconcile_source, source_error_policy, ctx.clone())
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "source controller event");
+            }
+        });
     ready.store(true, Ordering::Release);
     OPERATOR_METRICS.leader.set(1);
-    controller
+    let destination_controller = controller
         .owns_stream(driven(config_map_changes, &shutdown))
         .owns_stream(driven(service_account_changes, &shutdown))
         .owns_stream(driven(service_changes, &shutdown))
@@ -271,15 +365,22 @@ async fn run_controller(
         .watches_stream(driven(secret_changes, &shutdown), move |secret| {
             referencing(&destinations.state(), &secret)
         })
-        .reconcile_on(status_changes)
+        .watches_stream(driven(namespace_changes, &shutdown), {
+            let destinations = ctx.destinations.clone();
+            move |namespace| naming_a_source_in(&destinations.state(), &namespace.name_any())
+        })
+        .reconcile_on(futures::stream::select(
+            status_changes,
+            receiver_stream(woken_destinations),
+        ))
         .graceful_shutdown_on(async move { stopped(&mut shutdown).await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    futures::join!(destination_controller, source_controller);
     OPERATOR_METRICS.leader.set(0);
 }
 
@@ -391,6 +492,125 @@ fn receiver_stream<T: Send + 'static>(
     rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> + Send + 'static {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+}
+
+/// The destinations that name `source` in their `sourceRef`.
+pub(super) fn reading(
+    destinations: &[Arc<WebhookDestination>],
+    source: &WebhookSource,
+) -> Vec<ObjectRef<WebhookDestination>> {
+    let wanted = Some((source.namespace().unwrap_or_default(), source.name_any()));
+    destinations
+        .iter()
+        .filter(|d| d.spec.source_ref(&d.namespace().unwrap_or_default()) == wanted)
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// The destinations of `namespace` that name a source: its labels decide whether they may.
+fn naming_a_source_in(
+    destinations: &[Arc<WebhookDestination>],
+    namespace: &str,
+) -> Vec<ObjectRef<WebhookDestination>> {
+    destinations
+        .iter()
+        .filter(|d| d.namespace().as_deref() == Some(namespace))
+        .filter(|d| {
+            d.spec
+                .source
+                .as_ref()
+                .is_some_and(|s| s.source_ref.is_some())
+        })
+        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .collect()
+}
+
+/// The sources whose write key is in `secret` (named, or generated).
+fn keyed_by(
+    sources: &[Arc<WebhookSource>],
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<WebhookSource>> {
+    sources
+        .iter()
+        .filter(|s| s.namespace() == secret.namespace())
+        .filter(|s| super::keys::source_key_ref(s).name == secret.name_any())
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+/// Namespaces' labels (metadata only), when the operator watches the whole cluster; with one
+/// watched namespace there is nothing to admit but it, and namespaces cannot be read.
+#[allow(clippy::type_complexity)]
+fn namespace_labels(
+    client: &Client,
+    watch_namespace: &Option<String>,
+) -> (
+    Store<PartialObjectMeta<Namespace>>,
+    std::pin::Pin<
+        Box<dyn Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send>,
+    >,
+) {
+    let (store, writer) = reflector::store();
+    if watch_namespace.is_some() {
+        return (store, Box::pin(futures::stream::pending()));
+    }
+    let changes = relevant_changes(
+        reflector(
+            writer,
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            // The labels are what matters here; the rest of the metadata is not kept.
+            .modify(|n| {
+                n.types = None;
+                n.metadata = kube::api::ObjectMeta {
+                    name: n.metadata.name.take(),
+                    labels: n.metadata.labels.take(),
+                    resource_version: n.metadata.resource_version.take(),
+                    ..Default::default()
+                };
+            }),
+        ),
+        |n: &PartialObjectMeta<Namespace>| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            n.metadata.labels.hash(&mut h);
+            h.finish()
+        },
+        |_| {},
+        false,
+    );
+    (store, Box::pin(changes))
+}
+
+/// JetStream mode: the routes of deleted sources are removed (a source has no finalizer; its
+/// route goes within this period).
+async fn sweep_source_routes(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SOURCE_ROUTE_SWEEP);
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        let Some(js) = &ctx.jetstream else { return };
+        ctx.children.ready.wait().await;
+        let live = ctx
+            .sources
+            .state()
+            .iter()
+            .map(|s| {
+                crate::jetstream::names::SourceNames::new(
+                    &s.namespace().unwrap_or_default(),
+                    &s.name_any(),
+                )
+                .route()
+                .to_string()
+            })
+            .collect();
+        if let Err(e) = js.sweep_source_routes(&live).await {
+            tracing::warn!(error = %e, "cannot remove the routes of deleted sources");
+        }
+    }
 }
 
 /// The destinations in the Secret's namespace that refer to it, or own it (a token Secret).

@@ -8,16 +8,24 @@ use super::conditions::{self, WorkerState};
 use super::dereference::SecretCache;
 use super::events::Events;
 use super::jetstream::{self, JetStreamObjects};
+use super::keys::{KeyRegistry, Wake};
+use super::sources;
 use super::test_event;
 use super::tokens::TokenManagers;
+use super::validate::Problem;
 use super::worker_status::WorkerStatus;
 use super::{Error, apply, dereference, validate};
-use crate::api::{AuthStatus, AuthType, WebhookDestination, WebhookDestinationStatus};
+use crate::api::{
+    AuthStatus, AuthType, WebhookDestination, WebhookDestinationStatus, WebhookSource,
+    WebhookSourceStatus,
+};
 use crate::config::destination::{Credentials, token_secret_name};
 use crate::config::manifests::LoadedDestination;
 use crate::metrics::OPERATOR_METRICS;
 use crate::oauth::manager::TokenSource;
 use crate::oauth::store::rfc3339;
+use crate::pipeline::source::RouteSpec;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
@@ -36,7 +44,7 @@ pub struct Context {
     pub backoff: ReconcileBackoff,
     pub children: ChildCaches,
     pub secrets: SecretCache,
-    pub statuses: WrittenStatuses,
+    pub statuses: WrittenStatuses<WebhookDestination, WebhookDestinationStatus>,
     /// When what is kept for deleted destinations was last dropped.
     pub swept: Mutex<Instant>,
     /// The controller's cache of destinations: token managers of deleted ones are stopped.
@@ -45,6 +53,61 @@ pub struct Context {
     pub jetstream: Option<JetStreamObjects>,
     /// Where workers' delivery state is read; `None`: not read (no `Delivering` condition).
     pub workers: Option<WorkerStatus>,
+    /// The controller's cache of sources, and of namespaces (their labels admit destinations).
+    pub sources: Store<WebhookSource>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Who owns each write key.
+    pub keys: Arc<KeyRegistry>,
+    pub source_statuses: WrittenStatuses<WebhookSource, WebhookSourceStatus>,
+    /// What each destination was last found to read (the source, or why not): a change
+    /// wakes the source, whose status counts its readers.
+    pub readings: Mutex<HashMap<ObjectRef<WebhookDestination>, String>>,
+    /// What each source was last found to route (its route, or why not): a change wakes the
+    /// destinations naming it.
+    pub routings: Mutex<HashMap<ObjectRef<WebhookSource>, String>>,
+    pub wake: Wake,
+}
+
+impl Context {
+    /// The key registry brought up to date with the caches.
+    pub async fn learn_keys(&self) -> Result<(), Error> {
+        Ok(self
+            .keys
+            .learn(
+                &self.client,
+                &self.secrets,
+                &self.sources,
+                &self.destinations,
+            )
+            .await?)
+    }
+
+    /// Wakes the source a destination names when what the destination reads changed.
+    fn note_reading(
+        &self,
+        dest: &WebhookDestination,
+        reading: &Result<Option<RouteSpec>, Problem>,
+    ) {
+        let own = dest.namespace().unwrap_or_default();
+        let Some((namespace, name)) = dest.spec.source_ref(&own) else {
+            return;
+        };
+        let now = match reading {
+            Ok(r) => format!("{namespace}/{name}: {:?}", r.as_ref().map(|r| &r.key)),
+            Err(p) => format!("{namespace}/{name}: {}", p.reason),
+        };
+        let before = self
+            .readings
+            .lock()
+            .expect("readings lock")
+            .insert(ObjectRef::from_obj(dest), now.clone());
+        if before.as_ref() != Some(&now) {
+            let _ = self
+                .wake
+                .sources
+                .send(ObjectRef::new(&name).within(&namespace));
+        }
+    }
 }
 
 /// Drift and missed events are caught by this periodic pass even with no watch event.
@@ -82,7 +145,21 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         .secrets
         .dereference(&ctx.client, &namespace, &dest.spec)
         .await?;
-    let verdict = validate::validate(dest, &deref);
+    let mut verdict = validate::validate(dest, &deref);
+    let reading = if dest.spec.source.is_some() {
+        ctx.learn_keys().await?;
+        sources::reading(dest, ctx)
+    } else {
+        Ok(None)
+    };
+    ctx.note_reading(dest, &reading);
+    // Refused a source: it receives nothing, so the worker is not changed and, in JetStream
+    // mode, its consumer stops reading the source.
+    let source_refused = reading.is_err();
+    if let (Ok(()), Err(problem)) = (&verdict.accepted, &reading) {
+        verdict.accepted = Err(problem.clone());
+    }
+    let reading = reading.ok().flatten();
     for problem in [verdict.accepted.as_ref().err(), verdict.auth.as_ref().err()]
         .into_iter()
         .flatten()
@@ -104,7 +181,9 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     {
         source.restore();
     }
-    let old = ctx.statuses.last(dest);
+    let old = ctx
+        .statuses
+        .last(dest, dest.status.as_ref(), conditions::differs);
     let last_test_event = match test_event::requested(dest) {
         Some((id, event)) => {
             let send = {
@@ -130,13 +209,21 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         .deployments
         .get(&ObjectRef::new(&build::child_name(dest)).within(&namespace))
         .map(|d| d.as_ref().clone());
-    if let (Some(js), true) = (&ctx.jetstream, verdict.can_deploy()) {
+    if let (Some(js), true) = (&ctx.jetstream, verdict.can_deploy() || source_refused) {
         // The consumer and route exist before any worker starts.
         js.hold(&ctx.client, dest).await?;
-        js.ensure(dest, write_key(dest, &deref).as_deref()).await?;
+        js.ensure(dest, reading.as_ref()).await?;
     }
+    // A worker takes a WebhookSource's key on its own Service too (local mode: the only way
+    // in); a private key it reads from its mounted Secret.
+    let source = reading.as_ref().filter(|_| {
+        dest.spec
+            .source
+            .as_ref()
+            .is_some_and(|s| s.source_ref.is_some())
+    });
     let deployment = if verdict.can_deploy() {
-        let mut desired = build::build(dest, &ctx.build);
+        let mut desired = build::build(dest, &ctx.build, source);
         let c = &ctx.children;
         let child = build::child_name(dest);
         let cached = cached_meta(&c.config_maps, &namespace, &child);
@@ -182,7 +269,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
             &old.conditions,
             &Time(jiff_now()),
         ),
-        ingest_url: Some(build::ingest_url(dest, &ctx.build)),
+        ingest_url: Some(build::ingest_url(dest, &ctx.build, reading.is_some())),
         backlog: match &ctx.jetstream {
             Some(js) => js.backlog(dest).await,
             None => None,
@@ -211,14 +298,6 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         }
         _ => Action::requeue(RESYNC),
     })
-}
-
-/// The destination's write key, when it has one and its Secret resolves.
-fn write_key(dest: &WebhookDestination, deref: &dereference::Dereferenced) -> Option<String> {
-    let loaded = LoadedDestination::from_resource(dest.clone());
-    Credentials::resolve(&loaded, &deref.secrets)
-        .ok()?
-        .write_key
 }
 
 fn cached_meta<K: Resource<DynamicType = ()> + Clone>(
@@ -269,39 +348,56 @@ fn sweep_deleted(ctx: &Context) {
     let exists = |key: &ObjectRef<WebhookDestination>| ctx.destinations.get(key).is_some();
     ctx.tokens.retain(exists);
     ctx.statuses.retain(exists);
+    ctx.readings
+        .lock()
+        .expect("readings lock")
+        .retain(|k, _| exists(k));
+    let source_exists = |k: &ObjectRef<WebhookSource>| ctx.sources.get(k).is_some();
+    ctx.source_statuses.retain(source_exists);
+    ctx.routings
+        .lock()
+        .expect("routings lock")
+        .retain(|k, _| source_exists(k));
     if let Some(workers) = &ctx.workers {
         workers.retain(exists);
     }
 }
 
-/// The statuses this operator wrote: the destination cache can lag behind them, and comparing
-/// with a stale status would write (and announce) the same thing again.
-#[derive(Default)]
-pub struct WrittenStatuses(Mutex<HashMap<ObjectRef<WebhookDestination>, WebhookDestinationStatus>>);
+/// The statuses this operator wrote: the cache can lag behind them, and comparing with a stale
+/// status would write (and announce) the same thing again.
+pub struct WrittenStatuses<K: Resource, S>(Mutex<HashMap<ObjectRef<K>, S>>);
 
-impl WrittenStatuses {
-    fn last(&self, dest: &WebhookDestination) -> WebhookDestinationStatus {
-        let key = ObjectRef::from_obj(dest);
+impl<K: Resource, S> Default for WrittenStatuses<K, S> {
+    fn default() -> Self {
+        WrittenStatuses(Mutex::default())
+    }
+}
+
+impl<K, S> WrittenStatuses<K, S>
+where
+    K: Resource<DynamicType = ()>,
+    S: Clone + Default,
+{
+    /// The status last written, or the cached one (`cached`) once the cache caught up with it
+    /// (`differs` says whether two statuses say different things).
+    pub fn last(&self, obj: &K, cached: Option<&S>, differs: impl Fn(&S, &S) -> bool) -> S {
+        let key = ObjectRef::from_obj(obj);
         let mut written = self.0.lock().expect("statuses lock");
-        if let (Some(w), Some(cached)) = (written.get(&key), dest.status.as_ref())
-            && !conditions::differs(w, cached)
+        if let (Some(w), Some(cached)) = (written.get(&key), cached)
+            && !differs(w, cached)
         {
             // The cache has caught up with the write: nothing to keep.
             written.remove(&key);
         }
-        written
-            .get(&key)
-            .or(dest.status.as_ref())
-            .cloned()
-            .unwrap_or_default()
+        written.get(&key).or(cached).cloned().unwrap_or_default()
     }
 
-    fn written(&self, dest: &WebhookDestination, status: WebhookDestinationStatus) {
+    pub fn written(&self, obj: &K, status: S) {
         let mut written = self.0.lock().expect("statuses lock");
-        written.insert(ObjectRef::from_obj(dest), status);
+        written.insert(ObjectRef::from_obj(obj), status);
     }
 
-    fn retain(&self, exists: impl Fn(&ObjectRef<WebhookDestination>) -> bool) {
+    pub fn retain(&self, exists: impl Fn(&ObjectRef<K>) -> bool) {
         self.0
             .lock()
             .expect("statuses lock")

@@ -1,6 +1,6 @@
 //! Where things live in JetStream (README "JetStream objects"): stream, bucket, subject and
-//! consumer names, all derived from a destination's namespace and name or from a write key's
-//! digest — never from the key itself.
+//! consumer names, all derived from a source's or destination's namespace and name or from a
+//! write key's digest — never from the key itself.
 
 use sha2::{Digest, Sha256};
 
@@ -10,7 +10,7 @@ pub const EVENTS_SUBJECTS: &str = "hookline.events.>";
 /// Dead letters, limits retention.
 pub const DEAD_LETTER_STREAM: &str = "HOOKLINE_DEAD_LETTERS";
 pub const DEAD_LETTER_SUBJECTS: &str = "hookline.dlq.>";
-/// Routes: which write-key digests the gateway accepts, and for which destinations.
+/// Routes: which write-key digests the gateway accepts, and the source each belongs to.
 pub const ROUTES_BUCKET: &str = "hookline-routes";
 
 /// A write key as JetStream and the gateway know it: its SHA-256, hex.
@@ -21,10 +21,42 @@ impl KeyDigest {
     pub fn of(write_key: &str) -> KeyDigest {
         KeyDigest(hex::encode(Sha256::digest(write_key.as_bytes())))
     }
+}
 
-    /// Events sent with this key: every destination holding it consumes this subject.
+/// `<namespace>_<name>` with the dots of the name as `_`: unique, because Kubernetes names
+/// never hold `_` and namespaces never hold `.`; valid as a consumer name and a subject token.
+fn token(namespace: &str, name: &str) -> String {
+    format!("{namespace}_{}", name.replace('.', "_"))
+}
+
+/// One WebhookSource's names in JetStream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SourceNames {
+    token: String,
+    route: String,
+}
+
+impl SourceNames {
+    pub fn new(namespace: &str, name: &str) -> SourceNames {
+        let token = token(namespace, name);
+        SourceNames {
+            route: format!("src.{token}"),
+            token,
+        }
+    }
+
+    /// Its events: every destination the source admits consumes this subject.
     pub fn subject(&self) -> String {
-        format!("hookline.events.key.{}", self.0)
+        format!("hookline.events.src.{}", self.token)
+    }
+
+    /// How its entries in the routes bucket and its events' ids name it.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    pub fn route_key(&self, key: &KeyDigest) -> String {
+        format!("{}.{}", key.0, self.route)
     }
 }
 
@@ -33,9 +65,6 @@ impl KeyDigest {
 pub struct DestinationNames {
     pub namespace: String,
     pub name: String,
-    /// `<namespace>_<name>` with the dots of the name as `_`: unique, because Kubernetes names
-    /// never hold `_` and namespaces never hold `.`; valid as a consumer name and a subject
-    /// token.
     token: String,
 }
 
@@ -44,7 +73,7 @@ impl DestinationNames {
         DestinationNames {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            token: format!("{namespace}_{}", name.replace('.', "_")),
+            token: token(namespace, name),
         }
     }
 
@@ -53,7 +82,8 @@ impl DestinationNames {
         &self.token
     }
 
-    /// Events sent to a destination without a write key (its own worker Service).
+    /// Events for this destination alone: sent to its own worker Service, or with its private
+    /// write key.
     pub fn subject(&self) -> String {
         format!("hookline.events.dest.{}", self.token)
     }
@@ -62,16 +92,9 @@ impl DestinationNames {
         format!("hookline.dlq.{}", self.token)
     }
 
-    /// Its entry in the routes bucket.
+    /// The routes-bucket entry of its private write key.
     pub fn route_key(&self, key: &KeyDigest) -> String {
         format!("{}.{}", key.0, self.token)
-    }
-
-    /// What this destination's consumer reads: its write key's subject, or its own without
-    /// one — always exactly one. Events for this destination alone on a shared key subject
-    /// (replays) name it as their recipient (see [`Self::recipient`]).
-    pub fn filter_subject(&self, key: Option<&KeyDigest>) -> String {
-        key.map_or_else(|| self.subject(), KeyDigest::subject)
     }
 
     /// How a queued event addresses this destination alone.
@@ -80,10 +103,11 @@ impl DestinationNames {
     }
 }
 
-/// The digest a routes-bucket key starts with.
-pub fn route_digest(route_key: &str) -> Option<KeyDigest> {
-    let (digest, _) = route_key.split_once('.')?;
-    Some(KeyDigest(digest.to_string()))
+/// A routes-bucket key's digest and whose route it is (a source's `src.<token>`, a
+/// destination's `<token>`).
+pub fn route_parts(route_key: &str) -> Option<(KeyDigest, &str)> {
+    let (digest, owner) = route_key.split_once('.')?;
+    Some((KeyDigest(digest.to_string()), owner))
 }
 
 #[cfg(test)]
@@ -99,9 +123,16 @@ mod tests {
         assert_eq!(a.subject(), "hookline.events.dest.shop_crm_eu");
         let key = KeyDigest::of("wk");
         assert_eq!(key.0.len(), 64);
-        assert!(!key.subject().contains("wk."));
-        assert_eq!(a.filter_subject(None), a.subject());
-        assert_eq!(a.filter_subject(Some(&key)), key.subject());
-        assert_eq!(route_digest(&a.route_key(&key)), Some(key));
+        assert_eq!(
+            route_parts(&a.route_key(&key)),
+            Some((key.clone(), "shop_crm_eu"))
+        );
+        let source = SourceNames::new("shop", "crm.eu");
+        assert_eq!(source.subject(), "hookline.events.src.shop_crm_eu");
+        assert_ne!(source.subject(), a.subject());
+        assert_eq!(
+            route_parts(&source.route_key(&key)),
+            Some((key, "src.shop_crm_eu"))
+        );
     }
 }

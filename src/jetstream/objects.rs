@@ -1,12 +1,14 @@
 //! Creating and removing what lives in JetStream, idempotently: the two streams and the routes
-//! bucket (once per installation), and each destination's consumer and route.
+//! bucket (once per installation), each destination's consumer, and each source's route.
 
 use super::names::{
     DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECTS, DestinationNames, EVENTS_STREAM, EVENTS_SUBJECTS,
-    KeyDigest, ROUTES_BUCKET,
+    ROUTES_BUCKET, route_parts,
 };
 use super::{Nats, NatsError};
+use crate::pipeline::source::RouteSpec;
 use async_nats::jetstream::{consumer, kv, stream};
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Dead letters are kept this long (API §8: 14 days by default).
@@ -27,7 +29,8 @@ pub struct Retention {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerPlan {
     pub names: DestinationNames,
-    pub key: Option<KeyDigest>,
+    /// What it reads: the subject of the source it reads, or its own.
+    pub subject: String,
     /// How many events its workers may hold unacknowledged at once.
     pub max_ack_pending: i64,
 }
@@ -40,7 +43,7 @@ impl ConsumerPlan {
     /// cuts a pull short at this limit.
     pub fn new(
         names: DestinationNames,
-        key: Option<KeyDigest>,
+        subject: String,
         concurrency: usize,
         batch_size: usize,
     ) -> ConsumerPlan {
@@ -51,7 +54,7 @@ impl ConsumerPlan {
         };
         ConsumerPlan {
             names,
-            key,
+            subject,
             max_ack_pending,
         }
     }
@@ -71,7 +74,9 @@ impl ConsumerPlan {
             // dead-letters; JetStream must never drop an event on its own.
             max_deliver: -1,
             max_ack_pending: self.max_ack_pending,
-            filter_subject: self.names.filter_subject(self.key.as_ref()),
+            // Events for this destination alone on a shared source subject (replays) name it as
+            // their recipient.
+            filter_subject: self.subject.clone(),
             ..Default::default()
         }
     }
@@ -113,7 +118,7 @@ pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), Nat
     .map_err(|e| NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e))?;
     js.create_or_update_key_value(kv::Config {
         bucket: ROUTES_BUCKET.into(),
-        description: "hookline: write-key digests the gateway accepts".into(),
+        description: "hookline: write-key digests the gateway accepts, and their sources".into(),
         history: 1,
         storage: stream::StorageType::File,
         num_replicas: replicas,
@@ -152,37 +157,66 @@ pub async fn ensure_consumer(nats: &Nats, plan: &ConsumerPlan) -> Result<(), Nat
     Ok(())
 }
 
-/// Publishes the destination's route, and removes the one of a write key it no longer holds.
+/// Makes `spec` the one route of `owner` (a source's `src.<token>`, a destination's
+/// `<token>`), or removes its route when `None`. `spec` is given only to the key's owner
+/// (the oldest claimant), so any other route of that key — a claimant that lost it, or one
+/// deleted meanwhile — is removed with it.
 pub async fn ensure_route(
     nats: &Nats,
-    names: &DestinationNames,
-    key: Option<&KeyDigest>,
+    owner: &str,
+    spec: Option<&RouteSpec>,
 ) -> Result<(), NatsError> {
     let bucket = routes(nats).await?;
-    let wanted = key.map(|k| names.route_key(k));
-    for stale in route_keys(&bucket, names).await? {
-        if Some(&stale) != wanted.as_ref() {
-            bucket
-                .purge(&stale)
-                .await
-                .map_err(|e| NatsError::api(format!("route {stale}"), e))?;
+    let wanted = spec.map(|s| format!("{}.{owner}", s.key));
+    for key in route_keys(&bucket).await? {
+        let Some((digest, by)) = route_parts(&key) else {
+            continue;
+        };
+        let stale = if by == owner {
+            Some(&key) != wanted.as_ref()
+        } else {
+            spec.is_some_and(|s| s.key == digest.0)
+        };
+        if stale {
+            purge(&bucket, &key).await?;
         }
     }
-    if let Some(key) = wanted {
-        let value = serde_json::json!({"namespace": names.namespace, "name": names.name});
+    if let (Some(key), Some(spec)) = (wanted, spec) {
+        let value = serde_json::to_vec(spec).expect("routes serialize");
         bucket
-            .put(&key, value.to_string().into())
+            .put(&key, value.into())
             .await
             .map_err(|e| NatsError::api(format!("route {key}"), e))?;
     }
     Ok(())
 }
 
+/// Removes the routes of sources that no longer exist (`live`: the routes of those that do).
+pub async fn sweep_source_routes(nats: &Nats, live: &HashSet<String>) -> Result<(), NatsError> {
+    let bucket = routes(nats).await?;
+    for key in route_keys(&bucket).await? {
+        if let Some((_, owner)) = route_parts(&key)
+            && owner.starts_with("src.")
+            && !live.contains(owner)
+        {
+            purge(&bucket, &key).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn purge(bucket: &kv::Store, key: &str) -> Result<(), NatsError> {
+    bucket
+        .purge(key)
+        .await
+        .map_err(|e| NatsError::api(format!("route {key}"), e))
+}
+
 /// Everything the destination has in JetStream except its dead letters (kept for their 14
 /// days): its route, then its consumer. Removing the consumer lets interest retention drop the
 /// events only it was waiting for.
 pub async fn remove_destination(nats: &Nats, names: &DestinationNames) -> Result<(), NatsError> {
-    ensure_route(nats, names, None).await?;
+    ensure_route(nats, names.consumer(), None).await?;
     let stream = events_stream(nats).await?;
     match stream.delete_consumer(names.consumer()).await {
         Ok(_) => Ok(()),
@@ -233,19 +267,9 @@ pub async fn routes(nats: &Nats) -> Result<kv::Store, NatsError> {
         .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))
 }
 
-async fn route_keys(
-    bucket: &kv::Store,
-    names: &DestinationNames,
-) -> Result<Vec<String>, NatsError> {
+async fn route_keys(bucket: &kv::Store) -> Result<Vec<String>, NatsError> {
     use futures::TryStreamExt;
-    let suffix = format!(".{}", names.consumer());
-    let keys = match bucket.keys().await {
-        Ok(keys) => keys,
-        Err(e) => return Err(NatsError::api(format!("bucket {ROUTES_BUCKET}"), e)),
-    };
-    let all: Vec<String> = keys
-        .try_collect()
-        .await
-        .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))?;
-    Ok(all.into_iter().filter(|k| k.ends_with(&suffix)).collect())
+    let failed = |e: &dyn std::fmt::Display| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e);
+    let keys = bucket.keys().await.map_err(|e| failed(&e))?;
+    keys.try_collect().await.map_err(|e| failed(&e))
 }

@@ -1,8 +1,10 @@
-//! The gateway's live view of the routes bucket: which write-key digests it accepts. Followed
-//! with a watch, so a new destination's key works within moments and a deleted one's stops.
+//! The gateway's live view of the routes bucket: which write-key digests it accepts, and the
+//! source each belongs to. Followed with a watch, so a new source's key works within moments
+//! and a deleted one's stops.
 
-use super::names::{KeyDigest, route_digest};
+use super::names::KeyDigest;
 use super::{Nats, objects};
+use crate::pipeline::source::{RouteSpec, SourceRoute, origin_allowed};
 use crate::shutdown::stopped;
 use async_nats::jetstream::kv::Operation;
 use futures::StreamExt;
@@ -12,20 +14,35 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
+type Table = HashMap<String, Arc<SourceRoute>>;
+
 #[derive(Clone, Default)]
 pub struct RouteTable {
-    /// Route key (`<digest>.<destination>`) → its digest.
-    routes: Arc<RwLock<HashMap<String, KeyDigest>>>,
+    /// Route key (`<digest>.<owner>`) → its route.
+    routes: Arc<RwLock<Table>>,
     loaded: Arc<AtomicBool>,
 }
 
 impl RouteTable {
-    pub fn accepts(&self, key: &KeyDigest) -> bool {
+    /// The source a key belongs to. Two routes of one key exist only for the moment between
+    /// the operator publishing the owner's and removing the other: the lowest rank is the owner.
+    pub fn source(&self, key: &KeyDigest) -> Option<Arc<SourceRoute>> {
         self.routes
             .read()
             .expect("routes lock")
             .values()
-            .any(|d| d == key)
+            .filter(|r| &r.digest == key)
+            .min_by(|a, b| a.spec.rank.cmp(&b.spec.rank))
+            .cloned()
+    }
+
+    /// Whether some source may be sent to from `origin` (a preflight names no key).
+    pub fn any_allows_origin(&self, origin: &str) -> bool {
+        self.routes
+            .read()
+            .expect("routes lock")
+            .values()
+            .any(|r| origin_allowed(&r.spec.allowed_origins, origin))
     }
 
     /// Whether the bucket has been read to its end at least once.
@@ -58,23 +75,36 @@ impl RouteTable {
         let bucket = objects::routes(nats).await?;
         let mut entries = bucket.watch_with_history(">").await?;
         // A fresh watch replays every current entry first: the table is replaced only once the
-        // replay is complete, so a key never seems unknown for a moment.
-        let mut current: HashMap<String, KeyDigest> = HashMap::new();
+        // replay is complete, so a key never seems unknown for a moment. An unchanged route
+        // keeps its rate limit's bucket.
+        let mut current: Table = self.routes.read().expect("routes lock").clone();
+        let mut seen = std::collections::HashSet::new();
         let mut caught_up = bucket.status().await?.values() == 0;
         if caught_up {
+            current.clear();
             self.replace(current.clone());
         }
         while let Some(entry) = entries.next().await {
             let entry = entry?;
-            match (entry.operation, route_digest(&entry.key)) {
-                (Operation::Put, Some(digest)) => {
-                    current.insert(entry.key, digest);
+            seen.insert(entry.key.clone());
+            // Entries of an earlier version (no route spec) are not routes: the operator
+            // replaces them.
+            let spec = serde_json::from_slice::<RouteSpec>(&entry.value).ok();
+            match (entry.operation, spec) {
+                (Operation::Put, Some(spec)) => {
+                    if current.get(&entry.key).is_none_or(|r| r.spec != spec) {
+                        current.insert(entry.key, SourceRoute::new(spec));
+                    }
                 }
                 _ => {
                     current.remove(&entry.key);
                 }
             }
-            caught_up |= entry.delta == 0;
+            if !caught_up && entry.delta == 0 {
+                // Routes removed while no watch was running are not replayed.
+                current.retain(|k, _| seen.contains(k));
+                caught_up = true;
+            }
             if caught_up {
                 self.replace(current.clone());
             }
@@ -82,7 +112,7 @@ impl RouteTable {
         Err("the watch ended".into())
     }
 
-    fn replace(&self, routes: HashMap<String, KeyDigest>) {
+    fn replace(&self, routes: Table) {
         *self.routes.write().expect("routes lock") = routes;
         self.loaded.store(true, Ordering::Release);
     }

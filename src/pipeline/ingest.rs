@@ -1,5 +1,7 @@
-//! Ingestion: the Segment HTTP Tracking API, answered only once events are durably queued.
+//! Ingestion: the Segment HTTP Tracking API, answered only once events are durably queued —
+//! to Segment's libraries in browsers too (CORS and the settings document, [`super::browser`]).
 
+use super::browser;
 use super::dead_letters::DeadLetters;
 use super::store::{EventStore, Refused, Routes};
 use crate::metrics::METRICS;
@@ -7,7 +9,7 @@ use crate::telemetry;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
@@ -36,8 +38,12 @@ pub struct IngestState {
 
 pub fn router(state: Arc<IngestState>) -> Router {
     Router::new()
-        .route("/v1/{kind}", post(ingest))
-        .route("/{kind}", post(ingest))
+        .route("/v1/{kind}", post(ingest).options(preflight))
+        .route("/{kind}", post(ingest).options(preflight))
+        .route(
+            "/v1/projects/{write_key}/settings",
+            get(settings).options(preflight),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -108,8 +114,100 @@ impl IntoResponse for Rejection {
     }
 }
 
+/// A source's rate limit reached: 429, and when to try again (whole seconds, at least one).
+struct TooManyRequests(std::time::Duration);
+
+impl IntoResponse for TooManyRequests {
+    fn into_response(self) -> Response {
+        let seconds = self.0.as_secs_f64().ceil().max(1.0) as u64;
+        let body = json!({"success": false, "error": format!("this write key's rate limit is reached; retry in {seconds} s")});
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, seconds.to_string())],
+            axum::Json(body),
+        )
+            .into_response()
+    }
+}
+
 fn bad(message: impl Into<String>) -> Rejection {
     Rejection(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// A page's `Origin`, when the request came from a browser.
+fn origin(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers.get(header::ORIGIN)
+}
+
+/// `OPTIONS`: a browser asks whether a page of its origin may send. The key is not part of a
+/// preflight, so an origin that some source here allows gets its 204; the `POST` that follows
+/// is checked against its own key's source.
+async fn preflight(State(state): State<Arc<IngestState>>, headers: HeaderMap) -> Response {
+    let Some(origin) = origin(&headers) else {
+        return (
+            StatusCode::NO_CONTENT,
+            [(header::ALLOW, "POST, GET, OPTIONS")],
+        )
+            .into_response();
+    };
+    let allowed = origin
+        .to_str()
+        .is_ok_and(|o| state.routes.any_allows_origin(o));
+    if !allowed {
+        return origin_refused();
+    }
+    (
+        StatusCode::NO_CONTENT,
+        browser::preflight_headers(origin, &headers),
+    )
+        .into_response()
+}
+
+fn origin_refused() -> Response {
+    Rejection(
+        StatusCode::FORBIDDEN,
+        "this origin may not send here: add it to the source's spec.allowedOrigins".into(),
+    )
+    .into_response()
+}
+
+/// Whether the page's origin (if any) may send with this source's key.
+fn origin_allowed(headers: &HeaderMap, source: Option<&super::source::SourceRoute>) -> bool {
+    match (origin(headers), source) {
+        (Some(origin), Some(source)) => origin.to_str().is_ok_and(|o| source.allows_origin(o)),
+        _ => true,
+    }
+}
+
+/// A page may read the answer: every answer but an origin's refusal carries CORS headers.
+fn with_cors(headers: &HeaderMap, mut response: Response) -> Response {
+    if let Some(origin) = origin(headers)
+        && response.status() != StatusCode::FORBIDDEN
+    {
+        for (name, value) in browser::answer_headers(origin) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// `GET /v1/projects/{writeKey}/settings`: what analytics.js loads before sending; a key no
+/// source here holds (when every destination requires one) is 404.
+async fn settings(
+    State(state): State<Arc<IngestState>>,
+    Path(write_key): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let response = match state.routes.admit(Some(&write_key)) {
+        Ok(admitted) if !origin_allowed(&headers, admitted.source.as_deref()) => {
+            return origin_refused();
+        }
+        Ok(_) => axum::Json(browser::settings(&write_key, &headers)).into_response(),
+        Err(_) => {
+            Rejection(StatusCode::NOT_FOUND, "no source has this write key".into()).into_response()
+        }
+    };
+    with_cors(&headers, response)
 }
 
 /// The endpoint's message type, with Segment's short aliases (`/v1/t`, `/v1/b`, `/v1/import`).
@@ -154,18 +252,21 @@ async fn ingest(
     let accepted = accept(&state, &kind, &headers, body, trace.as_deref())
         .instrument(span.clone())
         .await;
-    let response = match accepted {
-        Ok(count) => {
-            METRICS
-                .events_received
-                .with_label_values(&[endpoint_kind(&kind).unwrap_or("unknown")])
-                .inc_by(count as u64);
-            // Signed: OpenTelemetry exports unsigned integers as strings.
-            span.record("events", count as i64);
-            axum::Json(json!({"success": true})).into_response()
-        }
-        Err(rejection) => rejection.into_response(),
-    };
+    let response = with_cors(
+        &headers,
+        match accepted {
+            Ok(count) => {
+                METRICS
+                    .events_received
+                    .with_label_values(&[endpoint_kind(&kind).unwrap_or("unknown")])
+                    .inc_by(count as u64);
+                // Signed: OpenTelemetry exports unsigned integers as strings.
+                span.record("events", count as i64);
+                axum::Json(json!({"success": true})).into_response()
+            }
+            Err(refused) => refused,
+        },
+    );
     span.record(
         "http.response.status_code",
         i64::from(response.status().as_u16()),
@@ -173,24 +274,27 @@ async fn ingest(
     response
 }
 
+/// Reads, checks and stores a request's events (a `text/plain` body, as `sendBeacon` and
+/// analytics.js send, is JSON like any other); the number stored, or the answer refusing them.
 async fn accept(
     state: &IngestState,
     kind: &str,
     headers: &HeaderMap,
     body: Body,
     trace: Option<&str>,
-) -> Result<usize, Rejection> {
+) -> Result<usize, Response> {
     let kind = endpoint_kind(kind).ok_or_else(|| {
         Rejection(
             StatusCode::NOT_FOUND,
             format!("no such endpoint: /v1/{kind}"),
         )
+        .into_response()
     })?;
     let limit = limit(kind);
     let raw = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large(limit))?;
-    let (write_key, body) = read_body(kind, headers, raw)?;
+        .map_err(|_| too_large(limit).into_response())?;
+    let (write_key, body) = read_body(kind, headers, raw).map_err(IntoResponse::into_response)?;
     let admitted = state
         .routes
         .admit(write_key.as_deref())
@@ -201,9 +305,17 @@ async fn accept(
                     "a write key is required (HTTP Basic username, or writeKey in the body)"
                 }
             };
-            Rejection(StatusCode::UNAUTHORIZED, message.into())
+            Rejection(StatusCode::UNAUTHORIZED, message.into()).into_response()
         })?;
-    let messages = messages(kind, body, Utc::now())?;
+    if !origin_allowed(headers, admitted.source.as_deref()) {
+        return Err(origin_refused());
+    }
+    if let Some(source) = &admitted.source {
+        source
+            .take_request()
+            .map_err(|wait| TooManyRequests(wait).into_response())?;
+    }
+    let messages = messages(kind, body, Utc::now()).map_err(IntoResponse::into_response)?;
 
     let count = messages.len();
     state
@@ -216,6 +328,7 @@ async fn accept(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "could not store the events; try again".into(),
             )
+            .into_response()
         })?;
     Ok(count)
 }

@@ -5,6 +5,7 @@
 //! the worker's (read, complete, retry later, dead-letter).
 
 pub mod batch;
+pub mod browser;
 pub mod dead_letters;
 pub mod deliver;
 pub mod envelope;
@@ -16,6 +17,7 @@ pub mod queue;
 pub mod reads;
 pub mod samples;
 pub mod single;
+pub mod source;
 pub mod store;
 pub mod subscription;
 pub mod transform;

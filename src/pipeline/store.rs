@@ -1,38 +1,40 @@
 //! The queue backend seam, on ingestion's side: who a request may reach (its write key against
-//! the destinations' routes) and storing its events durably before the `200` — appended to
+//! the sources the routes know) and storing its events durably before the `200` — appended to
 //! the local disk queue, or published to JetStream.
 
 use super::envelope;
 use super::ingest::Message;
 use super::queue::Queue;
+use super::source::SourceRoute;
 use crate::jetstream::Nats;
 use crate::jetstream::names::{DestinationNames, KeyDigest};
 use crate::jetstream::publish::{Outgoing, PublishError, Publisher};
 use crate::jetstream::routes::RouteTable;
+use std::sync::Arc;
 
-/// A destination as ingestion sees it: its names, and the digest of the write key it
-/// requires, if any.
+/// A destination as ingestion sees it: its names, and the source it reads, if any (none: it
+/// takes requests with or without a write key).
 #[derive(Clone)]
 pub struct Route {
     pub names: DestinationNames,
-    pub key: Option<KeyDigest>,
+    pub source: Option<Arc<SourceRoute>>,
 }
 
 /// Where a request's routes come from.
 pub enum Routes {
     /// The destinations this process runs, read per request so rotated write keys apply at once.
     Fixed(Box<dyn Fn() -> Vec<Route> + Send + Sync>),
-    /// The gateway: every write key in the routes bucket.
+    /// The gateway: every source in the routes bucket.
     Gateway(RouteTable),
 }
 
 /// Who a request's events go to.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Admitted {
     /// Local queue: the destinations, when not all of them.
     pub to: Option<Vec<String>>,
-    /// The write key the request carried, when a destination holds it.
-    pub keyed: Option<KeyDigest>,
+    /// The source whose key the request carried, when one holds it.
+    pub source: Option<Arc<SourceRoute>>,
     /// Destinations that need no write key.
     pub open: Vec<DestinationNames>,
 }
@@ -52,7 +54,7 @@ impl Routes {
         }
     }
 
-    /// Those that need no write key, and those whose key the request carries.
+    /// Those that need no write key, and those reading the source whose key the request carries.
     pub fn admit(&self, key: Option<&str>) -> Result<Admitted, Refused> {
         let digest = key.map(KeyDigest::of);
         let refused = || {
@@ -63,33 +65,51 @@ impl Routes {
             }
         };
         match self {
-            Routes::Gateway(table) => match digest {
-                Some(d) if table.accepts(&d) => Ok(Admitted {
+            Routes::Gateway(table) => match digest.and_then(|d| table.source(&d)) {
+                Some(source) => Ok(Admitted {
                     to: None,
-                    keyed: Some(d),
+                    source: Some(source),
                     open: Vec::new(),
                 }),
-                _ => Err(refused()),
+                None => Err(refused()),
             },
             Routes::Fixed(routes) => {
                 let routes = routes();
+                let reads_key = |r: &Route| {
+                    r.source
+                        .as_ref()
+                        .is_some_and(|s| Some(&s.digest) == digest.as_ref())
+                };
                 let allowed: Vec<&Route> = routes
                     .iter()
-                    .filter(|r| r.key.is_none() || r.key == digest)
+                    .filter(|r| r.source.is_none() || reads_key(r))
                     .collect();
                 if allowed.is_empty() {
                     return Err(refused());
                 }
-                let keyed = digest.filter(|d| allowed.iter().any(|r| r.key.as_ref() == Some(d)));
+                let source = allowed
+                    .iter()
+                    .find(|r| reads_key(r))
+                    .and_then(|r| r.source.clone());
                 let to = (allowed.len() != routes.len())
                     .then(|| allowed.iter().map(|r| r.names.name.clone()).collect());
                 let open = allowed
                     .into_iter()
-                    .filter(|r| r.key.is_none())
+                    .filter(|r| r.source.is_none())
                     .map(|r| r.names.clone())
                     .collect();
-                Ok(Admitted { to, keyed, open })
+                Ok(Admitted { to, source, open })
             }
+        }
+    }
+
+    /// Whether a page of `origin` may send to some source here: a preflight carries no key.
+    pub fn any_allows_origin(&self, origin: &str) -> bool {
+        match self {
+            Routes::Gateway(table) => table.any_allows_origin(origin),
+            Routes::Fixed(routes) => routes()
+                .iter()
+                .any(|r| r.source.as_ref().is_none_or(|s| s.allows_origin(origin))),
         }
     }
 }
@@ -130,12 +150,12 @@ impl EventStore {
                 Ok(queue.append(records).await?)
             }
             EventStore::Stream(publisher) => {
-                // One message per event and subject: the key's subject (every destination
-                // holding the key reads it), and each open destination's own.
+                // One message per event and subject: the source's subject (every destination
+                // reading the source consumes it), and each open destination's own.
                 let subjects: Vec<(String, String)> = admitted
-                    .keyed
+                    .source
                     .iter()
-                    .map(|k| (k.subject(), k.0.clone()))
+                    .map(|s| (s.spec.subject.clone(), s.spec.route.clone()))
                     .chain(
                         admitted
                             .open
@@ -171,32 +191,60 @@ impl EventStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::source::RouteSpec;
 
     #[test]
-    fn admits_by_write_key() {
-        let route = |name: &str, key: Option<&str>| Route {
+    fn admits_by_the_source_a_key_belongs_to() {
+        let website = SourceRoute::new(RouteSpec {
+            allowed_origins: vec!["https://shop.example".into()],
+            ..RouteSpec::private(
+                &DestinationNames::new("default", "a"),
+                &KeyDigest::of("ka"),
+                String::new(),
+            )
+        });
+        let route = |name: &str, source: Option<&Arc<SourceRoute>>| Route {
             names: DestinationNames::new("default", name),
-            key: key.map(KeyDigest::of),
+            source: source.cloned(),
         };
         let routes = Routes::Fixed(Box::new(move || {
-            vec![route("a", Some("ka")), route("b", None)]
+            vec![route("a", Some(&website)), route("b", None)]
         }));
         let all = routes.admit(Some("ka")).unwrap();
         assert_eq!(all.to, None);
-        assert_eq!(all.keyed, Some(KeyDigest::of("ka")));
+        assert_eq!(all.source.unwrap().digest, KeyDigest::of("ka"));
         assert_eq!(all.open, vec![DestinationNames::new("default", "b")]);
         let open = routes.admit(None).unwrap();
         assert_eq!(open.to, Some(vec!["b".to_string()]));
-        assert_eq!(open.keyed, None);
+        assert!(open.source.is_none());
         let other = routes.admit(Some("nope")).unwrap();
-        assert_eq!(
-            other.keyed, None,
+        assert!(
+            other.source.is_none(),
             "an unknown key reaches only the open destinations"
         );
-        let only_keyed = Routes::Fixed(Box::new(move || vec![route("a", Some("ka"))]));
-        assert_eq!(only_keyed.admit(Some("nope")), Err(Refused::InvalidKey));
-        assert_eq!(only_keyed.admit(None), Err(Refused::KeyRequired));
+        assert!(
+            routes.any_allows_origin("https://elsewhere.example"),
+            "b takes any origin"
+        );
+        let only_keyed = Routes::Fixed(Box::new(move || {
+            let website = SourceRoute::new(RouteSpec {
+                allowed_origins: vec!["https://shop.example".into()],
+                ..RouteSpec::private(
+                    &DestinationNames::new("default", "a"),
+                    &KeyDigest::of("ka"),
+                    String::new(),
+                )
+            });
+            vec![route("a", Some(&website))]
+        }));
+        assert_eq!(
+            only_keyed.admit(Some("nope")).unwrap_err(),
+            Refused::InvalidKey
+        );
+        assert_eq!(only_keyed.admit(None).unwrap_err(), Refused::KeyRequired);
+        assert!(only_keyed.any_allows_origin("https://shop.example"));
+        assert!(!only_keyed.any_allows_origin("https://elsewhere.example"));
         let gateway = Routes::Gateway(RouteTable::default());
-        assert_eq!(gateway.admit(Some("ka")), Err(Refused::InvalidKey));
+        assert_eq!(gateway.admit(Some("ka")).unwrap_err(), Refused::InvalidKey);
     }
 }

@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod nats;
 pub mod oauth;
+pub mod operator;
 pub mod tls;
 
 use axum::body::Bytes;

@@ -65,17 +65,18 @@ impl Pace {
 
     /// Waits until the destination may send one more request.
     pub async fn ready(&self) {
-        loop {
-            let wait = self
-                .bucket
-                .lock()
-                .expect("pace lock")
-                .take(self.limit, Instant::now());
-            match wait {
-                Ok(()) => return,
-                Err(wait) => tokio::time::sleep(wait).await,
-            }
+        while let Err(wait) = self.try_take() {
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Takes one request's token now, or says how long until one is there (a source's
+    /// ingestion answers 429 with that as `Retry-After` instead of waiting).
+    pub fn try_take(&self) -> Result<(), Duration> {
+        self.bucket
+            .lock()
+            .expect("pace lock")
+            .take(self.limit, Instant::now())
     }
 
     /// No request of the destination goes out before `until` (a `429`'s `Retry-After`).
