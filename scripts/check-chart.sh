@@ -28,6 +28,13 @@ check "traces and JSON logs" --set logFormat=json \
     --set opentelemetry.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318
 check "JetStream mode" --set nats.url=nats://nats.nats.svc:4222 --set nats.auth.secretName=nats-auth \
     --set nats.auth.credsKey=hookline.creds --set nats.tls.caSecretName=nats-ca
+check "JetStream mode, gateway Ingress" --set nats.url=nats://nats.nats.svc:4222 \
+    --set gateway.ingress.enabled=true --set gateway.ingress.className=nginx \
+    --set 'gateway.ingress.hosts[0]=events.example.com' \
+    --set 'gateway.ingress.tls[0].hosts[0]=events.example.com' \
+    --set 'gateway.ingress.tls[0].secretName=events-tls'
+"$helm" template hookline "$chart" --set nats.url=nats://nats:4222 --set gateway.ingress.enabled=true \
+    --set 'gateway.ingress.hosts[0]=events.example.com' | grep -q '^kind: Ingress$' 
 "$helm" template hookline "$chart" --set nats.url=nats://nats:4222 | grep -q 'args: \["gateway"'
 # The ServiceMonitor's kind is not in the Kubernetes schemas: render it, check it is there.
 "$helm" template hookline "$chart" --set metrics.serviceMonitor.enabled=true |

@@ -311,12 +311,12 @@ fn every_example_loads_and_resolves() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     let manifests = hookline::config::manifests::Manifests::load(&files).unwrap();
-    let mut names: Vec<String> = Vec::new();
-    for d in &manifests.destinations {
-        let resolved = hookline::config::destination::Destination::resolve(d, &manifests.secrets)
-            .unwrap_or_else(|e| panic!("{e}"));
-        names.push(resolved.name);
-    }
+    // Bound to their sources as `hookline run` binds them.
+    let mut names: Vec<String> = hookline::config::sources::bind(&manifests)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
     names.sort();
     assert_eq!(
         names,
@@ -327,6 +327,7 @@ fn every_example_loads_and_resolves() {
             "orders-to-billing",
             "orders-to-crm",
             "orders-to-erp",
+            "page-views-to-crm",
             "signups-to-crm"
         ]
     );

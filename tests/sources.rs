@@ -254,6 +254,40 @@ async fn a_source_without_a_key_gets_a_generated_one_and_counts_its_readers() {
     let gateway = c.gateway().await;
     send_when_routed(&gateway, &key, "u1").await;
     assert_eq!(send(&gateway, "not-the-key", "u2").await, 401);
+    // Browsers reach the gateway too: its settings and CORS follow the source.
+    let client = reqwest::Client::new();
+    let settings: Value = client
+        .get(format!("{}/v1/projects/{key}/settings", gateway.base))
+        .header("x-forwarded-host", "events.shop.example")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        settings["integrations"]["Segment.io"]["apiHost"],
+        "events.shop.example/v1"
+    );
+    let unknown = client
+        .get(format!("{}/v1/projects/not-the-key/settings", gateway.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/t", gateway.base))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204, "the source allows any origin");
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
     eventually("the event waiting for crm", || async {
         (c.pending("shop", "crm").await == 1).then_some(())
     })

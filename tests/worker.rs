@@ -323,3 +323,63 @@ async fn a_rotated_ca_is_picked_up_without_a_restart() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Local mode in a cluster: a worker whose destination reads a WebhookSource accepts the key
+/// the operator rendered (as a digest) on its own Service, with the source's origins.
+#[tokio::test]
+async fn a_worker_reading_a_source_takes_its_key_and_origins_from_the_config() {
+    let endpoint = Endpoint::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let route = hookline::pipeline::source::RouteSpec::of_source(
+        &hookline::jetstream::names::SourceNames::new("shop", "website"),
+        &serde_json::from_value(serde_json::json!({"allowedOrigins": ["https://shop.example"]}))
+            .unwrap(),
+        &hookline::jetstream::names::KeyDigest::of("wk-site"),
+        String::new(),
+    );
+    let port = free_port();
+    let config = format!(
+        "destination:\n  apiVersion: hookline.dev/v1alpha1\n  kind: WebhookDestination\n  metadata: {{ name: orders, namespace: analytics }}\n  spec:\n    endpoint: {{ url: \"{}\" }}\n    source: {{ sourceRef: {{ name: website, namespace: shop }} }}\nsecretsDir: {}\ndataDir: {}\nlisten: 127.0.0.1:{port}\nsource: {}\n",
+        endpoint.url,
+        dir.path().join("secrets").display(),
+        dir.path().join("data").display(),
+        serde_json::to_string(&route).unwrap(),
+    );
+    let worker = Hookline::start_worker(
+        &manifest(dir.path(), "w.yaml", &config),
+        port,
+        &dir.path().join("data"),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let send = |key: &'static str, origin: &'static str| {
+        client
+            .post(format!("{}/v1/track", worker.base))
+            .basic_auth(key, Some(""))
+            .header("origin", origin)
+            .json(&track("u1", "E", serde_json::json!({})))
+            .send()
+    };
+    assert_eq!(
+        send("wk-other", "https://shop.example")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        send("wk-site", "https://evil.example")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        send("wk-site", "https://shop.example")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    endpoint.wait_for("the one event", |r| r.len() == 1).await;
+}

@@ -33,10 +33,13 @@ pub struct WebhookSourceSpec {
     pub write_key_secret_ref: Option<SecretKeyRef>,
     /// Web page origins (scheme://host[:port]) browsers may send from (CORS); absent or empty:
     /// any origin. A request from another origin is refused with 403 and nothing is stored.
+    /// `null` is the origin of a page opened from a file; `*` allows any.
+    // The bounds keep the CEL rule's estimated cost within the API server's budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(max = 253)))]
     #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "self.all(o, o == '*' || o.matches('^https?://[^/?#]+$'))",
-        "message": "each origin must be scheme://host[:port] (no path), or *"
+        "rule": "self.all(o, o == '*' || o == 'null' || o.matches('^https?://[^/?#]+$'))",
+        "message": "each origin must be scheme://host[:port] (no path), null, or *"
     }]))]
     pub allowed_origins: Vec<String>,
     /// At most this many ingestion requests per second with this key, per ingesting process

@@ -8,7 +8,7 @@ use super::ConfigError;
 use super::destination::Destination;
 use super::manifests::{LoadedSource, Manifests};
 use crate::jetstream::names::{KeyDigest, SourceNames};
-use crate::pipeline::source::{RouteSpec, SourceRoute};
+use crate::pipeline::source::{RouteSpec, SourceRoute, check_origins};
 use crate::tenancy;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -78,6 +78,8 @@ pub fn bind(manifests: &Manifests) -> Result<Vec<Destination>, ConfigError> {
 }
 
 fn route(source: &LoadedSource, manifests: &Manifests) -> Result<Arc<SourceRoute>, ConfigError> {
+    check_origins(&source.resource.spec.allowed_origins)
+        .map_err(|e| ConfigError::field(&source.origin, "spec", e))?;
     let field = "spec.writeKeySecretRef";
     let Some(r) = &source.resource.spec.write_key_secret_ref else {
         return Err(ConfigError::field(

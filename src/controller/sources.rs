@@ -13,7 +13,7 @@ use crate::api::{
 };
 use crate::jetstream::names::{DestinationNames, SourceNames};
 use crate::metrics::OPERATOR_METRICS;
-use crate::pipeline::source::RouteSpec;
+use crate::pipeline::source::{RouteSpec, check_origins};
 use crate::tenancy;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -172,6 +172,10 @@ fn differs(old: &WebhookSourceStatus, new: &WebhookSourceStatus) -> bool {
 
 /// The source's route, or why it routes nothing: its key missing, or held by an older holder.
 fn route(source: &WebhookSource, ctx: &Context, holder: &Holder) -> Result<RouteSpec, Problem> {
+    check_origins(&source.spec.allowed_origins).map_err(|e| Problem {
+        reason: "Invalid",
+        message: format!("spec.{e}"),
+    })?;
     let namespace = source.namespace().unwrap_or_default();
     let key_ref = source_key_ref(source);
     let Some(digest) = ctx.keys.digest(holder) else {

@@ -109,6 +109,25 @@ impl SourceRoute {
     }
 }
 
+/// What `allowedOrigins` may hold (the CRD's rule, for manifests no API server checked): each
+/// `scheme://host[:port]` with no path, `null`, or `*`. The message names the first bad one.
+pub fn check_origins(origins: &[String]) -> Result<(), String> {
+    for (i, o) in origins.iter().enumerate() {
+        let bare = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        let valid = o == "*"
+            || o == "null"
+            || bare.is_some_and(|h| !h.is_empty() && !h.contains(['/', '?', '#']));
+        if !valid {
+            return Err(format!(
+                "allowedOrigins[{i}] {o:?} must be scheme://host[:port] with no path (as browsers send Origin), null, or *"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An empty list or `*` allows any origin; otherwise scheme, host and port must be one of the
 /// list's (case-insensitive, with a default port or a trailing slash written or not).
 pub fn origin_allowed(allowed: &[String], origin: &str) -> bool {
@@ -134,6 +153,21 @@ fn normalize_origin(origin: &str) -> String {
 mod tests {
     use super::*;
     use crate::api::SourceRateLimit;
+
+    #[test]
+    fn origins_are_checked_as_browsers_send_them() {
+        let ok = ["https://shop.example", "http://localhost:3000", "null", "*"];
+        assert!(check_origins(&ok.map(String::from)).is_ok());
+        for bad in [
+            "https://shop.example/",
+            "shop.example",
+            "https://",
+            "ftp://x",
+        ] {
+            let err = check_origins(&[bad.to_string()]).unwrap_err();
+            assert!(err.starts_with("allowedOrigins[0]"), "{err}");
+        }
+    }
 
     #[test]
     fn origins_match_by_scheme_host_and_port() {
