@@ -200,16 +200,7 @@ async fn the_settings_document_points_analytics_js_at_this_host() {
     let port = h.base.rsplit(':').next().unwrap();
     assert_eq!(io["apiHost"], format!("127.0.0.1:{port}/v1"));
     assert_eq!(io["protocol"], "http");
-    let proxied: Value = client
-        .get(format!("{}/v1/projects/wk-web/settings", h.base))
-        .header("x-forwarded-host", "events.shop.example")
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let proxied = settings_via_proxy(&h.base, "wk-web").await;
     assert_eq!(
         proxied["integrations"]["Segment.io"]["apiHost"],
         "events.shop.example/v1"

@@ -256,16 +256,7 @@ async fn a_source_without_a_key_gets_a_generated_one_and_counts_its_readers() {
     assert_eq!(send(&gateway, "not-the-key", "u2").await, 401);
     // Browsers reach the gateway too: its settings and CORS follow the source.
     let client = reqwest::Client::new();
-    let settings: Value = client
-        .get(format!("{}/v1/projects/{key}/settings", gateway.base))
-        .header("x-forwarded-host", "events.shop.example")
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let settings = support::settings_via_proxy(&gateway.base, &key).await;
     assert_eq!(
         settings["integrations"]["Segment.io"]["apiHost"],
         "events.shop.example/v1"

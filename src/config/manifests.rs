@@ -11,18 +11,35 @@ use std::path::{Path, PathBuf};
 
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// A destination and where it came from, so later errors can name the file.
+/// A resource and where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]
-pub struct LoadedDestination {
-    pub resource: WebhookDestination,
+pub struct Loaded<K> {
+    pub resource: K,
     pub origin: String,
+}
+
+pub type LoadedDestination = Loaded<WebhookDestination>;
+pub type LoadedSource = Loaded<WebhookSource>;
+
+impl<K: kube::Resource> Loaded<K> {
+    pub fn name(&self) -> &str {
+        self.resource.meta().name.as_deref().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.resource
+            .meta()
+            .namespace
+            .as_deref()
+            .unwrap_or(DEFAULT_NAMESPACE)
+    }
 }
 
 impl LoadedDestination {
     /// A resource from the cluster (or a worker's config), named as `WebhookDestination ns/name`
     /// in errors.
     pub fn from_resource(resource: WebhookDestination) -> LoadedDestination {
-        let mut loaded = LoadedDestination {
+        let mut loaded = Loaded {
             resource,
             origin: String::new(),
         };
@@ -32,39 +49,6 @@ impl LoadedDestination {
             loaded.name()
         );
         loaded
-    }
-
-    pub fn name(&self) -> &str {
-        self.resource.metadata.name.as_deref().unwrap_or_default()
-    }
-
-    pub fn namespace(&self) -> &str {
-        self.resource
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or(DEFAULT_NAMESPACE)
-    }
-}
-
-/// A source and where it came from.
-#[derive(Debug, Clone)]
-pub struct LoadedSource {
-    pub resource: WebhookSource,
-    pub origin: String,
-}
-
-impl LoadedSource {
-    pub fn name(&self) -> &str {
-        self.resource.metadata.name.as_deref().unwrap_or_default()
-    }
-
-    pub fn namespace(&self) -> &str {
-        self.resource
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or(DEFAULT_NAMESPACE)
     }
 }
 
@@ -160,14 +144,13 @@ impl Manifests {
                     let resource: WebhookDestination = serde_path_to_error::deserialize(doc)
                         .map_err(|e| doc_err(what.clone(), describe(&e)))?;
                     let origin = format!("{}: WebhookDestination {name:?}", file.display());
-                    self.destinations
-                        .push(LoadedDestination { resource, origin });
+                    self.destinations.push(Loaded { resource, origin });
                 }
                 "WebhookSource" => {
                     let resource: WebhookSource = serde_path_to_error::deserialize(doc)
                         .map_err(|e| doc_err(what.clone(), describe(&e)))?;
                     let origin = format!("{}: WebhookSource {name:?}", file.display());
-                    self.sources.push(LoadedSource { resource, origin });
+                    self.sources.push(Loaded { resource, origin });
                 }
                 "Namespace" => {
                     let namespace: Namespace = serde_path_to_error::deserialize(doc)

@@ -193,22 +193,27 @@ mod tests {
     use super::*;
     use crate::pipeline::source::RouteSpec;
 
-    #[test]
-    fn admits_by_the_source_a_key_belongs_to() {
-        let website = SourceRoute::new(RouteSpec {
+    /// The key `ka`, from `https://shop.example` only.
+    fn website() -> Arc<SourceRoute> {
+        SourceRoute::new(RouteSpec {
             allowed_origins: vec!["https://shop.example".into()],
             ..RouteSpec::private(
                 &DestinationNames::new("default", "a"),
                 &KeyDigest::of("ka"),
                 String::new(),
             )
-        });
+        })
+    }
+
+    #[test]
+    fn admits_by_the_source_a_key_belongs_to() {
+        let shop = website();
         let route = |name: &str, source: Option<&Arc<SourceRoute>>| Route {
             names: DestinationNames::new("default", name),
             source: source.cloned(),
         };
         let routes = Routes::Fixed(Box::new(move || {
-            vec![route("a", Some(&website)), route("b", None)]
+            vec![route("a", Some(&shop)), route("b", None)]
         }));
         let all = routes.admit(Some("ka")).unwrap();
         assert_eq!(all.to, None);
@@ -226,17 +231,7 @@ mod tests {
             routes.any_allows_origin("https://elsewhere.example"),
             "b takes any origin"
         );
-        let only_keyed = Routes::Fixed(Box::new(move || {
-            let website = SourceRoute::new(RouteSpec {
-                allowed_origins: vec!["https://shop.example".into()],
-                ..RouteSpec::private(
-                    &DestinationNames::new("default", "a"),
-                    &KeyDigest::of("ka"),
-                    String::new(),
-                )
-            });
-            vec![route("a", Some(&website))]
-        }));
+        let only_keyed = Routes::Fixed(Box::new(move || vec![route("a", Some(&website()))]));
         assert_eq!(
             only_keyed.admit(Some("nope")).unwrap_err(),
             Refused::InvalidKey

@@ -392,6 +392,21 @@ pub fn condition<'a>(status: &'a serde_json::Value, kind: &str) -> &'a serde_jso
         .unwrap_or_else(|| panic!("no {kind} condition in {status}"))
 }
 
+/// analytics.js's settings for `key` from the ingestion API at `base`, asked through a proxy
+/// that says the page reached `https://events.shop.example`.
+pub async fn settings_via_proxy(base: &str, key: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/projects/{key}/settings"))
+        .header("x-forwarded-host", "events.shop.example")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Writes a manifest into `dir` and returns its path.
 pub fn manifest(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(name);
