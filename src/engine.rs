@@ -505,6 +505,13 @@ async fn condition_metrics(view: Arc<Vec<StatusView>>, mut shutdown: watch::Rece
             _ = tick.tick() => {}
             _ = stopped(&mut shutdown) => return,
         }
+        // Health is judged by time too: an endpoint failing long enough turns unhealthy with
+        // no answer to mark the moment.
+        for d in view.iter() {
+            if let Some(breaker) = &d.breaker {
+                breaker.view().set_gauges(&d.name);
+            }
+        }
         let status = status_json(&view);
         for d in status["destinations"].as_array().into_iter().flatten() {
             let name = d["name"].as_str().unwrap_or_default();

@@ -855,3 +855,33 @@ async fn removing_a_destination_whose_consumer_is_already_gone_is_done() {
     // removing the finalizer failed) finishes rather than failing forever.
     objects::remove_destination(&nats, &names).await.unwrap();
 }
+
+/// As in local mode (tests/pacing.rs): with the defaults, an endpoint answering 503 to
+/// everything turns `Delivering=False` by time, and back once it answers; nothing is
+/// dead-lettered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_long_enough_is_unhealthy_in_jetstream_mode_too() {
+    let t = Setup::new(&format!(
+        "{MAP_N}  delivery:\n    circuitBreaker: {{ unhealthyAfterSeconds: 1 }}\n"
+    ))
+    .await;
+    let outage = t.endpoint.down(503);
+    let h = t.worker("a").await;
+    assert_eq!(h.post("/v1/batch", numbered(0, 60)).await.status(), 200);
+    let unhealthy = wait_delivering(&h, "EndpointUnhealthy").await;
+    assert_eq!(unhealthy["status"], "False");
+    h.wait_for_metrics("the endpoint unhealthy", |m| {
+        m.contains("hookline_endpoint_healthy{destination=\"crm\"} 0")
+    })
+    .await;
+    outage.end();
+    assert_eq!(wait_delivering(&h, "Delivering").await["status"], "True");
+    t.endpoint
+        .wait_for("every event", |r| counts(r).len() == 60)
+        .await;
+    let letters = run_cli(&["dlq", "list", "crm", "--nats", &t.nats.url(), "-o", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&letters.stdout).unwrap(),
+        json!([])
+    );
+}

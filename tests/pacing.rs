@@ -89,23 +89,6 @@ fn distinct(requests: &[Received]) -> Vec<i64> {
     n
 }
 
-/// Polls `/status` until the destination's `Delivering` condition has `reason`.
-async fn wait_delivering(h: &Hookline, reason: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = h.status().await;
-        let c = condition(&status, "Delivering").clone();
-        if c["reason"] == reason {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Delivering never became {reason}: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_is_down_gets_one_probe_per_pause_and_every_held_event_later() {
     let endpoint = Endpoint::start().await;
@@ -219,4 +202,42 @@ async fn an_endpoint_down_longer_than_disable_after_is_paused_until_a_restart() 
         .await;
     assert_eq!(got.len(), sent + 3);
     assert_eq!(dead_letters(&h.data_dir), json!([]));
+}
+
+/// Health is judged by time as well as count: with the defaults (one request in flight, retried
+/// with a growing backoff) an endpoint answering 503 to everything makes few requests, yet it
+/// shows as unhealthy once it has failed for `unhealthyAfterSeconds` — 1 here, 30 by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_failing_long_enough_is_unhealthy_with_few_requests_and_recovers() {
+    let endpoint = Endpoint::start().await;
+    let outage = endpoint.down(503);
+    let spec = format!("{MAP_N}  delivery:\n    circuitBreaker: {{ unhealthyAfterSeconds: 1 }}\n");
+    let (dir, h) = Hookline::crm(&endpoint.url, &spec).await;
+    assert_eq!(h.post("/v1/batch", batch(60)).await.status(), 200);
+    let unhealthy = wait_delivering(&h, "EndpointUnhealthy").await;
+    assert_eq!(unhealthy["status"], "False");
+    assert!(unhealthy["message"].as_str().unwrap().contains("HTTP 503"));
+    assert!(
+        endpoint.received().len() < 10,
+        "fewer requests than open the breaker"
+    );
+    h.wait_for_metrics("the endpoint unhealthy", |m| {
+        m.contains("hookline_endpoint_healthy{destination=\"crm\"} 0")
+    })
+    .await;
+    outage.end();
+    assert_eq!(wait_delivering(&h, "Delivering").await["status"], "True");
+    endpoint
+        .wait_for("every event", |r| {
+            distinct(r) == (0..60).collect::<Vec<_>>()
+        })
+        .await;
+    h.wait_for_metrics("the endpoint healthy", |m| {
+        m.contains("hookline_endpoint_healthy{destination=\"crm\"} 1")
+    })
+    .await;
+    assert_eq!(
+        dead_letters(&dir.path().join("data")),
+        serde_json::json!([])
+    );
 }

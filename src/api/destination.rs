@@ -30,7 +30,9 @@ use std::collections::BTreeMap;
 #[schemars(transform = kubernetes_formats)]
 pub struct WebhookDestinationSpec {
     /// `false`: nothing is delivered and the worker is scaled to zero. Default `true`.
+    // The one schema default: the `Enabled` printer column and `kubectl get -o yaml` show it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = true))]
     pub enabled: Option<bool>,
     /// Where events are sent.
     pub endpoint: Endpoint,
@@ -307,6 +309,12 @@ pub struct CircuitBreaker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 300))]
     pub probe_interval_seconds: Option<u64>,
+    /// An endpoint that has answered nothing but failures (connection errors, timeouts, 408,
+    /// 5xx) this long is reported unhealthy (Delivering=False EndpointUnhealthy) even before
+    /// consecutiveFailures requests were made; traffic is held only by the breaker. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub unhealthy_after_seconds: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -1,8 +1,9 @@
 //! The custom resources, exactly as API.md names their fields: `WebhookDestination` (§1) and
 //! `WebhookSource` (§9).
 //!
-//! Optional fields stay `Option` with no schema defaults: the API server must store the spec as
-//! the user wrote it (GitOps tools diff it), so defaults live in the accessor methods.
+//! Optional fields stay `Option` with no schema defaults (but `spec.enabled`, which a printer
+//! column shows): the API server stores the spec as the user wrote it (GitOps tools diff it),
+//! so defaults live in the accessor methods.
 
 mod destination;
 mod source;

@@ -295,6 +295,12 @@ impl CompiledSpec {
                 }
                 other => other.map_or(breaker_defaults.first_pause, Duration::from_secs),
             },
+            unhealthy_after: positive(
+                breaker.unhealthy_after_seconds,
+                "spec.delivery.circuitBreaker.unhealthyAfterSeconds",
+                origin,
+            )?
+            .map_or(breaker_defaults.unhealthy_after, Duration::from_secs),
             disable_after: positive(
                 d.disable_after_seconds,
                 "spec.delivery.disableAfterSeconds",

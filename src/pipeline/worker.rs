@@ -56,8 +56,6 @@ struct DestinationMetrics {
     batch_size: prometheus::Histogram,
     queue_depth: prometheus::IntGauge,
     damaged: prometheus::IntCounter,
-    endpoint_healthy: prometheus::IntGauge,
-    delivery_paused: prometheus::IntGauge,
     oldest_event_age: prometheus::Gauge,
     /// Most events a destination does not deliver are filtered out by its subscription.
     filtered_by_subscription: prometheus::IntCounter,
@@ -88,8 +86,6 @@ impl DestinationMetrics {
             batch_size: METRICS.batch_size.with_label_values(&[name]),
             queue_depth: METRICS.queue_depth.with_label_values(&[name]),
             damaged: METRICS.damaged_records.with_label_values(&[name]),
-            endpoint_healthy: METRICS.endpoint_healthy.with_label_values(&[name]),
-            delivery_paused: METRICS.delivery_paused.with_label_values(&[name]),
             oldest_event_age: METRICS.oldest_event_age.with_label_values(&[name]),
             filtered_by_subscription: METRICS
                 .events_filtered
@@ -136,7 +132,7 @@ impl Worker {
         let pace = Pace::new(dest.rate_limit);
         let breaker = Arc::new(Breaker::new(dest.breaker));
         let metrics = DestinationMetrics::new(&dest.name);
-        metrics.endpoint_healthy.set(1);
+        BreakerView::Healthy.set_gauges(&dest.name);
         Ok(Worker {
             shared: Arc::new(Shared {
                 dest,
@@ -737,11 +733,7 @@ impl Shared {
         else {
             return;
         };
-        let m = &self.metrics;
-        m.endpoint_healthy
-            .set(i64::from(view == BreakerView::Healthy));
-        m.delivery_paused
-            .set(i64::from(matches!(view, BreakerView::Paused { .. })));
+        view.set_gauges(&self.dest.name);
         let (_, reason, message) = view.condition(&self.dest.name);
         match view {
             BreakerView::Healthy => {

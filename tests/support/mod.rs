@@ -407,6 +407,23 @@ pub async fn settings_via_proxy(base: &str, key: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// Polls `/status` until the destination's `Delivering` condition has `reason`.
+pub async fn wait_delivering(h: &Hookline, reason: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = h.status().await;
+        let c = condition(&status, "Delivering").clone();
+        if c["reason"] == reason {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Delivering never became {reason}: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Writes a manifest into `dir` and returns its path.
 pub fn manifest(dir: &Path, name: &str, yaml: &str) -> PathBuf {
     let path = dir.join(name);

@@ -3,7 +3,12 @@
 //! destination holds its queue and sends one probe after a pause that doubles while the probes
 //! fail. The first healthy answer closes it again. An endpoint that stays down for
 //! `disableAfterSeconds` is no longer probed: a person resumes it (by restarting the worker).
-//! The state machine is pure, tested without sleeping; waiting is layered on top.
+//!
+//! Health is judged by time too: an endpoint that has answered nothing but failures for
+//! `unhealthyAfterSeconds` is reported unhealthy even when too few requests were made to open
+//! the breaker (one event retried with a growing backoff makes few); whether traffic is held
+//! still follows the count. The state machine is pure, tested without sleeping; waiting is
+//! layered on top.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +26,8 @@ pub const MAX_PROBE_PAUSE: Duration = Duration::from_secs(300);
 pub struct BreakerPolicy {
     pub consecutive_failures: u32,
     pub first_pause: Duration,
+    /// Failing this long with no success in between is unhealthy, however few the requests.
+    pub unhealthy_after: Duration,
     pub disable_after: Option<Duration>,
 }
 
@@ -29,6 +36,7 @@ impl Default for BreakerPolicy {
         BreakerPolicy {
             consecutive_failures: 10,
             first_pause: Duration::from_secs(5),
+            unhealthy_after: Duration::from_secs(30),
             disable_after: None,
         }
     }
@@ -54,10 +62,15 @@ pub enum Admission {
     Wait(Option<Instant>),
 }
 
+/// When an endpoint started failing with no success since: by the clock, and by the wall
+/// clock for the message.
+type FailingSince = Option<(Instant, SystemTime)>;
+
 #[derive(Debug, Clone, PartialEq)]
 enum State {
     Closed {
         failures: u32,
+        failing_since: FailingSince,
     },
     Open {
         since: Instant,
@@ -96,7 +109,8 @@ impl Machine {
         }
     }
 
-    /// Records an answer; `true` when the state changed (healthy, unhealthy, paused).
+    /// Records an answer; `true` when the health it reports changed (healthy, unhealthy,
+    /// paused).
     fn record(
         &mut self,
         health: Health,
@@ -104,12 +118,24 @@ impl Machine {
         error: impl FnOnce() -> String,
         now: Instant,
     ) -> bool {
-        let before = std::mem::discriminant(&self.state);
+        let before = std::mem::discriminant(&self.view(now));
         match (health, &mut self.state) {
             (Health::Up, State::Paused { .. }) => {}
-            (Health::Up, _) => self.state = State::Closed { failures: 0 },
-            (Health::Down, State::Closed { failures }) => {
+            (Health::Up, _) => {
+                self.state = State::Closed {
+                    failures: 0,
+                    failing_since: None,
+                }
+            }
+            (
+                Health::Down,
+                State::Closed {
+                    failures,
+                    failing_since,
+                },
+            ) => {
                 *failures += 1;
+                failing_since.get_or_insert((now, SystemTime::now()));
                 self.last_error = error();
                 if *failures >= self.policy.consecutive_failures {
                     self.state = State::Open {
@@ -151,15 +177,26 @@ impl Machine {
             }
             (Health::Down, State::Paused { .. }) => {}
         }
-        before != std::mem::discriminant(&self.state)
+        before != std::mem::discriminant(&self.view(now))
     }
 
-    fn view(&self) -> BreakerView {
+    fn view(&self, now: Instant) -> BreakerView {
         match &self.state {
+            State::Closed {
+                failing_since: Some((since, since_wall)),
+                ..
+            } if now.saturating_duration_since(*since) >= self.policy.unhealthy_after => {
+                BreakerView::Unhealthy {
+                    since: *since_wall,
+                    last_error: self.last_error.clone(),
+                    held: false,
+                }
+            }
             State::Closed { .. } => BreakerView::Healthy,
             State::Open { since_wall, .. } => BreakerView::Unhealthy {
                 since: *since_wall,
                 last_error: self.last_error.clone(),
+                held: true,
             },
             State::Paused { since_wall } => BreakerView::Paused {
                 since: *since_wall,
@@ -176,6 +213,9 @@ pub enum BreakerView {
     Unhealthy {
         since: SystemTime,
         last_error: String,
+        /// The breaker is open: events are held and the endpoint probed. Otherwise it has
+        /// failed for `unhealthyAfterSeconds` without yet failing enough requests in a row.
+        held: bool,
     },
     Paused {
         since: SystemTime,
@@ -184,6 +224,19 @@ pub enum BreakerView {
 }
 
 impl BreakerView {
+    /// `hookline_endpoint_healthy` and `hookline_delivery_paused` of destination `name`, set to
+    /// this view.
+    pub fn set_gauges(&self, name: &str) {
+        crate::metrics::METRICS
+            .endpoint_healthy
+            .with_label_values(&[name])
+            .set(i64::from(*self == BreakerView::Healthy));
+        crate::metrics::METRICS
+            .delivery_paused
+            .with_label_values(&[name])
+            .set(i64::from(matches!(self, BreakerView::Paused { .. })));
+    }
+
     /// `(ok, reason, message)` of the `Delivering` condition of destination `name`.
     pub fn condition(&self, name: &str) -> (bool, &'static str, String) {
         let since = |t: &SystemTime| {
@@ -197,12 +250,24 @@ impl BreakerView {
             BreakerView::Unhealthy {
                 since: t,
                 last_error,
-                ..
+                held: true,
             } => (
                 false,
                 "EndpointUnhealthy",
                 format!(
                     "the endpoint keeps failing since {}: {last_error}; its events are held (no attempts used) and it is probed with one request after a pause that doubles up to 5 minutes",
+                    since(t),
+                ),
+            ),
+            BreakerView::Unhealthy {
+                since: t,
+                last_error,
+                held: false,
+            } => (
+                false,
+                "EndpointUnhealthy",
+                format!(
+                    "the endpoint has answered nothing but failures since {}: {last_error}; its events are retried with backoff (spec.delivery.circuitBreaker: unhealthy after unhealthyAfterSeconds, held after consecutiveFailures failed requests in a row)",
                     since(t),
                 ),
             ),
@@ -233,7 +298,10 @@ impl Breaker {
         Breaker {
             machine: Mutex::new(Machine {
                 policy,
-                state: State::Closed { failures: 0 },
+                state: State::Closed {
+                    failures: 0,
+                    failing_since: None,
+                },
                 last_error: String::new(),
             }),
             changed: Notify::new(),
@@ -272,7 +340,7 @@ impl Breaker {
         let mut machine = self.machine.lock().expect("breaker lock");
         let now = Instant::now();
         let changed = machine.record(health, probe, error, now);
-        let view = changed.then(|| machine.view());
+        let view = changed.then(|| machine.view(now));
         drop(machine);
         if changed || probe {
             // Waiters re-check: the breaker closed, or the probe is over and the next is due.
@@ -282,7 +350,10 @@ impl Breaker {
     }
 
     pub fn view(&self) -> BreakerView {
-        self.machine.lock().expect("breaker lock").view()
+        self.machine
+            .lock()
+            .expect("breaker lock")
+            .view(Instant::now())
     }
 }
 
@@ -294,12 +365,53 @@ mod tests {
         Machine {
             policy: BreakerPolicy {
                 consecutive_failures: failures,
-                first_pause: Duration::from_secs(5),
                 disable_after: disable_after.map(Duration::from_secs),
+                ..BreakerPolicy::default()
             },
-            state: State::Closed { failures: 0 },
+            state: State::Closed {
+                failures: 0,
+                failing_since: None,
+            },
             last_error: String::new(),
         }
+    }
+
+    #[test]
+    fn failing_for_unhealthy_after_is_unhealthy_with_few_requests_and_traffic_still_flows() {
+        // The defaults: one event retried with a growing backoff, every answer a 503.
+        let t0 = Instant::now();
+        let mut m = Machine {
+            policy: BreakerPolicy::default(),
+            ..machine(10, None)
+        };
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for s in [0, 1, 3, 7, 15, 29] {
+            assert!(!m.record(Health::Down, false, || "HTTP 503".into(), at(s)));
+            assert_eq!(m.view(at(s)), BreakerView::Healthy, "{s} s");
+        }
+        // 30 s after the first failure, with no success: unhealthy, though the breaker is
+        // still closed (six failures, not ten) and requests still go.
+        let view = m.view(at(30));
+        assert!(
+            matches!(view, BreakerView::Unhealthy { held: false, .. }),
+            "{view:?}"
+        );
+        let (ok, reason, message) = view.condition("crm");
+        assert!(!ok);
+        assert_eq!(reason, "EndpointUnhealthy");
+        assert!(
+            message.contains("HTTP 503") && message.contains("retried"),
+            "{message}"
+        );
+        assert_eq!(m.admit(at(30)), Admission::Send);
+        // A later failure reports no new change; a success is healthy at once.
+        assert!(!m.record(Health::Down, false, || "HTTP 503".into(), at(31)));
+        assert!(m.record(Health::Up, false, || "".into(), at(45)));
+        assert_eq!(m.view(at(45)), BreakerView::Healthy);
+        // The clock starts again with the next failure.
+        m.record(Health::Down, false, || "HTTP 503".into(), at(50));
+        assert_eq!(m.view(at(79)), BreakerView::Healthy);
+        assert!(matches!(m.view(at(80)), BreakerView::Unhealthy { .. }));
     }
 
     #[test]
@@ -343,7 +455,7 @@ mod tests {
         assert_eq!(m.admit(now), Admission::Probe);
         assert!(m.record(Health::Up, true, || "".into(), now));
         assert_eq!(m.admit(now), Admission::Send);
-        assert_eq!(m.view(), BreakerView::Healthy);
+        assert_eq!(m.view(now), BreakerView::Healthy);
     }
 
     #[test]
@@ -357,7 +469,7 @@ mod tests {
         assert_eq!(m.admit(later + MAX_PROBE_PAUSE), Admission::Wait(None));
         // Only a person (a restart) resumes it; a late answer does not.
         m.record(Health::Up, false, || "".into(), later);
-        let view = m.view();
+        let view = m.view(later);
         assert!(matches!(view, BreakerView::Paused { .. }));
         let (ok, reason, message) = view.condition("crm");
         assert!(!ok);
@@ -376,7 +488,7 @@ mod tests {
             || "127.0.0.1:9: cannot connect".into(),
             t0,
         );
-        let (ok, reason, message) = m.view().condition("crm");
+        let (ok, reason, message) = m.view(t0).condition("crm");
         assert!(!ok);
         assert_eq!(reason, "EndpointUnhealthy");
         assert!(message.contains("cannot connect"), "{message}");
