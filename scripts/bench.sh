@@ -13,4 +13,4 @@ fi
 tools=$(scripts/tools.sh)
 export HOOKLINE_NATS_SERVER="${HOOKLINE_NATS_SERVER:-$tools/venv/bin/nats-server}"
 cargo build --release --locked --bin hookline --bin hookline-bench
-exec target/release/hookline-bench "$@"
+exec "$(scripts/target-dir.sh)/release/hookline-bench" "$@"

@@ -14,7 +14,8 @@ fi
 export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
 targets=(ingest subscription mapping insert_function queue_records)
 (cd fuzz && cargo fuzz build -O >&2)
-bin="$PWD/fuzz/target/x86_64-unknown-linux-gnu/release"
+# Wherever cargo put them: fuzz/target, or CARGO_TARGET_DIR (or build.target-dir) if set.
+bin="$(scripts/target-dir.sh fuzz)/x86_64-unknown-linux-gnu/release"
 
 run() {
     local seconds="$1"

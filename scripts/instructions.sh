@@ -68,7 +68,7 @@ YAML
 count() {
     manifest "$1" > "$work/$1.yaml"
     rm -rf "$work/data-$1"
-    valgrind --tool=callgrind --callgrind-out-file="$work/$1.out" target/release/hookline run \
+    valgrind --tool=callgrind --callgrind-out-file="$work/$1.out" "$(scripts/target-dir.sh)/release/hookline" run \
         --listen "127.0.0.1:$listen_port" --data-dir "$work/data-$1" -f "$work/$1.yaml" 2>/dev/null &
     local pid=$!
     until curl -sf "http://127.0.0.1:$listen_port/readyz" >/dev/null; do sleep 0.2; done

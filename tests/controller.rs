@@ -634,7 +634,12 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
         .await
         .unwrap();
     let setup_calls = server.calls();
-    let op = Operator::start_on(server.clone(), Some("hookline-system"), "op-a").await;
+    let mut opts = options(Some("hookline-system"), "op-a", free_port());
+    opts.worker_status = Some(WorkerStatusOptions {
+        url: "http://127.0.0.1:9/status".into(),
+        every: Duration::from_millis(200),
+    });
+    let op = Operator::launch(server.clone(), opts);
     wait_condition(&op, "orders", "Accepted", "True").await;
     wait_condition(&op, "reader", "Accepted", "True").await;
     let sources: Api<hookline::api::WebhookSource> = op.api();
@@ -1185,5 +1190,79 @@ async fn an_endpoint_the_worker_finds_down_is_reported_on_the_resource_with_even
         metrics.contains("hookline_events_delivered_total{destination=\"orders\"} 1"),
         "{metrics}"
     );
+    op.stop().await;
+}
+
+/// A worker serving `/status` with one destination `orders` whose `Delivering` is `ok`.
+async fn fake_worker(ok: bool) -> u16 {
+    let body = json!({"destinations": [{"name": "orders", "conditions": [{
+        "type": "Delivering",
+        "status": if ok { "True" } else { "False" },
+        "reason": if ok { "Delivering" } else { "EndpointUnhealthy" },
+        "message": if ok { "" } else { "the endpoint keeps failing: HTTP 503" },
+    }]}]});
+    let app = axum::Router::new().route(
+        "/status",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { axum::Json(body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}
+
+/// With two worker pods that disagree, the resource says what the unhealthy one says — every
+/// ready pod the Service's EndpointSlices list is asked, not whichever the Service picks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worst_of_the_worker_pods_is_reported_with_how_many_say_it() {
+    let mut opts = options(None, "op-1", free_port());
+    opts.worker_status = Some(WorkerStatusOptions {
+        // Through the Service: never reached while the slices list the pods.
+        url: "http://127.0.0.1:9/status".into(),
+        every: Duration::from_millis(100),
+    });
+    let op = Operator::launch(ApiServer::new(), opts);
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+    wait_condition(&op, "orders", "WorkerAvailable", "False").await;
+    let slices: Api<k8s_openapi::api::discovery::v1::EndpointSlice> = op.api();
+    for (i, ok) in [(0, true), (1, false)] {
+        let port = fake_worker(ok).await;
+        let slice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("orders-hookline-{i}"), "namespace": NS, "labels": {
+                "kubernetes.io/service-name": "orders-hookline",
+                "app.kubernetes.io/managed-by": "hookline",
+            }},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+        }))
+        .unwrap();
+        slices.create(&PostParams::default(), &slice).await.unwrap();
+    }
+    op.make_available("orders-hookline").await;
+    let (_, reason, message) = wait_condition(&op, "orders", "Delivering", "False").await;
+    assert_eq!(reason, "EndpointUnhealthy");
+    assert_eq!(
+        message,
+        "1 of 2 worker pods report: the endpoint keeps failing: HTTP 503"
+    );
+    // The unhealthy pod is no longer ready: the other one's word is the resource's.
+    let patch =
+        json!({"endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": false}}]});
+    slices
+        .patch(
+            "orders-hookline-1",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    wait_condition(&op, "orders", "Delivering", "True").await;
     op.stop().await;
 }

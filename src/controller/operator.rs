@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -193,6 +194,10 @@ async fn run_controller(
         true,
     );
     let (sources, sources_writer) = reflector::store();
+    // The source controller waits for this store itself; a second waiter on the same store can
+    // miss its wake-up (kube's ready signal keeps one waker), so the caches learn that sources
+    // were listed from the stream.
+    let (sources_listed, sources_ready) = watch::channel(false);
     let source_changes = relevant_changes(
         reflector(
             sources_writer,
@@ -201,7 +206,12 @@ async fn run_controller(
                 watcher::Config::default().any_semantic(),
             )
             .modify(|s: &mut WebhookSource| s.metadata.managed_fields = None),
-        ),
+        )
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                let _ = sources_listed.send(true);
+            }
+        }),
         |s: &WebhookSource| {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             (s.metadata.generation, s.metadata.uid.as_deref()).hash(&mut h);
@@ -270,6 +280,25 @@ async fn run_controller(
         }
     });
 
+    // The workers' Services' EndpointSlices (labelled like the Services): which pods to ask
+    // for the endpoint's health. A change of the ready pods looks again.
+    let (endpoint_slices, slices_writer) = reflector::store();
+    let slice_changes: std::pin::Pin<Box<dyn Stream<Item = _> + Send>> = match &opts.worker_status {
+        Some(_) => Box::pin(relevant_changes(
+            reflector(
+                slices_writer,
+                watcher(api::<EndpointSlice>(&client, ns), children.clone()),
+            ),
+            |s: &EndpointSlice| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                format!("{:?}{:?}", s.endpoints, s.ports).hash(&mut h);
+                h.finish()
+            },
+            |_| {},
+            false,
+        )),
+        None => Box::pin(futures::stream::pending()),
+    };
     let (caches_listed, caches_ready) = watch::channel(false);
     tokio::spawn({
         let (c, a, s, d) = (
@@ -278,7 +307,8 @@ async fn run_controller(
             services.clone(),
             deployments.clone(),
         );
-        let (secrets, sources, namespaces) = (secrets.clone(), sources.clone(), namespaces.clone());
+        let (secrets, namespaces) = (secrets.clone(), namespaces.clone());
+        let mut sources_ready = sources_ready;
         let cluster_wide = ns.is_none();
         async move {
             let _ = c.wait_until_ready().await;
@@ -286,7 +316,7 @@ async fn run_controller(
             let _ = s.wait_until_ready().await;
             let _ = d.wait_until_ready().await;
             let _ = secrets.wait_until_ready().await;
-            let _ = sources.wait_until_ready().await;
+            let _ = sources_ready.wait_for(|listed| *listed).await;
             if cluster_wide {
                 let _ = namespaces.wait_until_ready().await;
             }
@@ -328,7 +358,7 @@ async fn run_controller(
         workers: opts
             .worker_status
             .clone()
-            .map(super::worker_status::WorkerStatus::new),
+            .map(|o| super::worker_status::WorkerStatus::new(o, endpoint_slices)),
         statuses: Default::default(),
         swept: std::sync::Mutex::new(std::time::Instant::now()),
         sources: sources.clone(),
@@ -364,6 +394,11 @@ async fn run_controller(
         .owns_stream(driven(deployment_changes, &shutdown))
         .watches_stream(driven(secret_changes, &shutdown), move |secret| {
             referencing(&destinations.state(), &secret)
+        })
+        .watches_stream(driven(slice_changes, &shutdown), |slice: EndpointSlice| {
+            let service = slice.labels().get("kubernetes.io/service-name")?;
+            let name = service.strip_suffix("-hookline")?;
+            Some(ObjectRef::new(name).within(&slice.namespace()?))
         })
         .watches_stream(driven(namespace_changes, &shutdown), {
             let destinations = ctx.destinations.clone();

@@ -1,17 +1,24 @@
 //! The endpoint's health as a destination's workers see it (their circuit breaker), for the
-//! resource's `Delivering` condition. Read from a worker's `GET /status` over the cluster network
-//! rather than through the API server, so it costs no API calls, at most every
-//! [`WorkerStatusOptions::every`].
+//! resource's `Delivering` condition. Read from every ready worker pod's `GET /status` over the
+//! cluster network — the pods the Service's EndpointSlices list, from a watch — rather than
+//! through the API server, so it costs no API calls, at most every
+//! [`WorkerStatusOptions::every`]. The worst answer is reported, with how many pods give it.
 
+use super::build::{INGEST_PORT, child_name};
 use crate::api::WebhookDestination;
+use crate::pipeline::deliver::breaker::PAUSED;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The label the EndpointSlice controller puts on a Service's slices.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
 /// Where a destination's worker answers `/status` in the cluster; `{name}` and `{namespace}`
-/// are the destination's.
+/// are the destination's. Used when no EndpointSlice lists its pods (yet).
 pub const DEFAULT_URL: &str = "http://{name}-hookline.{namespace}.svc:8080/status";
 
 #[derive(Debug, Clone)]
@@ -34,10 +41,64 @@ pub struct WorkerStatus {
     options: WorkerStatusOptions,
     client: reqwest::Client,
     read: Mutex<HashMap<ObjectRef<WebhookDestination>, Reading>>,
+    /// The workers' Services' EndpointSlices: which pods are ready, and where.
+    slices: Store<EndpointSlice>,
 }
 
 /// When a destination's worker was last read, and what it said (`None`: no answer).
 type Reading = (Instant, Option<Delivering>);
+
+/// The `/status` URLs of a slice's ready endpoints (an endpoint whose readiness is unknown counts
+/// as ready, as the API documents).
+fn pod_urls(slice: &EndpointSlice) -> Vec<String> {
+    let port = slice
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .and_then(|p| p.port)
+        .unwrap_or(INGEST_PORT);
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .flat_map(|e| e.addresses.iter())
+        .map(|address| {
+            let host = if address.contains(':') {
+                format!("[{address}]")
+            } else {
+                address.clone()
+            };
+            format!("http://{host}:{port}/status")
+        })
+        .collect()
+}
+
+/// What the pods say together: the worst answer (paused, then unhealthy, then delivering) with
+/// how many of those that answered give it; `None` when none answered.
+pub fn worst(answers: &[Delivering]) -> Option<Delivering> {
+    let severity = |d: &Delivering| match (d.ok, d.reason.as_str()) {
+        (false, PAUSED) => 2,
+        (false, _) => 1,
+        (true, _) => 0,
+    };
+    let worst = answers.iter().max_by_key(|d| severity(d))?;
+    if worst.ok {
+        return Some(worst.clone());
+    }
+    let alike = answers
+        .iter()
+        .filter(|d| d.ok == worst.ok && d.reason == worst.reason)
+        .count();
+    Some(Delivering {
+        message: format!(
+            "{alike} of {} worker pods report: {}",
+            answers.len(),
+            worst.message
+        ),
+        ..worst.clone()
+    })
+}
 
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
@@ -48,7 +109,7 @@ enum ReadError {
 }
 
 impl WorkerStatus {
-    pub fn new(options: WorkerStatusOptions) -> WorkerStatus {
+    pub fn new(options: WorkerStatusOptions, slices: Store<EndpointSlice>) -> WorkerStatus {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -57,6 +118,7 @@ impl WorkerStatus {
             options,
             client,
             read: Mutex::default(),
+            slices,
         }
     }
 
@@ -69,13 +131,20 @@ impl WorkerStatus {
         {
             return known.clone();
         }
-        let known = match self.read_worker(dest).await {
-            Ok(d) => Some(d),
-            Err(e) => {
-                tracing::debug!(destination = %dest.name_any(), error = %e, "cannot read the worker's delivery state");
-                None
-            }
-        };
+        let answers = futures::future::join_all(
+            self.status_urls(dest)
+                .into_iter()
+                .map(|url| self.read_worker(dest, url)),
+        )
+        .await;
+        let answers: Vec<Delivering> = answers
+            .into_iter()
+            .filter_map(|a| {
+                a.map_err(|e| tracing::debug!(destination = %dest.name_any(), error = %e, "cannot read a worker's delivery state"))
+                    .ok()
+            })
+            .collect();
+        let known = worst(&answers);
         self.read
             .lock()
             .expect("read lock")
@@ -95,13 +164,36 @@ impl WorkerStatus {
             .retain(|k, _| exists(k));
     }
 
-    async fn read_worker(&self, dest: &WebhookDestination) -> Result<Delivering, ReadError> {
+    /// Every ready worker pod's `/status`, as the Service's EndpointSlices list them; the
+    /// Service's own URL while they list none.
+    fn status_urls(&self, dest: &WebhookDestination) -> Vec<String> {
+        let namespace = dest.namespace().unwrap_or_default();
+        let service = child_name(dest);
+        let pods: Vec<String> = self
+            .slices
+            .state()
+            .iter()
+            .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
+            .filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&service))
+            .flat_map(|s| pod_urls(s))
+            .collect();
+        if pods.is_empty() {
+            let url = self
+                .options
+                .url
+                .replace("{name}", &dest.name_any())
+                .replace("{namespace}", &namespace);
+            return vec![url];
+        }
+        pods
+    }
+
+    async fn read_worker(
+        &self,
+        dest: &WebhookDestination,
+        url: String,
+    ) -> Result<Delivering, ReadError> {
         let name = dest.name_any();
-        let url = self
-            .options
-            .url
-            .replace("{name}", &name)
-            .replace("{namespace}", &dest.namespace().unwrap_or_default());
         let status: serde_json::Value = self
             .client
             .get(url)
@@ -124,5 +216,61 @@ impl WorkerStatus {
             reason: text("reason"),
             message: text("message"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(ok: bool, reason: &str, message: &str) -> Delivering {
+        Delivering {
+            ok,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn the_worst_answer_is_reported_with_how_many_pods_give_it() {
+        let delivering = said(true, "Delivering", "");
+        let unhealthy = said(false, "EndpointUnhealthy", "HTTP 503");
+        assert_eq!(worst(&[]), None);
+        assert_eq!(
+            worst(&[delivering.clone(), delivering.clone()]),
+            Some(delivering.clone())
+        );
+        let one = worst(&[delivering.clone(), unhealthy.clone(), delivering.clone()]).unwrap();
+        assert!(!one.ok);
+        assert_eq!(one.reason, "EndpointUnhealthy");
+        assert_eq!(one.message, "1 of 3 worker pods report: HTTP 503");
+        let paused = said(false, PAUSED, "restart it");
+        let both = worst(&[unhealthy.clone(), paused, unhealthy]).unwrap();
+        assert_eq!(both.reason, PAUSED);
+        assert_eq!(both.message, "1 of 3 worker pods report: restart it");
+    }
+
+    #[test]
+    fn ready_endpoints_of_a_slice_are_read_on_its_http_port() {
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s", "namespace": "ns"},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.3"]},
+                {"addresses": ["fd00::4"], "conditions": {"ready": true}},
+            ],
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_urls(&slice),
+            [
+                "http://10.0.0.1:8080/status",
+                "http://10.0.0.3:8080/status",
+                "http://[fd00::4]:8080/status"
+            ]
+        );
     }
 }
