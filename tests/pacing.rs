@@ -5,7 +5,7 @@
 mod support;
 
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 fn batch(n: usize) -> serde_json::Value {
