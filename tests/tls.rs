@@ -4,7 +4,7 @@
 mod support;
 
 use std::path::Path;
-use support::tls::{Ca, TlsEndpoint, server_config};
+use support::tls::{Ca, TlsEndpoint, server_config, server_config_taking_any_client};
 use support::*;
 
 /// A destination sending to `url` with `tls` (YAML lines under `tls:`), and its Secrets.
@@ -162,4 +162,63 @@ async fn bad_tls_material_is_refused_naming_the_field() {
     let (ok, text) = test_once(&f, dir.path());
     assert!(!ok);
     assert!(text.contains("spec.endpoint.tls.caSecretRef"), "{text}");
+}
+
+/// A client certificate made as many tutorials make one (`openssl x509 -req` without an
+/// extensions file: X.509 v1) is sent as it is; the endpoint decides whether it trusts it.
+/// A key that is not the certificate's is refused naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_x509_v1_client_certificate_is_sent_and_a_mismatched_key_refused() {
+    let fixture = |f: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/x509-v1")
+                .join(f),
+        )
+        .unwrap()
+    };
+    let (cert, key) = (fixture("client.crt"), fixture("client.key"));
+    let servers = Ca::new("servers");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let endpoint = TlsEndpoint::start(server_config_taking_any_client(
+        &servers.issue(&["127.0.0.1"]),
+        seen.clone(),
+    ))
+    .await;
+    let send = |key: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let f = files(
+            dir.path(),
+            &endpoint.url,
+            "      caSecretRef: { name: ca, key: ca.crt }\n      clientCertSecretRef: { name: client-tls }\n",
+            &[
+                ("ca", &[("ca.crt", servers.pem().as_str())]),
+                (
+                    "client-tls",
+                    &[("tls.crt", cert.as_str()), ("tls.key", key)],
+                ),
+            ],
+        );
+        test_once(&f, dir.path())
+    };
+    let (ok, text) = send(&key);
+    assert!(ok, "{text}");
+    let presented = seen.lock().unwrap().clone();
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let v1 =
+        tokio_rustls::rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    assert_eq!(
+        presented,
+        [v1.to_vec()],
+        "the v1 certificate went out as it is"
+    );
+
+    let other = Ca::new("other").issue(&["hookline"]).key;
+    let (ok, text) = send(&other);
+    assert!(!ok);
+    assert!(
+        text.contains("spec.endpoint.tls.clientCertSecretRef")
+            && text.contains("not the private key of the certificate"),
+        "{text}"
+    );
 }

@@ -157,7 +157,7 @@ pub struct ValueFrom {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretKeyRef {
-    /// Name of a Secret in the destination's namespace.
+    /// Name of a Secret in the resource's own namespace.
     pub name: String,
     /// Key in that Secret.
     pub key: String,
@@ -290,7 +290,7 @@ pub struct Delivery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
     /// An endpoint failing (the breaker open) this long is no longer probed: delivery is paused
-    /// until a person restarts the worker (see the README). Unset: probed for ever.
+    /// until a person restarts the worker (see the guide). Unset: probed for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub disable_after_seconds: Option<u64>,

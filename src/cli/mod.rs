@@ -5,6 +5,7 @@ mod controller;
 pub mod crd;
 mod dlq;
 mod gateway;
+pub mod reference;
 mod render;
 mod run;
 mod test;

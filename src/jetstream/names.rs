@@ -1,4 +1,4 @@
-//! Where things live in JetStream (README "JetStream objects"): stream, bucket, subject and
+//! Where things live in JetStream (the guide, `docs/src/jetstream.md`): stream, bucket, subject and
 //! consumer names, all derived from a source's or destination's namespace and name or from a
 //! write key's digest — never from the key itself.
 

@@ -85,6 +85,75 @@ pub fn server_config(identity: &Issued, clients: Option<&Ca>) -> rustls::ServerC
         .unwrap()
 }
 
+/// A server configuration presenting `identity` that demands a client certificate, takes any,
+/// and keeps each one presented in `seen` — to see what a client sends when no X.509 parser
+/// stands between (an X.509 v1 certificate, say). Signatures are not checked: test only.
+pub fn server_config_taking_any_client(
+    identity: &Issued,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+) -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyClient {
+        seen,
+        schemes: provider
+            .signature_verification_algorithms
+            .supported_schemes(),
+    });
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            chain(&identity.cert),
+            PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).unwrap(),
+        )
+        .unwrap()
+}
+
+#[derive(Debug)]
+struct AnyClient {
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    schemes: Vec<rustls::SignatureScheme>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for AnyClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: tokio_rustls::rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.seen.lock().unwrap().push(end_entity.to_vec());
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.schemes.clone()
+    }
+}
+
 /// An HTTPS endpoint answering `200` to every request that gets through the handshake.
 #[derive(Clone)]
 pub struct TlsEndpoint {
