@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzing (libFuzzer through cargo-fuzz, on the stable toolchain with RUSTC_BOOTSTRAP=1).
-#   scripts/fuzz.sh build           build every target (fuzz/fuzz_targets/)
-#   scripts/fuzz.sh smoke           build, then run each target for 10 s (scripts/test.sh does)
-#   scripts/fuzz.sh run SECONDS     build, then run each target for SECONDS, one after another
+#   scripts/fuzz.sh build           build every target (fuzz/fuzz_targets/), optimized
+#   scripts/fuzz.sh smoke           build unoptimized, then run each target for 10 s (scripts/test.sh
+#                                   does): ten seconds of fuzzing need no optimizer, and the
+#                                   optimized build of the whole crate with the sanitizer is most
+#                                   of a cold CI run; debug assertions and overflow checks are on
+#   scripts/fuzz.sh run SECONDS     build optimized, then run each target for SECONDS, one after another
 # Seeds live in fuzz/seeds/<target>; what libFuzzer finds goes to target/fuzz/corpus/<target>,
 # crashes to target/fuzz/artifacts/. cargo-fuzz is installed from crates.io into target/tools.
 set -euo pipefail
@@ -13,9 +16,14 @@ if [ ! -x "$tools/bin/cargo-fuzz" ]; then
 fi
 export PATH="$tools/bin:$PATH" RUSTC_BOOTSTRAP=1
 targets=(ingest subscription mapping insert_function queue_records)
-(cd fuzz && cargo fuzz build -O >&2)
+if [ "${1:-build}" = smoke ]; then
+    profile=(--dev) built=debug
+else
+    profile=(-O) built=release
+fi
+(cd fuzz && cargo fuzz build "${profile[@]}" >&2)
 # Wherever cargo put them: fuzz/target, or CARGO_TARGET_DIR (or build.target-dir) if set.
-bin="$(scripts/target-dir.sh fuzz)/x86_64-unknown-linux-gnu/release"
+bin="$(scripts/target-dir.sh fuzz)/x86_64-unknown-linux-gnu/$built"
 
 run() {
     local seconds="$1"
