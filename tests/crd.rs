@@ -194,12 +194,7 @@ fn names_columns_and_status_subresource_follow_the_contract() {
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let columns = printer_columns(version);
     // `Backlog` (API §8) is filled in JetStream mode.
     assert_eq!(
         columns,
@@ -211,6 +206,15 @@ fn names_columns_and_status_subresource_follow_the_contract() {
     assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
 }
 
+fn printer_columns(version: &Value) -> Vec<&str> {
+    version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn the_source_crd_follows_the_contract() {
     let crd = committed(SOURCES);
@@ -219,12 +223,7 @@ fn the_source_crd_follows_the_contract() {
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "whs");
     let version = &crd["spec"]["versions"][0];
     assert!(version["subresources"]["status"].is_object());
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let columns = printer_columns(version);
     assert_eq!(columns, ["Ready", "Destinations", "Age"]);
     let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
     for field in [

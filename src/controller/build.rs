@@ -657,20 +657,23 @@ pub(crate) mod tests {
         assert_eq!(format(&env_of(&json)).as_deref(), Some("json"));
     }
 
+    /// The annotation that rolls the workers when their configuration changes.
+    fn config_hash(c: &Children) -> String {
+        c.deployment
+            .spec
+            .clone()
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_HASH_ANNOTATION]
+            .clone()
+    }
+
     #[test]
     fn the_config_hash_follows_the_config_and_nothing_else() {
-        let hash = |d: &WebhookDestination| {
-            build(d, &opts(), None)
-                .deployment
-                .spec
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_HASH_ANNOTATION]
-                .clone()
-        };
+        let hash = |d: &WebhookDestination| config_hash(&build(d, &opts(), None));
         let dest = fixture("full");
         let mut relabelled = dest.clone();
         relabelled.metadata.labels = Some(BTreeMap::from([("team".into(), "growth".into())]));
@@ -700,18 +703,7 @@ pub(crate) mod tests {
         let config: WorkerConfig = serde_saphyr::from_str(text).unwrap();
         assert_eq!(config.source.as_ref(), Some(&route));
         assert!(!text.contains("\"k\""), "the digest, never the key");
-        let hash = |c: &Children| {
-            c.deployment
-                .spec
-                .clone()
-                .unwrap()
-                .template
-                .metadata
-                .unwrap()
-                .annotations
-                .unwrap()[CONFIG_HASH_ANNOTATION]
-                .clone()
-        };
+        let hash = config_hash;
         assert_ne!(
             hash(&build(&fixture("minimal"), &opts(), None)),
             hash(&build(&fixture("minimal"), &opts(), Some(&route))),
