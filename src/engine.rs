@@ -354,7 +354,13 @@ async fn ensure_destination(nats: &Nats, dest: &Destination) -> Result<(), jetst
         .source
         .as_ref()
         .map_or_else(|| names.subject(), |s| s.spec.subject.clone());
-    let plan = ConsumerPlan::new(names, subject, dest.concurrency, dest.batching.size);
+    let mut plan = ConsumerPlan::new(names, subject, dest.concurrency, dest.batching.size);
+    let own = plan.names.consumer().to_string();
+    plan.legacy_subject = dest
+        .source
+        .as_ref()
+        .filter(|s| s.spec.route == own)
+        .map(|s| jetstream::names::legacy_key_subject(&s.digest));
     jetstream::objects::ensure_consumer(nats, &plan).await?;
     let own = plan.names.consumer();
     if let Some(source) = &dest.source {

@@ -1042,11 +1042,20 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     let stream = js.get_stream("HOOKLINE_EVENTS").await.unwrap();
     let consumer = stream.consumer_info(format!("{NS}_orders")).await.unwrap();
     let digest = hookline::jetstream::names::KeyDigest::of("wk-1");
-    // A private key's events are this destination's alone: its own subject.
+    // A private key's events are this destination's alone: its own subject — and the key's
+    // subject of the earlier version, so what an old gateway accepts during an upgrade arrives.
+    let legacy = hookline::jetstream::names::legacy_key_subject(&digest);
     assert_eq!(
-        consumer.config.filter_subject,
-        format!("hookline.events.dest.{NS}_orders")
+        consumer.config.filter_subjects,
+        [format!("hookline.events.dest.{NS}_orders"), legacy.clone()]
     );
+    js.publish(legacy, "{\"event\":{}}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let info = stream.consumer_info(format!("{NS}_orders")).await.unwrap();
+    assert_eq!(info.num_pending, 1, "an earlier version's event is read");
     let routes = js.get_key_value("hookline-routes").await.unwrap();
     assert!(
         routes

@@ -5,7 +5,7 @@
 use super::Error;
 use crate::api::WebhookDestination;
 use crate::config::destination::DEFAULT_CONCURRENCY;
-use crate::jetstream::names::{DestinationNames, SourceNames};
+use crate::jetstream::names::{DestinationNames, KeyDigest, SourceNames, legacy_key_subject};
 use crate::jetstream::objects::{self, ConsumerPlan, Retention};
 use crate::jetstream::{Nats, NatsError};
 use crate::pipeline::batch::BatchPolicy;
@@ -109,7 +109,7 @@ impl JetStreamObjects {
         let subject = reading.map_or_else(|| names.subject(), |r| r.subject.clone());
         // A WebhookSource's route is the source's to publish; a private key's is the destination's.
         let own_route = reading.filter(|r| r.route == names.consumer()).cloned();
-        let plan = ConsumerPlan::new(
+        let mut plan = ConsumerPlan::new(
             names,
             subject,
             spec.delivery
@@ -121,6 +121,9 @@ impl JetStreamObjects {
                 .and_then(|b| b.size)
                 .map_or(BatchPolicy::default().size, |s| s as usize),
         );
+        plan.legacy_subject = own_route
+            .as_ref()
+            .map(|r| legacy_key_subject(&KeyDigest(r.key.clone())));
         let key = ObjectRef::from_obj(dest);
         let wanted = (plan, own_route);
         if self.ensured.lock().expect("ensured lock").get(&key) == Some(&wanted) {

@@ -23,6 +23,13 @@ impl KeyDigest {
     }
 }
 
+/// Where events sent with a write key were stored before sources existed (one subject per key).
+/// A destination with a private key still reads it: what a gateway or worker of the earlier
+/// version accepts during an upgrade is delivered, not dropped by interest retention.
+pub fn legacy_key_subject(key: &KeyDigest) -> String {
+    format!("hookline.events.key.{}", key.0)
+}
+
 /// `<namespace>_<name>` with the dots of the name as `_`: unique, because Kubernetes names
 /// never hold `_` and namespaces never hold `.`; valid as a consumer name and a subject token.
 fn token(namespace: &str, name: &str) -> String {

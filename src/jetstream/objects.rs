@@ -31,6 +31,9 @@ pub struct ConsumerPlan {
     pub names: DestinationNames,
     /// What it reads: the subject of the source it reads, or its own.
     pub subject: String,
+    /// With a private key: the key's subject of the earlier version (see
+    /// [`super::names::legacy_key_subject`]).
+    pub legacy_subject: Option<String>,
     /// How many events its workers may hold unacknowledged at once.
     pub max_ack_pending: i64,
 }
@@ -55,6 +58,7 @@ impl ConsumerPlan {
         ConsumerPlan {
             names,
             subject,
+            legacy_subject: None,
             max_ack_pending,
         }
     }
@@ -76,7 +80,14 @@ impl ConsumerPlan {
             max_ack_pending: self.max_ack_pending,
             // Events for this destination alone on a shared source subject (replays) name it as
             // their recipient.
-            filter_subject: self.subject.clone(),
+            filter_subject: match self.legacy_subject {
+                None => self.subject.clone(),
+                Some(_) => String::new(),
+            },
+            filter_subjects: match &self.legacy_subject {
+                None => Vec::new(),
+                Some(legacy) => vec![self.subject.clone(), legacy.clone()],
+            },
             ..Default::default()
         }
     }
@@ -243,14 +254,20 @@ pub async fn backlog(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsE
     Ok(info.num_pending + info.num_ack_pending as u64)
 }
 
-/// The subject the destination's consumer reads (where a replay for it goes).
+/// The subject the destination's consumer reads (where a replay for it goes): its first, when
+/// it also reads the earlier version's.
 pub async fn consumer_subject(nats: &Nats, names: &DestinationNames) -> Result<String, NatsError> {
     let stream = events_stream(nats).await?;
     let info = stream
         .consumer_info(names.consumer())
         .await
         .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
-    Ok(info.config.filter_subject.clone())
+    let config = &info.config;
+    Ok(config
+        .filter_subjects
+        .first()
+        .unwrap_or(&config.filter_subject)
+        .clone())
 }
 
 pub async fn events_stream(nats: &Nats) -> Result<stream::Stream<()>, NatsError> {

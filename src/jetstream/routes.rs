@@ -2,7 +2,7 @@
 //! source each belongs to. Followed with a watch, so a new source's key works within moments
 //! and a deleted one's stops.
 
-use super::names::KeyDigest;
+use super::names::{DestinationNames, KeyDigest, route_parts};
 use super::{Nats, objects};
 use crate::pipeline::source::{RouteSpec, SourceRoute, origin_allowed};
 use crate::shutdown::stopped;
@@ -87,9 +87,9 @@ impl RouteTable {
         while let Some(entry) = entries.next().await {
             let entry = entry?;
             seen.insert(entry.key.clone());
-            // Entries of an earlier version (no route spec) are not routes: the operator
-            // replaces them.
-            let spec = serde_json::from_slice::<RouteSpec>(&entry.value).ok();
+            let spec = serde_json::from_slice::<RouteSpec>(&entry.value)
+                .ok()
+                .or_else(|| legacy_route(&entry.key, &entry.value));
             match (entry.operation, spec) {
                 (Operation::Put, Some(spec)) => {
                     if current.get(&entry.key).is_none_or(|r| r.spec != spec) {
@@ -115,5 +115,44 @@ impl RouteTable {
     fn replace(&self, routes: Table) {
         *self.routes.write().expect("routes lock") = routes;
         self.loaded.store(true, Ordering::Release);
+    }
+}
+
+/// An entry of the earlier version (`<digest>.<namespace>_<name>` → `{namespace, name}`: a
+/// destination's private key), taken as that destination's private route until the operator
+/// rewrites it, so keys keep working during an upgrade. It ranks after any current route.
+fn legacy_route(key: &str, value: &[u8]) -> Option<RouteSpec> {
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        namespace: String,
+        name: String,
+    }
+    let legacy: Legacy = serde_json::from_slice(value).ok()?;
+    let (digest, _) = route_parts(key)?;
+    let names = DestinationNames::new(&legacy.namespace, &legacy.name);
+    Some(RouteSpec::private(
+        &names,
+        &digest,
+        "~ earlier version".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_earlier_versions_route_is_its_destinations_private_route() {
+        let key = KeyDigest::of("wk");
+        let names = DestinationNames::new("shop", "crm");
+        let entry = names.route_key(&key);
+        let spec = legacy_route(&entry, br#"{"namespace":"shop","name":"crm"}"#).unwrap();
+        assert_eq!(spec.subject, "hookline.events.dest.shop_crm");
+        assert_eq!(spec.key, key.0);
+        assert!(
+            spec.rank.as_str() > "99999999999999999999",
+            "ranks after current routes"
+        );
+        assert!(legacy_route(&entry, b"{}").is_none());
     }
 }
