@@ -52,6 +52,17 @@ pub fn preflight_headers(origin: &HeaderValue, request: &HeaderMap) -> HeaderMap
         header::VARY,
         HeaderValue::from_static("Access-Control-Request-Headers"),
     );
+    // Chromium asks before a public page may reach a private address (Private Network Access):
+    // Hookline on a laptop or in a cluster network is such an address.
+    if request
+        .get("access-control-request-private-network")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
+    {
+        out.insert(
+            "access-control-allow-private-network",
+            HeaderValue::from_static("true"),
+        );
+    }
     out
 }
 
@@ -234,5 +245,11 @@ mod tests {
         assert_eq!(vary, ["Origin", "Access-Control-Request-Headers"]);
         let none = preflight_headers(&origin, &HeaderMap::new());
         assert_eq!(none["access-control-allow-headers"], DEFAULT_HEADERS);
+        assert!(!none.contains_key("access-control-allow-private-network"));
+        let private = preflight_headers(
+            &origin,
+            &headers(&[("access-control-request-private-network", "true")]),
+        );
+        assert_eq!(private["access-control-allow-private-network"], "true");
     }
 }
