@@ -349,25 +349,14 @@ impl LocalQueue {
 /// The destination's consumer, reading the subject of its source or its own, and the route of
 /// the source it reads (`run --nats`).
 async fn ensure_destination(nats: &Nats, dest: &Destination) -> Result<(), jetstream::NatsError> {
-    let names = dest.names();
-    let subject = dest
-        .source
-        .as_ref()
-        .map_or_else(|| names.subject(), |s| s.spec.subject.clone());
-    let mut plan = ConsumerPlan::new(names, subject, dest.concurrency, dest.batching.size);
-    let own = plan.names.consumer().to_string();
-    plan.legacy_subject = dest
-        .source
-        .as_ref()
-        .filter(|s| s.spec.route == own)
-        .map(|s| jetstream::names::legacy_key_subject(&s.digest));
+    let route = dest.source.as_ref().map(|s| &s.spec);
+    let plan = ConsumerPlan::reading(dest.names(), route, dest.concurrency, dest.batching.size);
     jetstream::objects::ensure_consumer(nats, &plan).await?;
-    let own = plan.names.consumer();
-    if let Some(source) = &dest.source {
-        jetstream::objects::ensure_route(nats, &source.spec.route, Some(&source.spec)).await?;
+    if let Some(route) = route {
+        jetstream::objects::ensure_route(nats, &route.route, Some(route)).await?;
     }
-    if dest.source.as_ref().is_none_or(|s| s.spec.route != own) {
-        jetstream::objects::ensure_route(nats, own, None).await?;
+    if !route.is_some_and(|r| r.is_private_of(&plan.names)) {
+        jetstream::objects::ensure_route(nats, plan.names.consumer(), None).await?;
     }
     Ok(())
 }

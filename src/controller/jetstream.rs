@@ -5,7 +5,7 @@
 use super::Error;
 use crate::api::WebhookDestination;
 use crate::config::destination::DEFAULT_CONCURRENCY;
-use crate::jetstream::names::{DestinationNames, KeyDigest, SourceNames, legacy_key_subject};
+use crate::jetstream::names::{DestinationNames, SourceNames};
 use crate::jetstream::objects::{self, ConsumerPlan, Retention};
 use crate::jetstream::{Nats, NatsError};
 use crate::pipeline::batch::BatchPolicy;
@@ -105,13 +105,9 @@ impl JetStreamObjects {
     ) -> Result<(), Error> {
         self.ensure_streams().await?;
         let spec = &dest.spec;
-        let names = names(dest);
-        let subject = reading.map_or_else(|| names.subject(), |r| r.subject.clone());
-        // A WebhookSource's route is the source's to publish; a private key's is the destination's.
-        let own_route = reading.filter(|r| r.route == names.consumer()).cloned();
-        let mut plan = ConsumerPlan::new(
-            names,
-            subject,
+        let plan = ConsumerPlan::reading(
+            names(dest),
+            reading,
             spec.delivery
                 .as_ref()
                 .and_then(|d| d.concurrency)
@@ -121,9 +117,8 @@ impl JetStreamObjects {
                 .and_then(|b| b.size)
                 .map_or(BatchPolicy::default().size, |s| s as usize),
         );
-        plan.legacy_subject = own_route
-            .as_ref()
-            .map(|r| legacy_key_subject(&KeyDigest(r.key.clone())));
+        // A WebhookSource's route is the source's to publish; a private key's is the destination's.
+        let own_route = reading.filter(|r| r.is_private_of(&plan.names)).cloned();
         let key = ObjectRef::from_obj(dest);
         let wanted = (plan, own_route);
         if self.ensured.lock().expect("ensured lock").get(&key) == Some(&wanted) {

@@ -3,7 +3,7 @@
 
 use super::names::{
     DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECTS, DestinationNames, EVENTS_STREAM, EVENTS_SUBJECTS,
-    ROUTES_BUCKET, route_parts,
+    KeyDigest, ROUTES_BUCKET, legacy_key_subject, route_parts,
 };
 use super::{Nats, NatsError};
 use crate::pipeline::source::RouteSpec;
@@ -61,6 +61,23 @@ impl ConsumerPlan {
             legacy_subject: None,
             max_ack_pending,
         }
+    }
+
+    /// The consumer of a destination reading `route` (a WebhookSource's, or its private
+    /// key's), or only its own subject without one. A private key's consumer also reads that
+    /// key's subject of the earlier version.
+    pub fn reading(
+        names: DestinationNames,
+        route: Option<&RouteSpec>,
+        concurrency: usize,
+        batch_size: usize,
+    ) -> ConsumerPlan {
+        let subject = route.map_or_else(|| names.subject(), |r| r.subject.clone());
+        let mut plan = ConsumerPlan::new(names, subject, concurrency, batch_size);
+        plan.legacy_subject = route
+            .filter(|r| r.is_private_of(&plan.names))
+            .map(|r| legacy_key_subject(&KeyDigest(r.key.clone())));
+        plan
     }
 
     fn config(&self) -> consumer::pull::Config {

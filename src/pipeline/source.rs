@@ -75,6 +75,13 @@ impl RouteSpec {
     }
 }
 
+impl RouteSpec {
+    /// Whether this is the private key's route of the destination `names`.
+    pub fn is_private_of(&self, names: &DestinationNames) -> bool {
+        self.route == names.consumer()
+    }
+}
+
 /// A route in use: its spec, and the rate limit's bucket shared by all of its requests.
 #[derive(Debug)]
 pub struct SourceRoute {
