@@ -496,6 +496,11 @@ impl WebhookDestinationSpec {
         refs
     }
 
+    /// Whether it reads a WebhookSource (`spec.source.sourceRef`) rather than a key of its own.
+    pub fn names_a_source(&self) -> bool {
+        self.source.as_ref().is_some_and(|s| s.source_ref.is_some())
+    }
+
     /// The WebhookSource this destination reads, as `(namespace, name)`; `namespace` is the
     /// destination's own unless the reference names another.
     pub fn source_ref(&self, own_namespace: &str) -> Option<(String, String)> {

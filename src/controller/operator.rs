@@ -550,12 +550,7 @@ fn naming_a_source_in(
     destinations
         .iter()
         .filter(|d| d.namespace().as_deref() == Some(namespace))
-        .filter(|d| {
-            d.spec
-                .source
-                .as_ref()
-                .is_some_and(|s| s.source_ref.is_some())
-        })
+        .filter(|d| d.spec.names_a_source())
         .map(|d| ObjectRef::from_obj(d.as_ref()))
         .collect()
 }

@@ -61,10 +61,10 @@ pub struct Context {
     pub source_statuses: WrittenStatuses<WebhookSource, WebhookSourceStatus>,
     /// What each destination was last found to read (the source, or why not): a change
     /// wakes the source, whose status counts its readers.
-    pub readings: Mutex<HashMap<ObjectRef<WebhookDestination>, String>>,
+    pub readings: LastSeen<WebhookDestination>,
     /// What each source was last found to route (its route, or why not): a change wakes the
     /// destinations naming it.
-    pub routings: Mutex<HashMap<ObjectRef<WebhookSource>, String>>,
+    pub routings: LastSeen<WebhookSource>,
     pub wake: Wake,
 }
 
@@ -96,12 +96,7 @@ impl Context {
             Ok(r) => format!("{namespace}/{name}: {:?}", r.as_ref().map(|r| &r.key)),
             Err(p) => format!("{namespace}/{name}: {}", p.reason),
         };
-        let before = self
-            .readings
-            .lock()
-            .expect("readings lock")
-            .insert(ObjectRef::from_obj(dest), now.clone());
-        if before.as_ref() != Some(&now) {
+        if self.readings.changed(dest, now) {
             let _ = self
                 .wake
                 .sources
@@ -216,12 +211,7 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     }
     // A worker takes a WebhookSource's key on its own Service too (local mode: the only way
     // in); a private key it reads from its mounted Secret.
-    let source = reading.as_ref().filter(|_| {
-        dest.spec
-            .source
-            .as_ref()
-            .is_some_and(|s| s.source_ref.is_some())
-    });
+    let source = reading.as_ref().filter(|_| dest.spec.names_a_source());
     let deployment = if verdict.can_deploy() {
         let mut desired = build::build(dest, &ctx.build, source);
         let c = &ctx.children;
@@ -348,16 +338,10 @@ fn sweep_deleted(ctx: &Context) {
     let exists = |key: &ObjectRef<WebhookDestination>| ctx.destinations.get(key).is_some();
     ctx.tokens.retain(exists);
     ctx.statuses.retain(exists);
-    ctx.readings
-        .lock()
-        .expect("readings lock")
-        .retain(|k, _| exists(k));
+    ctx.readings.retain(exists);
     let source_exists = |k: &ObjectRef<WebhookSource>| ctx.sources.get(k).is_some();
     ctx.source_statuses.retain(source_exists);
-    ctx.routings
-        .lock()
-        .expect("routings lock")
-        .retain(|k, _| source_exists(k));
+    ctx.routings.retain(source_exists);
     if let Some(workers) = &ctx.workers {
         workers.retain(exists);
     }
@@ -401,6 +385,31 @@ where
         self.0
             .lock()
             .expect("statuses lock")
+            .retain(|k, _| exists(k));
+    }
+}
+
+/// What was last found of each object, as a fingerprint: when it changes, others that depend
+/// on it are woken.
+pub struct LastSeen<K: Resource>(Mutex<HashMap<ObjectRef<K>, String>>);
+
+impl<K: Resource> Default for LastSeen<K> {
+    fn default() -> Self {
+        LastSeen(Mutex::default())
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> LastSeen<K> {
+    /// Records `now` for `obj`; whether it differs from what was recorded before.
+    pub fn changed(&self, obj: &K, now: String) -> bool {
+        let mut seen = self.0.lock().expect("last seen lock");
+        seen.insert(ObjectRef::from_obj(obj), now.clone()).as_ref() != Some(&now)
+    }
+
+    pub fn retain(&self, exists: impl Fn(&ObjectRef<K>) -> bool) {
+        self.0
+            .lock()
+            .expect("last seen lock")
             .retain(|k, _| exists(k));
     }
 }

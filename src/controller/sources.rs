@@ -130,12 +130,7 @@ fn note_routing(ctx: &Context, source: &WebhookSource, route: &Result<RouteSpec,
         Ok(r) => format!("{r:?}"),
         Err(p) => p.reason.to_string(),
     };
-    let before = ctx
-        .routings
-        .lock()
-        .expect("routings lock")
-        .insert(ObjectRef::from_obj(source), now.clone());
-    if before.as_ref() != Some(&now) {
+    if ctx.routings.changed(source, now) {
         for d in super::operator::reading(&ctx.destinations.state(), source) {
             let _ = ctx.wake.destinations.send(d);
         }
