@@ -254,11 +254,7 @@ where
 {
     // Keyed by a digest of namespace and name: over tens of thousands of objects, owned key
     // strings would be most of this map.
-    let key = |obj: &K| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (obj.meta().namespace.as_deref(), obj.meta().name.as_deref()).hash(&mut h);
-        h.finish()
-    };
+    let key = |obj: &K| hash_of((obj.meta().namespace.as_deref(), obj.meta().name.as_deref()));
     let mut seen: HashMap<u64, u64> = HashMap::new();
     move |event| match event {
         watcher::Event::Apply(obj) => {
@@ -279,6 +275,13 @@ where
         }
         watcher::Event::Init | watcher::Event::InitDone => None,
     }
+}
+
+/// A value's digest, for the signatures that tell a change worth a reconcile from one that is not.
+pub fn hash_of(value: impl Hash) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
 }
 
 fn signature_of(meta: &ObjectMeta, extra: impl Hash) -> u64 {

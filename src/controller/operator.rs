@@ -212,11 +212,7 @@ async fn run_controller(
                 let _ = sources_listed.send(true);
             }
         }),
-        |s: &WebhookSource| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (s.metadata.generation, s.metadata.uid.as_deref()).hash(&mut h);
-            h.finish()
-        },
+        |s: &WebhookSource| children::hash_of((s.metadata.generation, s.metadata.uid.as_deref())),
         {
             let keys = keys.clone();
             move |s: &WebhookSource| keys.wake_sharers(&Holder::Source(ObjectRef::from_obj(s)))
@@ -289,11 +285,7 @@ async fn run_controller(
                 slices_writer,
                 watcher(api::<EndpointSlice>(&client, ns), children.clone()),
             ),
-            |s: &EndpointSlice| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                format!("{:?}{:?}", s.endpoints, s.ports).hash(&mut h);
-                h.finish()
-            },
+            |s: &EndpointSlice| children::hash_of(format!("{:?}{:?}", s.endpoints, s.ports)),
             |_| {},
             false,
         )),
@@ -602,11 +594,7 @@ fn namespace_labels(
                 };
             }),
         ),
-        |n: &PartialObjectMeta<Namespace>| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            n.metadata.labels.hash(&mut h);
-            h.finish()
-        },
+        |n: &PartialObjectMeta<Namespace>| children::hash_of(&n.metadata.labels),
         |_| {},
         false,
     );
