@@ -59,11 +59,10 @@ pub struct KeyRegistry {
     wake: Wake,
 }
 
-/// A holder in the caches and the Secret key it presents.
+/// A holder in the caches and the Secret key it presents (in the holder's namespace).
 struct Presented {
     holder: Holder,
     claimant: Claimant,
-    namespace: String,
     stamp: Stamp,
 }
 
@@ -114,7 +113,7 @@ impl KeyRegistry {
                 continue;
             }
             let key = secrets
-                .read_key(client, &p.namespace, &p.stamp.secret)
+                .read_key(client, &p.claimant.namespace, &p.stamp.secret)
                 .await?;
             let digest = key.filter(|k| !k.is_empty()).map(|k| KeyDigest::of(&k));
             if let Some(before) = known.as_ref().and_then(|k| k.digest.clone())
@@ -202,17 +201,13 @@ fn presented(
     });
     sources
         .chain(destinations)
-        .map(|(holder, claimant, secret)| {
-            let namespace = claimant.namespace.clone();
-            Presented {
-                stamp: Stamp {
-                    secret_version: secrets.version(&namespace, &secret.name),
-                    secret,
-                },
-                holder,
-                claimant,
-                namespace,
-            }
+        .map(|(holder, claimant, secret)| Presented {
+            stamp: Stamp {
+                secret_version: secrets.version(&claimant.namespace, &secret.name),
+                secret,
+            },
+            holder,
+            claimant,
         })
         .collect()
 }

@@ -7,7 +7,7 @@ use super::dereference::SecretCache;
 use super::events::Events;
 use super::keys::{Holder, KeyRegistry, Wake};
 use super::reconcile::{Context, error_policy, reconcile};
-use super::sources::{reconcile_source, source_error_policy};
+use super::sources::{naming, reconcile_source, source_error_policy};
 use super::test_event::{EVENT_ANNOTATION, REQUEST_ANNOTATION, TestEvents};
 use super::tokens::TokenManagers;
 use crate::api::{WebhookDestination, WebhookSource};
@@ -224,8 +224,8 @@ async fn run_controller(
         let (destinations, wake) = (destinations.clone(), wake.clone());
         move |source| {
             if let Ok(source) = source {
-                for d in reading(&destinations.state(), source) {
-                    let _ = wake.destinations.send(d);
+                for d in naming(&destinations.state(), source) {
+                    let _ = wake.destinations.send(ObjectRef::from_obj(d.as_ref()));
                 }
             }
         }
@@ -519,19 +519,6 @@ fn receiver_stream<T: Send + 'static>(
     rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl Stream<Item = T> + Send + 'static {
     futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
-}
-
-/// The destinations that name `source` in their `sourceRef`.
-pub(super) fn reading(
-    destinations: &[Arc<WebhookDestination>],
-    source: &WebhookSource,
-) -> Vec<ObjectRef<WebhookDestination>> {
-    let wanted = Some((source.namespace().unwrap_or_default(), source.name_any()));
-    destinations
-        .iter()
-        .filter(|d| d.spec.source_ref(&d.namespace().unwrap_or_default()) == wanted)
-        .map(|d| ObjectRef::from_obj(d.as_ref()))
-        .collect()
 }
 
 /// The destinations of `namespace` that name a source: its labels decide whether they may.

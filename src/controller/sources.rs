@@ -131,8 +131,8 @@ fn note_routing(ctx: &Context, source: &WebhookSource, route: &Result<RouteSpec,
         Err(p) => p.reason.to_string(),
     };
     if ctx.routings.changed(source, now) {
-        for d in super::operator::reading(&ctx.destinations.state(), source) {
-            let _ = ctx.wake.destinations.send(d);
+        for d in naming(&ctx.destinations.state(), source) {
+            let _ = ctx.wake.destinations.send(ObjectRef::from_obj(d.as_ref()));
         }
     }
 }
@@ -193,17 +193,24 @@ fn route(source: &WebhookSource, ctx: &Context, holder: &Holder) -> Result<Route
     Ok(RouteSpec::of_source(&names, &source.spec, &digest, rank))
 }
 
+/// The destinations that name `source` in their `sourceRef`.
+pub fn naming<'a>(
+    destinations: &'a [Arc<WebhookDestination>],
+    source: &WebhookSource,
+) -> impl Iterator<Item = &'a Arc<WebhookDestination>> {
+    let wanted = Some((source.namespace().unwrap_or_default(), source.name_any()));
+    destinations
+        .iter()
+        .filter(move |d| d.spec.source_ref(&d.namespace().unwrap_or_default()) == wanted)
+}
+
 /// Destinations reading the source now: those naming it that it admits.
 fn readers(source: &WebhookSource, ctx: &Context) -> u32 {
     let namespace = source.namespace().unwrap_or_default();
-    let name = source.name_any();
-    ctx.destinations
-        .state()
-        .iter()
+    naming(&ctx.destinations.state(), source)
         .filter(|d| {
             let own = d.namespace().unwrap_or_default();
-            d.spec.source_ref(&own) == Some((namespace.clone(), name.clone()))
-                && tenancy::admits(&namespace, &source.spec, &own, &namespace_labels(ctx, &own))
+            tenancy::admits(&namespace, &source.spec, &own, &namespace_labels(ctx, &own))
         })
         .count() as u32
 }
