@@ -163,12 +163,18 @@ async fn preflight(State(state): State<Arc<IngestState>>, headers: HeaderMap) ->
         .into_response()
 }
 
+/// Marks the answer to a page of an origin no source here allows: it gets no CORS headers.
+#[derive(Clone, Copy)]
+struct OriginRefused;
+
 fn origin_refused() -> Response {
-    Rejection(
+    let mut response = Rejection(
         StatusCode::FORBIDDEN,
         "this origin may not send here: add it to the source's spec.allowedOrigins".into(),
     )
-    .into_response()
+    .into_response();
+    response.extensions_mut().insert(OriginRefused);
+    response
 }
 
 /// Whether the page's origin (if any) may send with this source's key.
@@ -182,7 +188,7 @@ fn origin_allowed(headers: &HeaderMap, source: Option<&super::source::SourceRout
 /// A page may read the answer: every answer but an origin's refusal carries CORS headers.
 fn with_cors(headers: &HeaderMap, mut response: Response) -> Response {
     if let Some(origin) = origin(headers)
-        && response.status() != StatusCode::FORBIDDEN
+        && response.extensions().get::<OriginRefused>().is_none()
     {
         for (name, value) in browser::answer_headers(origin) {
             response.headers_mut().insert(name, value);
