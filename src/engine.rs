@@ -12,6 +12,7 @@ use crate::metrics::METRICS;
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::oauth::manager::{self, InMemory, TokenSource};
 use crate::oauth::store::{MountedToken, TokenFile, rfc3339};
+use crate::pipeline::admin;
 use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::deliver::breaker::{Breaker, PAUSED};
 use crate::pipeline::deliver::dlq::{self, DeadLetterStore};
@@ -35,6 +36,8 @@ use tokio::sync::watch;
 
 pub struct EngineOptions {
     pub listen: SocketAddr,
+    /// The loopback listener for dead letters (API §10).
+    pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     pub tokens: TokenKeeping,
     pub backend: Backend,
@@ -260,7 +263,6 @@ pub async fn run(
     };
     let state = Arc::new(IngestState {
         store,
-        dead_letters: Some(dead_letters),
         routes: Routes::Fixed(Box::new(move || routes(&destinations))),
         ready: false.into(),
         status: Box::new({
@@ -276,7 +278,15 @@ pub async fn run(
         .spawn(tokio::net::TcpListener::bind(opts.listen))
         .await?
         .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, data_dir = %opts.data_dir.display(), destinations = status_view_len, "hookline is running");
+    let admin = tokio::net::TcpListener::bind(opts.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (the admin listener for dead letters; choose another with --admin-listen)",
+                opts.admin_listen
+            )
+        })?;
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, data_dir = %opts.data_dir.display(), destinations = status_view_len, "hookline is running");
     state.ready.store(true, Ordering::Release);
 
     let housekeeping = local.map(|local| {
@@ -296,7 +306,14 @@ pub async fn run(
             })
             .await
     });
+    let mut admin_shutdown = shutdown.clone();
+    let admin_served = tokio::spawn(async move {
+        axum::serve(admin, admin::router(dead_letters))
+            .with_graceful_shutdown(async move { stopped(&mut admin_shutdown).await })
+            .await
+    });
     served.await?.context("the ingestion server failed")?;
+    admin_served.await?.context("the admin listener failed")?;
     for w in workers {
         let _ = w.await;
     }

@@ -196,6 +196,8 @@ fn hookline_log_format_json_writes_one_json_object_per_line() {
             "run",
             "--listen",
             &format!("127.0.0.1:{}", free_port()),
+            "--admin-listen",
+            &format!("127.0.0.1:{}", free_port()),
             "--data-dir",
         ])
         .arg(dir.path().join("data"))

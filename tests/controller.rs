@@ -20,6 +20,7 @@ use support::free_port;
 use support::operator::{
     NS, Operator, bearer_destination, condition, eventually, options, wait_condition,
 };
+use support::rbac::{assert_rules_cover, assert_rules_cover_exactly};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -549,37 +550,6 @@ async fn hookline_connect_stores_the_grant_for_the_operator() {
     op.stop().await;
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PolicyRule {
-    api_groups: Vec<String>,
-    resources: Vec<String>,
-    verbs: Vec<String>,
-}
-
-fn chart_rules(file: &str) -> Vec<PolicyRule> {
-    let path = format!(
-        "{}/charts/hookline/files/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// `(apiGroup, resource, verb)` of a recorded call such as `patch apps/v1/deployments`.
-fn permission(call: &str) -> (String, String, String) {
-    let call = call.trim_end_matches(" (metadata)");
-    let (verb, path) = call.split_once(' ').unwrap();
-    let parts: Vec<&str> = path.split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        [_version, rest @ ..] if parts.len() == 2 || (parts.len() == 3 && parts[2] == "status") => {
-            ("", rest)
-        }
-        [group, _version, rest @ ..] => (*group, rest),
-        _ => panic!("unexpected call {call}"),
-    };
-    (group.to_string(), rest.join("/"), verb.to_string())
-}
-
 /// Every call the operator makes is allowed by the chart's RBAC, and every rule is used: a new
 /// call without a rule, or a rule nothing needs, fails here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,54 +662,6 @@ fn calls_since(
         .map(|(c, _)| c)
         .filter(|c| !own.contains(&c.as_str()))
         .collect()
-}
-
-/// Every call has a rule in `files`, and every rule is used.
-fn assert_rules_cover_exactly(operator_calls: &[String], files: &[&str]) {
-    assert_rules_cover(operator_calls, files, 0);
-}
-
-/// Every call has a rule in `files`, and every rule in `files[exact_from..]` is used.
-fn assert_rules_cover(operator_calls: &[String], files: &[&str], exact_from: usize) {
-    let rules: Vec<_> = files.iter().flat_map(|f| chart_rules(f)).collect();
-    let checked: Vec<_> = files[exact_from..]
-        .iter()
-        .flat_map(|f| chart_rules(f))
-        .collect();
-    let allowed = |(group, resource, verb): &(String, String, String)| {
-        rules.iter().any(|r| {
-            r.api_groups.contains(group) && r.resources.contains(resource) && r.verbs.contains(verb)
-        })
-    };
-    let used: std::collections::BTreeSet<_> =
-        operator_calls.iter().map(|c| permission(c)).collect();
-    let missing: Vec<_> = used.iter().filter(|p| !allowed(p)).collect();
-    assert!(
-        missing.is_empty(),
-        "calls without an RBAC rule: {missing:?}"
-    );
-    let granted: Vec<(String, String, String)> = checked
-        .iter()
-        .flat_map(|r| {
-            r.api_groups.iter().flat_map(move |g| {
-                r.resources.iter().flat_map(move |res| {
-                    r.verbs
-                        .iter()
-                        .map(move |v| (g.clone(), res.clone(), v.clone()))
-                })
-            })
-        })
-        .collect();
-    assert!(
-        granted
-            .iter()
-            .all(|(g, r, v)| g != "*" && r != "*" && v != "*")
-    );
-    let unused: Vec<_> = granted.iter().filter(|p| !used.contains(*p)).collect();
-    assert!(
-        unused.is_empty(),
-        "RBAC rules nothing uses: {unused:?}; used: {used:?}"
-    );
 }
 
 /// `hookline test NAME -n NS` as a user runs it: a real process, the API server over HTTP.

@@ -469,14 +469,27 @@ async fn dead_letters_go_to_the_stream_and_replay_to_their_destination() {
     assert_eq!(letters[0]["destination"], "crm");
     assert_eq!(letters[0]["lastStatus"], 400);
     assert_eq!(letters[0]["event"]["properties"]["n"], 0);
-    // Served by the worker too, for `dlq NAME -n NS` through the API server's service proxy.
-    let served: Value = reqwest::get(format!("{}/dlq", h.base))
+    // Served by the worker's admin listener too (for `dlq NAME -n NS` through a port-forward),
+    // never on its ingestion port.
+    let served: Value = reqwest::get(format!("{}/dlq", h.admin.as_ref().unwrap()))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(served.as_array().unwrap().len(), 3);
+    for (method, path) in [("GET", "/dlq"), ("POST", "/dlq/replay")] {
+        let answer = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{}{path}", h.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            404,
+            "{method} {path} on the ingestion port"
+        );
+    }
 
     endpoint.respond(|_| (200, vec![]));
     let out = run_cli(&["dlq", "replay", "crm", "--nats", &nats.url()]);
@@ -587,7 +600,7 @@ async fn attempts_are_counted_across_workers_from_jetstream() {
 
 // Multi-threaded: the CLI runs as a blocking child process while this runtime serves the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_the_service_proxy() {
+async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_a_port_forward() {
     let t = Setup::new(MAP_N).await;
     t.endpoint.respond(|_| (422, vec![]));
     let worker = t.worker("a").await;
@@ -596,10 +609,30 @@ async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_the_service_proxy()
         .wait_for("two refused events", |r| r.len() >= 2)
         .await;
 
-    // The API server reaches the worker Service `crm-hookline` in `default`; the user has only
-    // a kubeconfig.
+    // Two worker pods of `crm` in `default`, one of them ready; the API server forwards the
+    // ready one's loopback port 9091 to the worker's admin listener. The user has only a
+    // kubeconfig.
     let api = support::apiserver::ApiServer::new();
-    api.expose_service("default", "crm-hookline", &worker.base);
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(api.client(), "default");
+    for (pod, ready) in [
+        ("crm-hookline-5d8f-old", "False"),
+        ("crm-hookline-5d8f-new", "True"),
+    ] {
+        let created: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": pod, "namespace": "default", "labels": {
+                "app.kubernetes.io/name": "hookline-worker", "app.kubernetes.io/instance": "crm"}},
+        }))
+        .unwrap();
+        pods.create(&Default::default(), &created).await.unwrap();
+        let status = json!({"status": {"conditions": [{"type": "Ready", "status": ready}]}});
+        pods.patch_status(pod, &Default::default(), &kube::api::Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+    let admin = worker.admin.as_ref().unwrap().trim_start_matches("http://");
+    api.forward_pod_port("default", "crm-hookline-5d8f-new", 9091, admin);
+    let setup = api.calls();
     let addr = api.serve().await;
     let kubeconfig = t.dir.path().join("kubeconfig");
     std::fs::write(
@@ -645,16 +678,21 @@ async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_the_service_proxy()
     t.endpoint
         .wait_for("the replayed events", |r| r.len() >= 4)
         .await;
-    let calls = api.calls();
-    assert!(
-        calls.contains_key("get v1/services/proxy")
-            && calls.contains_key("create v1/services/proxy"),
-        "{calls:?}"
-    );
+    // The chart's dlq-viewer ClusterRole grants exactly what the command used.
+    let used: Vec<String> = api
+        .calls()
+        .into_keys()
+        .filter(|c| !setup.contains_key(c))
+        .collect();
+    support::rbac::assert_rules_cover_exactly(&used, &["dlq-viewer-rules.yaml"]);
 
     let missing = dlq(&["list", "nope", "-n", "default"]);
     assert!(!missing.status.success());
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("services/proxy"));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("no worker pod of WebhookDestination default/nope is ready"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

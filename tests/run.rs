@@ -278,6 +278,17 @@ async fn rejected_events_are_dead_lettered_listed_and_replayed() {
     assert!(entry["lastError"].as_str().unwrap().contains("400"));
     assert!(entry["failedAt"].is_string());
 
+    // The same dead letters on the admin listener alone (API §10), not on the ingestion port.
+    let admin: serde_json::Value = reqwest::get(format!("{}/dlq", h.admin.as_ref().unwrap()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin, listed);
+    let ingestion = reqwest::get(format!("{}/dlq", h.base)).await.unwrap();
+    assert_eq!(ingestion.status(), 404);
+
     endpoint.respond(|_| (200, vec![]));
     let out = run_cli(&["dlq", "replay", "--data-dir", data_arg]);
     assert!(

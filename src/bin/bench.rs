@@ -252,7 +252,17 @@ impl Processes {
             if let Some(url) = nats {
                 extra.extend(["--nats".into(), url.into()]);
             }
-            let child = spawn(&["run", "--listen", &format!("127.0.0.1:{port}")], &extra);
+            let admin = format!("127.0.0.1:{}", free_port());
+            let child = spawn(
+                &[
+                    "run",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--admin-listen",
+                    &admin,
+                ],
+                &extra,
+            );
             (format!("http://127.0.0.1:{port}"), child)
         };
         let (ingest, children) = match mode {

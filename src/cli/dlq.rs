@@ -1,10 +1,11 @@
 //! `hookline dlq list|replay --data-dir DIR` (the local store), `NAME -n NS` (a destination in
-//! the cluster, through the API server's service proxy to its workers, with the kubeconfig
-//! alone), or `NAME --nats URL` (the dead-letter stream directly).
+//! the cluster, through the API server's port-forward to a worker pod's admin listener, with the
+//! kubeconfig alone), or `NAME --nats URL` (the dead-letter stream directly).
 
-use super::Output;
+use super::{Output, port_forward};
 use crate::jetstream::NatsArgs;
 use crate::jetstream::names::DestinationNames;
+use crate::pipeline::admin;
 use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::deliver::dlq::{DeadLetter, DeadLetterStore};
 use anyhow::Context;
@@ -73,8 +74,7 @@ impl Common {
                 destinations: vec![DestinationNames::new(namespace, name)],
             }));
         }
-        // No retries on 503: "no endpoints available" (workers scaled to zero, or starting)
-        // is answered at once, not after kube's minutes of backoff.
+        // A refusal is answered at once, not after kube's minutes of backoff.
         let mut config = kube::Config::infer().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the Kubernetes API (KUBECONFIG or in-cluster config): {e}"
@@ -94,27 +94,15 @@ impl Common {
     }
 }
 
-/// `path` on the destination's worker Service, through the API server (RBAC:
-/// `services/proxy`).
-async fn through_proxy(
+/// `method path` on the admin listener of one of the destination's ready worker pods.
+async fn on_a_worker(
     client: &kube::Client,
     namespace: &str,
     name: &str,
     method: axum::http::Method,
     path: &str,
 ) -> anyhow::Result<String> {
-    let uri =
-        format!("/api/v1/namespaces/{namespace}/services/http:{name}-hookline:8080/proxy{path}");
-    let request = axum::http::Request::builder()
-        .method(method)
-        .uri(&uri)
-        .body(Vec::new())
-        .expect("a valid request");
-    client.request_text(request).await.with_context(|| {
-        format!(
-            "cannot reach the workers of WebhookDestination {namespace}/{name} through the API server (do they run — spec.enabled, `kubectl get whd {name} -n {namespace}`? does your kubeconfig allow get/create on services/proxy in {namespace}?)"
-        )
-    })
+    port_forward::request(client, namespace, name, admin::DEFAULT_PORT, method, path).await
 }
 
 async fn list(place: &Place, destination: Option<&str>) -> anyhow::Result<Vec<DeadLetter>> {
@@ -130,7 +118,7 @@ async fn list(place: &Place, destination: Option<&str>) -> anyhow::Result<Vec<De
             name,
         } => {
             let text =
-                through_proxy(client, namespace, name, axum::http::Method::GET, "/dlq").await?;
+                on_a_worker(client, namespace, name, axum::http::Method::GET, "/dlq").await?;
             serde_json::from_str(&text)
                 .context("the worker's /dlq answer is not a list of dead letters")?
         }
@@ -174,7 +162,7 @@ pub async fn dlq(args: Args) -> anyhow::Result<i32> {
                 namespace,
                 name,
             } => {
-                let text = through_proxy(
+                let text = on_a_worker(
                     &client,
                     &namespace,
                     &name,

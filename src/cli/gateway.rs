@@ -37,7 +37,6 @@ pub async fn gateway(args: Args) -> anyhow::Result<i32> {
         routes: Routes::Gateway(table),
         ready: false.into(),
         status: Box::new(move || serde_json::json!({"routesLoaded": routes.loaded()})),
-        dead_letters: None,
     });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

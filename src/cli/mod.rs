@@ -5,6 +5,7 @@ mod controller;
 pub mod crd;
 mod dlq;
 mod gateway;
+mod port_forward;
 pub mod reference;
 mod render;
 mod run;
@@ -52,6 +53,15 @@ pub enum Output {
     #[default]
     Text,
     Json,
+}
+
+/// `--admin-listen`, as `run` and `worker` take it (API §10).
+#[derive(clap::Args, Debug)]
+pub struct AdminListen {
+    /// Address of the admin listener, which alone serves the dead letters (GET /dlq, POST
+    /// /dlq/replay); keep it on loopback: no Service exposes it
+    #[arg(long = "admin-listen", value_name = "ADDR", default_value_t = std::net::SocketAddr::from(([127, 0, 0, 1], crate::pipeline::admin::DEFAULT_PORT)))]
+    pub addr: std::net::SocketAddr,
 }
 
 /// `-f FILE...` as every subcommand that reads manifests takes it.

@@ -19,6 +19,8 @@ pub struct Args {
     #[arg(long, default_value = "./.hookline")]
     data_dir: PathBuf,
     #[command(flatten)]
+    admin: super::AdminListen,
+    #[command(flatten)]
     nats: NatsArgs,
 }
 
@@ -41,6 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
         destinations,
         EngineOptions {
             listen: args.listen,
+            admin_listen: args.admin.addr,
             data_dir: args.data_dir,
             tokens: TokenKeeping::DataDir,
             backend,

@@ -19,6 +19,8 @@ pub struct Args {
     #[arg(long, env = "HOOKLINE_DRAIN_SECONDS", default_value_t = 0)]
     drain_seconds: u64,
     #[command(flatten)]
+    admin: super::AdminListen,
+    #[command(flatten)]
     nats: NatsArgs,
 }
 
@@ -40,6 +42,7 @@ pub async fn worker(args: Args) -> anyhow::Result<i32> {
     let shutdown = shutdown::on_signal("stopping: finishing requests in flight");
     let options = EngineOptions {
         listen: config.listen,
+        admin_listen: args.admin.addr,
         data_dir: config.data_dir.clone(),
         tokens: TokenKeeping::Cluster {
             secrets_dir: config.secrets_dir.clone(),

@@ -153,15 +153,16 @@ fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
     env
 }
 
-pub fn selector_labels(dest: &WebhookDestination) -> BTreeMap<String, String> {
+/// The labels that pick a destination's worker pods (its Deployment's and Service's selector).
+pub fn selector_labels(destination: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "hookline-worker".into()),
-        ("app.kubernetes.io/instance".into(), dest.name_any()),
+        ("app.kubernetes.io/instance".into(), destination.into()),
     ])
 }
 
 pub(crate) fn labels(dest: &WebhookDestination) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(dest);
+    let mut labels = selector_labels(&dest.name_any());
     labels.insert("app.kubernetes.io/component".into(), "worker".into());
     labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
     labels.insert("app.kubernetes.io/part-of".into(), "hookline".into());
@@ -225,7 +226,7 @@ pub fn build(
         service: Service {
             metadata: meta(dest),
             spec: Some(ServiceSpec {
-                selector: Some(selector_labels(dest)),
+                selector: Some(selector_labels(&dest.name_any())),
                 ports: Some(vec![ServicePort {
                     name: Some("http".into()),
                     port: INGEST_PORT,
@@ -410,7 +411,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
         spec: Some(DeploymentSpec {
             replicas: Some(replicas),
             selector: LabelSelector {
-                match_labels: Some(selector_labels(dest)),
+                match_labels: Some(selector_labels(&dest.name_any())),
                 ..LabelSelector::default()
             },
             // Each pod has its own queue: a new pod takes traffic before an old one drains.
@@ -548,6 +549,42 @@ pub(crate) mod tests {
             selector
                 .iter()
                 .all(|(k, v)| template_labels.get(k) == Some(v))
+        );
+    }
+
+    #[test]
+    fn only_ingestion_is_exposed_the_dead_letters_stay_on_the_pods_loopback() {
+        let c = build(&fixture("full"), &opts(), None);
+        let pod = pod(&c);
+        let worker = &pod.containers[0];
+        let declared: Vec<i32> = worker
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.container_port)
+            .collect();
+        assert_eq!(declared, [INGEST_PORT]);
+        let exposed: Vec<i32> = c
+            .service
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .iter()
+            .map(|p| p.port)
+            .collect();
+        assert_eq!(exposed, [INGEST_PORT]);
+        // The admin listener keeps its loopback default: no flag or variable moves it.
+        let args = worker.args.clone().unwrap_or_default();
+        assert!(!args.iter().any(|a| a.contains("admin")), "{args:?}");
+        assert!(
+            !worker
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name.contains("ADMIN")),
+            "{:?}",
+            worker.env
         );
     }
 

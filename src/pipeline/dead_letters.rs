@@ -1,6 +1,5 @@
-//! The dead letters of the destinations a process runs, as its HTTP server offers them
-//! (`GET /dlq`, `POST /dlq/replay`): what `hookline dlq list|replay NAME -n NS` reaches through
-//! the API server's service proxy. The same for both queue backends.
+//! The dead letters of the destinations a process runs, as its admin listener offers them
+//! (`GET /dlq`, `POST /dlq/replay`, [`super::admin`]). The same for both queue backends.
 
 use super::deliver::dlq::{DeadLetter, DeadLetterStore};
 use crate::jetstream::names::DestinationNames;

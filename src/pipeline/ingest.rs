@@ -2,7 +2,6 @@
 //! to Segment's libraries in browsers too (CORS and the settings document, [`super::browser`]).
 
 use super::browser;
-use super::dead_letters::DeadLetters;
 use super::store::{EventStore, Refused, Routes};
 use crate::metrics::METRICS;
 use crate::telemetry;
@@ -32,8 +31,6 @@ pub struct IngestState {
     pub ready: AtomicBool,
     /// Extra read-only endpoints (e.g. `/status`) that the runtime serves beside ingestion.
     pub status: Box<dyn Fn() -> Value + Send + Sync>,
-    /// `GET /dlq`, `POST /dlq/replay`; the gateway has none.
-    pub dead_letters: Option<DeadLetters>,
 }
 
 pub fn router(state: Arc<IngestState>) -> Router {
@@ -59,29 +56,7 @@ pub fn router(state: Arc<IngestState>) -> Router {
             "/status",
             get(|State(s): State<Arc<IngestState>>| async move { axum::Json((s.status)()) }),
         )
-        .route("/dlq", get(list_dead_letters))
-        .route("/dlq/replay", post(replay_dead_letters))
         .with_state(state)
-}
-
-async fn list_dead_letters(State(state): State<Arc<IngestState>>) -> Response {
-    let Some(dead_letters) = &state.dead_letters else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match dead_letters.list().await {
-        Ok(letters) => axum::Json(letters).into_response(),
-        Err(e) => Rejection(StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
-    }
-}
-
-async fn replay_dead_letters(State(state): State<Arc<IngestState>>) -> Response {
-    let Some(dead_letters) = &state.dead_letters else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match dead_letters.replay().await {
-        Ok(n) => axum::Json(json!({"replayed": n})).into_response(),
-        Err(e) => Rejection(StatusCode::SERVICE_UNAVAILABLE, e).into_response(),
-    }
 }
 
 async fn readyz(State(state): State<Arc<IngestState>>) -> Response {

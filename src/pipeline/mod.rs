@@ -4,6 +4,7 @@
 //! a seam: [`store`] is ingestion's side (append locally, or publish to JetStream), [`inbox`]
 //! the worker's (read, complete, retry later, dead-letter).
 
+pub mod admin;
 pub mod batch;
 pub mod browser;
 pub mod dead_letters;

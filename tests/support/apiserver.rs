@@ -36,74 +36,103 @@ pub struct ApiServer {
     changed: Arc<watch::Sender<u64>>,
     /// Requests by "verb collection", for tests that check which calls were made.
     calls: Arc<Mutex<HashMap<String, u64>>>,
-    /// Services reachable through the service proxy: (namespace, name) → base URL.
-    services: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Pod ports reachable through port-forward: (namespace, pod, port) → `host:port` of a
+    /// process on 127.0.0.1 playing that port of the pod.
+    forwards: Arc<Mutex<HashMap<(String, String, u16), String>>>,
 }
 
-/// `(namespace, service name, path beyond)` of a service-proxy request.
-fn proxied(path: &str) -> Option<(String, String, String)> {
-    let rest = path.strip_prefix("/api/v1/namespaces/")?;
-    let (namespace, rest) = rest.split_once("/services/")?;
-    let (service, beyond) = rest.split_once("/proxy")?;
-    // `[scheme:]name[:port]`
-    let parts: Vec<&str> = service.split(':').collect();
-    let name = match parts.as_slice() {
-        [name] | [name, _] if !matches!(*name, "http" | "https") => name,
-        ["http" | "https", name] | [_, name, _] => name,
-        _ => return None,
-    };
-    Some((namespace.into(), name.to_string(), beyond.to_string()))
-}
-
-/// Forwards a service-proxy request to the exposed service, as the API server does.
-async fn proxy(
-    server: &ApiServer,
-    method: &Method,
-    namespace: &str,
-    service: &str,
-    path: &str,
-    body: Bytes,
+/// The pod side of `pods/{name}/portforward` (the websocket protocol `v4.channel.k8s.io`, as
+/// kubectl and kube-rs speak it): channel 0 carries the port's bytes, channel 1 its errors, and
+/// each channel's first frame names the port.
+async fn port_forward(
+    State(server): State<ApiServer>,
+    axum::extract::Path((namespace, pod)): axum::extract::Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
-    let verb = if method == Method::GET {
-        "get"
-    } else {
-        "create"
-    };
     *server
         .calls
         .lock()
         .unwrap()
-        .entry(format!("{verb} v1/services/proxy"))
+        .entry("create v1/pods/portforward".into())
         .or_default() += 1;
-    let base = server
-        .services
+    let Some(port) = query.get("ports").and_then(|p| p.parse::<u16>().ok()) else {
+        return status_error(400, "BadRequest", "one port in ?ports= is needed".into());
+    };
+    let target = server
+        .forwards
         .lock()
         .unwrap()
-        .get(&(namespace.to_string(), service.to_string()))
+        .get(&(namespace, pod.clone(), port))
         .cloned();
-    let Some(base) = base else {
+    let Some(target) = target else {
         return status_error(
-            503,
-            "ServiceUnavailable",
-            format!("no endpoints available for service {service:?}"),
+            404,
+            "NotFound",
+            format!("pods {pod:?} not found or port {port} not forwardable"),
         );
     };
-    let answer = reqwest::Client::new()
-        .request(method.clone(), format!("{base}{path}"))
-        .body(body)
-        .send()
-        .await;
-    match answer {
-        Ok(r) => {
-            let status = r.status();
-            let bytes = r.bytes().await.unwrap_or_default();
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(Body::from(bytes))
-                .unwrap()
+    upgrade
+        .protocols(["v4.channel.k8s.io"])
+        .on_upgrade(move |socket| bridge(socket, port, target))
+}
+
+async fn bridge(socket: axum::extract::ws::WebSocket, port: u16, target: String) {
+    use axum::extract::ws::Message;
+    use futures::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut sink, mut from_client) = socket.split();
+    let [lo, hi] = port.to_le_bytes();
+    for channel in [0u8, 1] {
+        if sink
+            .send(Message::Binary(vec![channel, lo, hi].into()))
+            .await
+            .is_err()
+        {
+            return;
         }
-        Err(e) => status_error(503, "ServiceUnavailable", e.to_string()),
+    }
+    let tcp = match tokio::net::TcpStream::connect(&target).await {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            let mut frame = vec![1u8];
+            frame.extend(format!("cannot connect to port {port}: {e}").bytes());
+            let _ = sink.send(Message::Binary(frame.into())).await;
+            return;
+        }
+    };
+    let (mut from_pod, mut to_pod) = tcp.into_split();
+    let upstream = async move {
+        while let Some(Ok(message)) = from_client.next().await {
+            match message {
+                Message::Binary(bytes) if bytes.first() == Some(&0) => {
+                    if to_pod.write_all(&bytes[1..]).await.is_err() {
+                        break;
+                    }
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    };
+    let downstream = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(n) = from_pod.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            let mut frame = Vec::with_capacity(n + 1);
+            frame.push(0);
+            frame.extend_from_slice(&buffer[..n]);
+            if sink.send(Message::Binary(frame.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    };
+    tokio::select! {
+        () = upstream => {}
+        () = downstream => {}
     }
 }
 
@@ -244,21 +273,25 @@ impl ApiServer {
             store: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
             calls: Arc::default(),
-            services: Arc::default(),
+            forwards: Arc::default(),
         }
     }
 
-    /// Makes `/api/v1/namespaces/{namespace}/services/[scheme:]{name}[:port]/proxy/...` reach
-    /// `base` (a process on 127.0.0.1 playing the Service's pods).
-    pub fn expose_service(&self, namespace: &str, name: &str, base: &str) {
-        self.services
+    /// Makes `pods/{pod}/portforward?ports={port}` in `namespace` reach `target` (`host:port`
+    /// on 127.0.0.1, playing that port of the pod).
+    pub fn forward_pod_port(&self, namespace: &str, pod: &str, port: u16, target: &str) {
+        self.forwards
             .lock()
             .unwrap()
-            .insert((namespace.into(), name.into()), base.into());
+            .insert((namespace.into(), pod.into(), port), target.into());
     }
 
     fn router(&self) -> axum::Router {
         axum::Router::new()
+            .route(
+                "/api/v1/namespaces/{namespace}/pods/{pod}/portforward",
+                axum::routing::get(port_forward),
+            )
             .fallback(handle)
             .with_state(self.clone())
     }
@@ -594,9 +627,6 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some((namespace, service, rest)) = proxied(uri.path()) {
-        return proxy(&server, &method, &namespace, &service, &rest, body).await;
-    }
     let Some(target) = parse(uri.path()) else {
         return status_error(404, "NotFound", format!("no route {}", uri.path()));
     };

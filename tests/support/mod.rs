@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod nats;
 pub mod oauth;
 pub mod operator;
+pub mod rbac;
 pub mod tls;
 
 use axum::body::Bytes;
@@ -178,6 +179,8 @@ pub fn free_port() -> u16 {
 pub struct Hookline {
     pub child: Child,
     pub base: String,
+    /// The admin listener's base URL (dead letters), for `run` and `worker`.
+    pub admin: Option<String>,
     pub data_dir: PathBuf,
     args: Vec<std::ffi::OsString>,
     env: Vec<(String, String)>,
@@ -272,14 +275,21 @@ impl Hookline {
     }
 
     async fn spawn_ready(
-        args: Vec<std::ffi::OsString>,
+        mut args: Vec<std::ffi::OsString>,
         env: Vec<(String, String)>,
         port: u16,
         data_dir: &Path,
     ) -> Hookline {
+        // Tests run side by side: each process gets its own admin port, not the default.
+        let admin = (args[0] == "run" || args[0] == "worker").then(|| {
+            let addr = format!("127.0.0.1:{}", free_port());
+            args.extend(["--admin-listen".into(), addr.clone().into()]);
+            format!("http://{addr}")
+        });
         let mut h = Hookline {
             child: spawn(&args, &env),
             base: format!("http://127.0.0.1:{port}"),
+            admin,
             data_dir: data_dir.to_path_buf(),
             args,
             env,
