@@ -930,6 +930,7 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
     let args = hookline::jetstream::NatsArgs {
         url: nats_server.url(),
         creds: None,
+        inbox: None,
         ca: None,
         replicas: None,
         max_age: Duration::from_secs(3600),
@@ -940,6 +941,7 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         url: nats_server.url(),
         credentials: [("token".to_string(), "s3cret".to_string())].into(),
         gateway_url: Some("http://hookline-gateway.hookline.svc:8080".into()),
+        identities: None,
     });
     opts.jetstream = Some((nats.clone(), args.retention()));
     let server = ApiServer::new();

@@ -868,6 +868,7 @@ async fn removing_a_destination_whose_consumer_is_already_gone_is_done() {
     let args = hookline::jetstream::NatsArgs {
         url: server.url(),
         creds: None,
+        inbox: None,
         ca: None,
         replicas: None,
         max_age: std::time::Duration::from_secs(3600),

@@ -28,6 +28,7 @@ impl Cluster {
         let args = hookline::jetstream::NatsArgs {
             url: nats.url(),
             creds: None,
+            inbox: None,
             ca: None,
             replicas: None,
             max_age: std::time::Duration::from_secs(3600),
@@ -39,6 +40,7 @@ impl Cluster {
             url: nats.url(),
             credentials: Default::default(),
             gateway_url: Some("http://hookline-gateway.hookline.svc:8080".into()),
+            identities: None,
         });
         opts.jetstream = Some((connected, args.retention()));
         let op = Operator::launch(ApiServer::new(), opts);

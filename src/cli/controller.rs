@@ -1,12 +1,15 @@
 //! `hookline controller`: the operator, against the cluster it runs in (or `KUBECONFIG`).
 
 use crate::controller::build::{BuildOptions, JetStreamOptions};
+use crate::controller::identities::GatewayIdentity;
 use crate::controller::operator::{self, OperatorOptions};
 use crate::controller::worker_status::{DEFAULT_URL, WorkerStatusOptions};
 use crate::jetstream::NatsArgs;
+use crate::jetstream::identity::{Identities, Issuer};
 use crate::shutdown;
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -31,6 +34,26 @@ pub struct Args {
     worker_image: String,
     #[command(flatten)]
     nats: NatsArgs,
+    /// JetStream mode, identities per role: the seed (SA…) of a signing key of the NATS account
+    /// Hookline uses; the operator issues each destination's workers and the gateway their own
+    /// short-lived identity with it, instead of a copy of its own credentials
+    #[arg(
+        long,
+        env = "HOOKLINE_NATS_SIGNING_KEY",
+        value_name = "FILE",
+        requires = "nats_account"
+    )]
+    nats_signing_key: Option<std::path::PathBuf>,
+    /// The public key (A…) of the account that signing key belongs to
+    #[arg(long, env = "HOOKLINE_NATS_ACCOUNT", value_name = "KEY")]
+    nats_account: Option<String>,
+    /// How long an issued identity is valid; it is renewed halfway (s, m, h or d)
+    #[arg(long, env = "HOOKLINE_NATS_IDENTITY_LIFETIME", default_value = "1h", value_parser = crate::jetstream::parse_age)]
+    nats_identity_lifetime: Duration,
+    /// The Secret, in the operator's namespace, that the operator keeps the gateway's identity
+    /// in (with --nats-signing-key)
+    #[arg(long, env = "HOOKLINE_GATEWAY_NATS_SECRET", value_name = "NAME")]
+    gateway_nats_secret: Option<String>,
     /// JetStream mode: the gateway's URL, reported as `status.ingestUrl` of destinations with a
     /// write key
     #[arg(long, env = "HOOKLINE_GATEWAY_URL")]
@@ -69,13 +92,38 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let nats = args.nats.connect("hookline controller").await?;
+    let identities = match (&args.nats_signing_key, &args.nats_account) {
+        (Some(file), Some(account)) => {
+            let seed = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read --nats-signing-key {}", file.display()))?;
+            let what = format!("--nats-signing-key {}", file.display());
+            Some(Arc::new(Identities {
+                issuer: Issuer::new(&seed, account, &what)?,
+                lifetime: args.nats_identity_lifetime,
+            }))
+        }
+        _ => None,
+    };
     let jetstream = match &nats {
         Some(_) => Some(JetStreamOptions {
             url: args.nats.url.clone(),
             credentials: args.nats.credentials()?,
             gateway_url: args.gateway_url.clone(),
+            identities: identities.clone(),
         }),
         None => None,
+    };
+    let gateway_identity = match (identities, args.gateway_nats_secret) {
+        (Some(identities), Some(name)) if nats.is_some() => Some(GatewayIdentity {
+            identities,
+            namespace: args
+                .lease_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string()),
+            name,
+            ca: args.nats.credentials()?.remove("ca.crt"),
+        }),
+        _ => None,
     };
     let shutdown = shutdown::on_signal("stopping: finishing reconciles in flight");
     operator::run(
@@ -91,6 +139,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
                 passed_env: passed_env(),
             },
             jetstream: nats.map(|n| (n, args.nats.retention())),
+            gateway_identity,
             worker_status: (!args.worker_status_url.is_empty()).then(|| WorkerStatusOptions {
                 url: args.worker_status_url,
                 every: Duration::from_secs(args.worker_status_every),

@@ -4,6 +4,8 @@
 use crate::api::{AuthType, GrantType, WebhookDestination};
 use crate::config::destination::token_secret_name;
 use crate::config::worker::WorkerConfig;
+use crate::jetstream::identity::Permissions;
+use crate::jetstream::names::DestinationNames;
 use crate::pipeline::source::RouteSpec;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
@@ -51,6 +53,9 @@ pub struct JetStreamOptions {
     pub credentials: BTreeMap<String, String>,
     /// The gateway's URL: `status.ingestUrl` of destinations with a write key.
     pub gateway_url: Option<String>,
+    /// Identities per role (API §10): each destination's workers get a short-lived identity of
+    /// their own instead of a copy of the operator's credentials.
+    pub identities: Option<std::sync::Arc<crate::jetstream::identity::Identities>>,
 }
 
 /// Seconds Kubernetes gives a worker between SIGTERM and SIGKILL.
@@ -74,13 +79,25 @@ pub fn nats_secret_name(dest: &WebhookDestination) -> String {
     format!("{}-nats", child_name(dest))
 }
 
-/// The credentials the workers need, when there are any.
-fn nats_credentials(opts: &BuildOptions) -> Option<&BTreeMap<String, String>> {
-    opts.jetstream
-        .as_ref()
-        .map(|j| &j.credentials)
-        .filter(|c| !c.is_empty())
+/// What the workers' NATS Secret holds as the build knows it, when they need one: a copy of the
+/// operator's credentials, or — with identities per role — only the CA, the identity itself
+/// being issued (and renewed) at apply time under [`IDENTITY_KEY`].
+fn nats_credentials(opts: &BuildOptions) -> Option<BTreeMap<String, String>> {
+    let js = opts.jetstream.as_ref()?;
+    if js.identities.is_some() {
+        return Some(
+            js.credentials
+                .iter()
+                .filter(|(k, _)| *k == "ca.crt")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+    }
+    Some(js.credentials.clone()).filter(|c| !c.is_empty())
 }
+
+/// The key of the workers' NATS Secret that holds their `.creds` file.
+pub const IDENTITY_KEY: &str = "creds";
 
 /// `<name>-hookline`: the name of every child, and the Service's DNS name.
 pub fn child_name(dest: &WebhookDestination) -> String {
@@ -142,13 +159,21 @@ fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
             });
         }
     }
+    let own_identity = js.identities.is_some();
     for (name, key) in [
-        ("HOOKLINE_NATS_CREDS", "creds"),
+        ("HOOKLINE_NATS_CREDS", IDENTITY_KEY),
         ("HOOKLINE_NATS_CA", "ca.crt"),
     ] {
-        if js.credentials.contains_key(key) {
+        if js.credentials.contains_key(key) || (own_identity && key == IDENTITY_KEY) {
             env.push(value(name, format!("{NATS_DIR}/{key}")));
         }
+    }
+    if own_identity {
+        let names = DestinationNames::new(&dest.namespace().unwrap_or_default(), &dest.name_any());
+        env.push(value(
+            "HOOKLINE_NATS_INBOX",
+            Permissions::worker(&names).inbox,
+        ));
     }
     env
 }
@@ -203,10 +228,11 @@ pub fn build(
     let config = serde_saphyr::to_string(&worker_config(dest, source))
         .expect("the worker configuration serializes");
     let credentials = nats_credentials(opts);
-    // Rotated NATS credentials roll the workers too (environment variables are read once).
+    // Rotated NATS credentials roll the workers too (environment variables are read once); an
+    // identity of their own is followed in its file, so its renewals roll nothing.
     let mut digest = Sha256::new();
     digest.update(config.as_bytes());
-    for (k, v) in credentials.into_iter().flatten() {
+    for (k, v) in credentials.iter().flatten() {
         digest.update(k.as_bytes());
         digest.update(v.as_bytes());
     }
@@ -238,7 +264,7 @@ pub fn build(
             }),
             ..Service::default()
         },
-        nats_secret: credentials.map(|data| Secret {
+        nats_secret: credentials.as_ref().map(|data| Secret {
             metadata: ObjectMeta {
                 name: Some(nats_secret_name(dest)),
                 ..meta(dest)

@@ -13,6 +13,7 @@ pub mod children;
 pub mod conditions;
 pub mod dereference;
 pub mod events;
+pub mod identities;
 pub mod jetstream;
 pub mod keys;
 pub mod operator;

@@ -51,6 +51,8 @@ pub struct OperatorOptions {
     pub build: BuildOptions,
     /// JetStream mode: where NATS is and how long its streams keep events.
     pub jetstream: Option<(crate::jetstream::Nats, crate::jetstream::objects::Retention)>,
+    /// JetStream mode with identities per role: the gateway's, kept in its Secret.
+    pub gateway_identity: Option<super::identities::GatewayIdentity>,
     /// Where and how often a destination's worker is asked for its `Delivering` condition;
     /// `None`: not read.
     pub worker_status: Option<super::worker_status::WorkerStatusOptions>,
@@ -159,6 +161,9 @@ async fn run_controller(
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    if let Some(gateway) = &opts.gateway_identity {
+        tokio::spawn(gateway.clone().keep(client.clone(), shutdown.clone()));
+    }
     let ns = &opts.watch_namespace;
     let children = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     // Reconciles asked for from outside the watches: a key changing hands, a source whose
@@ -360,6 +365,7 @@ async fn run_controller(
         readings: Default::default(),
         routings: Default::default(),
         wake,
+        worker_identities: Default::default(),
     });
     if ctx.jetstream.is_some() {
         tokio::spawn(sweep_source_routes(ctx.clone(), shutdown.clone()));

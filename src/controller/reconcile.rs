@@ -7,6 +7,7 @@ use super::children::{self, ChildCaches};
 use super::conditions::{self, WorkerState};
 use super::dereference::SecretCache;
 use super::events::Events;
+use super::identities::WorkerIdentities;
 use super::jetstream::{self, JetStreamObjects};
 use super::keys::{KeyRegistry, Wake};
 use super::sources;
@@ -66,6 +67,8 @@ pub struct Context {
     /// destinations naming it.
     pub routings: LastSeen<WebhookSource>,
     pub wake: Wake,
+    /// JetStream mode with identities per role: when each destination's is renewed.
+    pub worker_identities: WorkerIdentities,
 }
 
 impl Context {
@@ -224,7 +227,28 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         apply_unless_current(ctx, cached.as_ref(), &mut desired.service).await?;
         if let Some(secret) = &mut desired.nats_secret {
             let cached = ctx.secrets.meta(&namespace, &build::nats_secret_name(dest));
-            apply_unless_current(ctx, cached.as_ref(), secret).await?;
+            match ctx
+                .build
+                .jetstream
+                .as_ref()
+                .and_then(|j| j.identities.as_ref())
+            {
+                Some(identities) => {
+                    ctx.worker_identities
+                        .keep(
+                            &ctx.client,
+                            &c.applied,
+                            identities,
+                            dest,
+                            cached.as_ref(),
+                            secret,
+                        )
+                        .await?
+                }
+                None => {
+                    apply_unless_current(ctx, cached.as_ref(), secret).await?;
+                }
+            }
         }
         let cached = cached_deployment.as_ref().map(|d| &d.metadata);
         match apply_unless_current(ctx, cached, &mut desired.deployment).await? {
@@ -282,7 +306,14 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     }
     Ok(match worker {
         WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
-        _ if ctx.jetstream.is_some() => Action::requeue(jetstream::BACKLOG_EVERY),
+        // Back when the workers' identity is due for renewal, if that comes first.
+        _ if ctx.jetstream.is_some() => Action::requeue(
+            ctx.worker_identities
+                .until_renewal(dest)
+                .map_or(jetstream::BACKLOG_EVERY, |d| {
+                    d.min(jetstream::BACKLOG_EVERY)
+                }),
+        ),
         WorkerState::Available { .. } if let Some(workers) = &ctx.workers => {
             Action::requeue(workers.every())
         }
@@ -339,6 +370,7 @@ fn sweep_deleted(ctx: &Context) {
     ctx.tokens.retain(exists);
     ctx.statuses.retain(exists);
     ctx.readings.retain(exists);
+    ctx.worker_identities.retain(exists);
     let source_exists = |k: &ObjectRef<WebhookSource>| ctx.sources.get(k).is_some();
     ctx.source_statuses.retain(source_exists);
     ctx.routings.retain(source_exists);

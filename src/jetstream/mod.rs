@@ -6,7 +6,9 @@
 //! events, [`inbox`] is a worker's side of its consumer, [`dead_letters`] the dead-letter
 //! stream, [`routes`] the gateway's view of the routes bucket.
 
+mod creds;
 pub mod dead_letters;
+pub mod identity;
 pub mod inbox;
 pub mod names;
 pub mod objects;
@@ -60,9 +62,18 @@ pub struct NatsArgs {
         default_value = ""
     )]
     pub url: String,
-    /// A NATS .creds file (JWT and NKey seed)
+    /// A NATS .creds file (JWT and NKey seed); read again on every connect, and a changed file
+    /// (a renewed identity) reconnects at once
     #[arg(long = "nats-creds", env = "HOOKLINE_NATS_CREDS", value_name = "FILE")]
     pub creds: Option<PathBuf>,
+    /// The subject prefix of this process's reply inboxes (default `_INBOX`); an identity per
+    /// role may subscribe to its own prefix only
+    #[arg(
+        long = "nats-inbox",
+        env = "HOOKLINE_NATS_INBOX",
+        value_name = "PREFIX"
+    )]
+    pub inbox: Option<String>,
     /// A PEM bundle of CAs that sign the NATS servers' certificates
     #[arg(long = "nats-ca", env = "HOOKLINE_NATS_CA", value_name = "FILE")]
     pub ca: Option<PathBuf>,
@@ -107,19 +118,16 @@ impl NatsArgs {
         let Some(servers) = self.servers()? else {
             return Ok(None);
         };
-        let mut options = async_nats::ConnectOptions::new()
-            .name(client_name)
-            .retry_on_initial_connect()
-            .connection_timeout(REQUEST_TIMEOUT)
-            .max_reconnects(None);
-        if let Some(file) = &self.creds {
-            options = options
-                .credentials_file(file)
-                .await
-                .map_err(|source| NatsError::Creds {
-                    file: file.clone(),
-                    source,
-                })?;
+        let mut options = match &self.creds {
+            Some(file) => creds::options(file).await?,
+            None => async_nats::ConnectOptions::new(),
+        }
+        .name(client_name)
+        .retry_on_initial_connect()
+        .connection_timeout(REQUEST_TIMEOUT)
+        .max_reconnects(None);
+        if let Some(prefix) = &self.inbox {
+            options = options.custom_inbox_prefix(prefix);
         }
         if let Some(ca) = &self.ca {
             options = options.add_root_certificates(ca.clone()).require_tls(true);
@@ -143,6 +151,9 @@ impl NatsArgs {
                 url: self.url.clone(),
                 message: e.to_string(),
             })?;
+        if let Some(file) = &self.creds {
+            tokio::spawn(creds::reconnect_on_change(client.clone(), file.clone()));
+        }
         let mut context = jetstream::new(client.clone());
         context.set_timeout(REQUEST_TIMEOUT);
         Ok(Some(Nats(Arc::new(Connection {
@@ -183,7 +194,7 @@ impl NatsArgs {
 }
 
 /// `90s`, `30m`, `12h`, `7d`.
-fn parse_age(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_age(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration such as 90s, 30m, 12h or 7d");
     let (number, unit) = text.trim().split_at(text.trim().len().saturating_sub(1));
     let n: u64 = number.parse().map_err(|_| bad())?;

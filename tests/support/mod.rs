@@ -51,6 +51,7 @@ pub fn operator_options(port: u16) -> hookline::controller::operator::OperatorOp
             passed_env: Default::default(),
         },
         jetstream: None,
+        gateway_identity: None,
         worker_status: None,
     }
 }
@@ -240,6 +241,16 @@ impl Hookline {
     pub async fn start_args(args: &[&str], port: u16) -> Hookline {
         let args = args.iter().map(Into::into).collect();
         Hookline::spawn_ready(args, Vec::new(), port, Path::new("")).await
+    }
+
+    /// Any subcommand serving on `127.0.0.1:port`, with environment variables.
+    pub async fn start_args_env(args: &[&str], env: &[(&str, &str)], port: u16) -> Hookline {
+        let args = args.iter().map(Into::into).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Hookline::spawn_ready(args, env, port, Path::new("")).await
     }
 
     /// SIGTERM, as Kubernetes stops a pod; returns at once.

@@ -23,6 +23,10 @@ pub struct NatsServer {
     pub port: u16,
     args: Vec<String>,
     _dir: tempfile::TempDir,
+    /// Where its configuration file is, when it has one.
+    _config: Option<tempfile::TempDir>,
+    /// Its monitoring port (`/connz`), when it has one.
+    pub monitor: Option<u16>,
 }
 
 impl NatsServer {
@@ -66,6 +70,30 @@ impl NatsServer {
         servers
     }
 
+    /// One server in operator mode, as the guide sets NATS up for identities per role: an
+    /// operator, a system account, and Hookline's account with a signing key, its JWTs
+    /// preloaded in a memory resolver.
+    pub async fn with_identities() -> (NatsServer, Accounts) {
+        let accounts = Accounts::new();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("server.conf");
+        std::fs::write(&config, accounts.server_config()).unwrap();
+        let monitor = super::free_port();
+        let mut server = NatsServer::spawn(
+            super::free_port(),
+            vec![
+                "-c".into(),
+                config.display().to_string(),
+                "-m".into(),
+                monitor.to_string(),
+            ],
+        );
+        server.monitor = Some(monitor);
+        server._config = Some(dir);
+        server.wait_ready().await;
+        (server, accounts)
+    }
+
     fn spawn(port: u16, extra: Vec<String>) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec![
@@ -83,6 +111,8 @@ impl NatsServer {
             port,
             args,
             _dir: dir,
+            _config: None,
+            monitor: None,
         };
         server.run();
         server
@@ -146,4 +176,88 @@ pub fn urls(servers: &[NatsServer]) -> String {
         .map(NatsServer::url)
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// The keys and JWTs of a NATS server in operator mode (what `nsc` makes in production).
+pub struct Accounts {
+    operator: nkeys::KeyPair,
+    system: nkeys::KeyPair,
+    pub account: nkeys::KeyPair,
+    pub signing_key: nkeys::KeyPair,
+}
+
+impl Accounts {
+    fn new() -> Accounts {
+        Accounts {
+            operator: nkeys::KeyPair::new_operator(),
+            system: nkeys::KeyPair::new_account(),
+            account: nkeys::KeyPair::new_account(),
+            signing_key: nkeys::KeyPair::new_account(),
+        }
+    }
+
+    fn jwt(&self, subject: &str, name: &str, nats: serde_json::Value) -> String {
+        let claims = serde_json::json!({
+            "jti": uuid::Uuid::new_v4().simple().to_string(),
+            "iat": chrono::Utc::now().timestamp(),
+            "iss": self.operator.public_key(),
+            "name": name,
+            "sub": subject,
+            "nats": nats,
+        });
+        hookline::jetstream::identity::sign_jwt(&claims, &self.operator).unwrap()
+    }
+
+    fn server_config(&self) -> String {
+        let operator = self.jwt(
+            &self.operator.public_key(),
+            "test",
+            serde_json::json!({"type": "operator", "version": 2,
+                "system_account": self.system.public_key()}),
+        );
+        let system = self.jwt(
+            &self.system.public_key(),
+            "SYS",
+            serde_json::json!({"type": "account", "version": 2}),
+        );
+        let unlimited = serde_json::json!({
+            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+            "wildcards": true, "conn": -1, "leaf": -1,
+            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+        });
+        let hookline = self.jwt(
+            &self.account.public_key(),
+            "hookline",
+            serde_json::json!({"type": "account", "version": 2, "limits": unlimited,
+                "signing_keys": [self.signing_key.public_key()]}),
+        );
+        format!(
+            "operator: {operator}\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: {system}\n  {acc}: {hookline}\n}}\n",
+            sys = self.system.public_key(),
+            acc = self.account.public_key(),
+        )
+    }
+
+    /// The issuer the operator is given: the signing key's seed and the account.
+    pub fn issuer(&self) -> hookline::jetstream::identity::Issuer {
+        hookline::jetstream::identity::Issuer::new(
+            &self.signing_key.seed().unwrap(),
+            &self.account.public_key(),
+            "test",
+        )
+        .unwrap()
+    }
+
+    /// A user with every permission of the account (the operator's, or an administrator's),
+    /// written to `dir/name.creds`.
+    pub fn admin_creds(&self, dir: &std::path::Path, name: &str) -> PathBuf {
+        let issued = self
+            .issuer()
+            .issue(name, None, Duration::from_secs(3600), chrono::Utc::now())
+            .unwrap();
+        let path = dir.join(format!("{name}.creds"));
+        std::fs::write(&path, issued.creds).unwrap();
+        path
+    }
 }

@@ -1,0 +1,365 @@
+//! NATS identities per role (API §10) against a real nats-server in operator mode, set up as
+//! the guide says: the server refuses a worker's identity everything but its own consumer and
+//! dead letters, and the gateway's everything but publishing events and reading routes; with
+//! those identities delivery, retries, dead letters and replay still work, and a renewed
+//! identity is taken up before the old one expires.
+
+mod support;
+
+use hookline::jetstream::identity::{Identities, Permissions};
+use hookline::jetstream::names::DestinationNames;
+use hookline::jetstream::objects::{self, ConsumerPlan, Retention};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::nats::{Accounts, NatsServer};
+use support::*;
+
+fn identities(accounts: &Accounts, lifetime: Duration) -> Identities {
+    Identities {
+        issuer: accounts.issuer(),
+        lifetime,
+    }
+}
+
+fn nats_args(url: &str, creds: Option<&Path>) -> hookline::jetstream::NatsArgs {
+    hookline::jetstream::NatsArgs {
+        url: url.into(),
+        creds: creds.map(Path::to_path_buf),
+        inbox: None,
+        ca: None,
+        replicas: Some(1),
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+/// The streams, the routes bucket and the consumers of `destinations` (in `default`), made
+/// with the operator's identity.
+async fn objects_for(url: &str, admin: &Path, destinations: &[&str]) {
+    let args = nats_args(url, Some(admin));
+    let nats = args.connect("test operator").await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while objects::ensure_streams(&nats, args.retention())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the streams cannot be made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for name in destinations {
+        let names = DestinationNames::new("default", name);
+        let plan = ConsumerPlan::reading(names, None, 1, 1);
+        objects::ensure_consumer(&nats, &plan).await.unwrap();
+    }
+    let _ = Retention {
+        replicas: None,
+        max_age: Duration::ZERO,
+    };
+}
+
+/// A raw client on an identity, recording what the server says to it.
+struct Connected {
+    client: async_nats::Client,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+async fn connect(url: &str, creds: &str, inbox: &str) -> Connected {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    let client = async_nats::ConnectOptions::with_credentials(creds)
+        .unwrap()
+        .custom_inbox_prefix(inbox)
+        .event_callback(move |event| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    seen.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    Connected { client, errors }
+}
+
+impl Connected {
+    /// Waits for the server to refuse `what` with a permissions violation.
+    async fn refused(&self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self
+                .errors
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|e| e.to_lowercase().contains("permissions violation") && e.contains(what))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no permissions violation for {what}: {:?}",
+                self.errors.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn publish_refused(&self, subject: &str) {
+        self.client
+            .publish(subject.to_string(), "{}".into())
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        self.refused(subject).await;
+    }
+
+    async fn subscribe_refused(&self, subject: &str) {
+        let _sub = self.client.subscribe(subject.to_string()).await.unwrap();
+        self.client.flush().await.unwrap();
+        self.refused(subject).await;
+    }
+}
+
+#[tokio::test]
+async fn the_server_refuses_a_worker_and_the_gateway_everything_beyond_their_role() {
+    let (nats, accounts) = NatsServer::with_identities().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = accounts.admin_creds(dir.path(), "operator");
+    objects_for(&nats.url(), &admin, &["crm", "other"]).await;
+    let ids = identities(&accounts, Duration::from_secs(3600));
+    let now = chrono::Utc::now();
+
+    let crm = DestinationNames::new("default", "crm");
+    let worker = connect(
+        &nats.url(),
+        &ids.worker(&crm, now).unwrap().creds,
+        &Permissions::worker(&crm).inbox,
+    )
+    .await;
+    // Its own consumer's info is answered.
+    let js = async_nats::jetstream::new(worker.client.clone());
+    let own: async_nats::jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("default_crm", "HOOKLINE_EVENTS")
+        .await
+        .unwrap();
+    assert_eq!(own.cached_info().name, "default_crm");
+    // Another destination's consumer, the events subjects, a stream, a route: refused.
+    worker
+        .publish_refused("$JS.API.CONSUMER.MSG.NEXT.HOOKLINE_EVENTS.default_other")
+        .await;
+    worker.subscribe_refused("hookline.events.>").await;
+    worker
+        .publish_refused("$JS.API.STREAM.DELETE.HOOKLINE_EVENTS")
+        .await;
+    worker
+        .publish_refused("$KV.hookline-routes.abc.src.default_x")
+        .await;
+    worker.subscribe_refused("_INBOX.>").await;
+    worker.publish_refused("hookline.dlq.default_other").await;
+
+    let gateway = connect(
+        &nats.url(),
+        &ids.gateway(now).unwrap().creds,
+        &Permissions::gateway().inbox,
+    )
+    .await;
+    // Publishing an event is stored; reading the routes works.
+    let js = async_nats::jetstream::new(gateway.client.clone());
+    js.publish("hookline.events.dest.default_crm", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let routes = js.get_key_value("hookline-routes").await.unwrap();
+    assert!(routes.get("nothing").await.unwrap().is_none());
+    gateway
+        .publish_refused("$JS.API.CONSUMER.MSG.NEXT.HOOKLINE_EVENTS.default_crm")
+        .await;
+    gateway.subscribe_refused("hookline.events.>").await;
+    gateway
+        .publish_refused("$JS.API.STREAM.DELETE.HOOKLINE_EVENTS")
+        .await;
+    gateway
+        .publish_refused("$KV.hookline-routes.abc.src.default_x")
+        .await;
+    gateway.publish_refused("hookline.dlq.default_crm").await;
+}
+
+fn numbered(from: i64, to: i64) -> Value {
+    let batch: Vec<Value> = (from..to)
+        .map(|n| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("m-{n}"), "properties": {"n": n}}))
+        .collect();
+    json!({ "batch": batch })
+}
+
+/// `hookline dlq …` with the operator's identity (the dead-letter stream path).
+fn dlq(args: &[&str], url: &str, admin: &Path) -> std::process::Output {
+    let out = std::process::Command::new(bin())
+        .arg("dlq")
+        .args(args)
+        .args(["--nats", url, "--nats-creds"])
+        .arg(admin)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// What the server says about connections it closed.
+async fn closed_connections(monitor: u16) -> Vec<Value> {
+    let connz: Value = reqwest::get(format!("http://127.0.0.1:{monitor}/connz?state=closed"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    connz["connections"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn delivery_retries_dead_letters_and_replay_work_with_reduced_identities_renewed_before_expiry()
+ {
+    let (nats, accounts) = NatsServer::with_identities().await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = accounts.admin_creds(dir.path(), "operator");
+    objects_for(&url, &admin, &["crm"]).await;
+    let crm = DestinationNames::new("default", "crm");
+    // The operator's part: the private key's route, and the identities.
+    let operator = nats_args(&url, Some(&admin))
+        .connect("test operator")
+        .await
+        .unwrap()
+        .unwrap();
+    let key = hookline::jetstream::names::KeyDigest::of("wk");
+    let route = hookline::pipeline::source::RouteSpec::private(&crm, &key, "0".into());
+    objects::ensure_route(&operator, crm.consumer(), Some(&route))
+        .await
+        .unwrap();
+    let lifetime = Duration::from_secs(8);
+    let short = identities(&accounts, lifetime);
+    let issued_at = Instant::now();
+    let worker_creds = dir.path().join("worker.creds");
+    std::fs::write(
+        &worker_creds,
+        short.worker(&crm, chrono::Utc::now()).unwrap().creds,
+    )
+    .unwrap();
+    let gateway_creds = dir.path().join("gateway.creds");
+    let long = identities(&accounts, Duration::from_secs(3600));
+    std::fs::write(
+        &gateway_creds,
+        long.gateway(chrono::Utc::now()).unwrap().creds,
+    )
+    .unwrap();
+
+    let endpoint = Endpoint::start().await;
+    let port = free_port();
+    let config = manifest(
+        dir.path(),
+        "worker.yaml",
+        &format!(
+            "destination:\n  apiVersion: hookline.dev/v1alpha1\n  kind: WebhookDestination\n  metadata: {{ name: crm, namespace: default }}\n  spec:\n    endpoint: {{ url: \"{}/in\" }}\n    mapping:\n      n: {{ \"@path\": \"$.properties.n\" }}\n    delivery: {{ maxAttempts: 3 }}\nsecretsDir: {}\ndataDir: {}\nlisten: 127.0.0.1:{port}\n",
+            endpoint.url,
+            dir.path().join("secrets").display(),
+            dir.path().join("data").display()
+        ),
+    );
+    let worker_inbox = Permissions::worker(&crm).inbox;
+    let worker = Hookline::start_args_env(
+        &["worker", "--config", config.to_str().unwrap()],
+        &[
+            ("HOOKLINE_NATS_URL", &url),
+            ("HOOKLINE_NATS_CREDS", worker_creds.to_str().unwrap()),
+            ("HOOKLINE_NATS_INBOX", &worker_inbox),
+        ],
+        port,
+    )
+    .await;
+    let gateway_port = free_port();
+    let gateway_listen = format!("127.0.0.1:{gateway_port}");
+    let gateway = Hookline::start_args_env(
+        &["gateway", "--listen", &gateway_listen],
+        &[
+            ("HOOKLINE_NATS_URL", &url),
+            ("HOOKLINE_NATS_CREDS", gateway_creds.to_str().unwrap()),
+            ("HOOKLINE_NATS_INBOX", &Permissions::gateway().inbox),
+        ],
+        gateway_port,
+    )
+    .await;
+
+    // Renewed halfway, as the operator does; the kubelet swaps the file under the worker.
+    std::fs::write(
+        &worker_creds,
+        long.worker(&crm, chrono::Utc::now()).unwrap().creds,
+    )
+    .unwrap();
+    // Everything below happens after the first identity expired.
+    let expired = issued_at + lifetime + Duration::from_secs(1);
+    tokio::time::sleep_until(expired.into()).await;
+
+    // A dead letter: the endpoint refuses the event.
+    endpoint.respond(|_| (400, vec![]));
+    assert_eq!(worker.post("/v1/batch", numbered(0, 1)).await.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = dlq(&["list", "crm", "-o", "json"], &url, &admin);
+        let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if letters.as_array().unwrap().len() == 1 {
+            assert_eq!(letters[0]["event"]["properties"]["n"], 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {letters}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A retry from JetStream: the first attempt fails, the second is delivered. Sent through
+    // the gateway with the destination's private key.
+    endpoint.respond(|n| {
+        if n == 1 {
+            (503, vec![("Retry-After".into(), "0".into())])
+        } else {
+            (200, vec![])
+        }
+    });
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/batch", gateway.base))
+        .basic_auth("wk", Some(""))
+        .json(&numbered(1, 2))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    endpoint
+        .wait_for("event 1 after a retry", |r| {
+            r.iter().filter(|r| r.body["n"] == 1).count() == 2
+        })
+        .await;
+    // Replay of the dead letter reaches the destination.
+    dlq(&["replay", "crm"], &url, &admin);
+    endpoint
+        .wait_for("the replayed event 0", |r| {
+            r.iter().filter(|r| r.body["n"] == 0).count() == 2
+        })
+        .await;
+    let letters: Value =
+        serde_json::from_slice(&dlq(&["list", "crm", "-o", "json"], &url, &admin).stdout).unwrap();
+    assert_eq!(letters, json!([]));
+
+    // No connection was ever dropped for an expired identity: the renewal came first.
+    let closed = closed_connections(nats.monitor.unwrap()).await;
+    assert!(
+        closed
+            .iter()
+            .all(|c| !c["reason"].as_str().unwrap_or_default().contains("Expired")),
+        "{closed:#?}"
+    );
+    drop((worker, gateway));
+}
