@@ -28,6 +28,13 @@ check "traces and JSON logs" --set logFormat=json \
     --set opentelemetry.env.OTEL_EXPORTER_OTLP_ENDPOINT=http://otel-collector:4318
 check "JetStream mode" --set nats.url=nats://nats.nats.svc:4222 --set nats.auth.secretName=nats-auth \
     --set nats.auth.credsKey=hookline.creds --set nats.tls.caSecretName=nats-ca
+check "JetStream mode, identities per role" --set nats.url=nats://nats.nats.svc:4222 \
+    --set nats.auth.secretName=nats-auth --set nats.auth.credsKey=operator.creds \
+    --set nats.tls.caSecretName=nats-ca --set nats.identities.signingKeySecretName=hookline-signing
+check "JetStream mode, identities per role, namespaced" --set nats.url=nats://nats.nats.svc:4222 \
+    --set nats.auth.secretName=nats-auth --set nats.auth.credsKey=operator.creds \
+    --set nats.identities.signingKeySecretName=hookline-signing --set watchNamespace=analytics \
+    --set rbac.dlqViewer.aggregateTo[0]=admin
 check "JetStream mode, gateway Ingress" --set nats.url=nats://nats.nats.svc:4222 \
     --set gateway.ingress.enabled=true --set gateway.ingress.className=nginx \
     --set 'gateway.ingress.hosts[0]=events.example.com' \

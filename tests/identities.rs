@@ -363,3 +363,115 @@ async fn delivery_retries_dead_letters_and_replay_work_with_reduced_identities_r
     );
     drop((worker, gateway));
 }
+
+/// The `.creds` text of a Secret key.
+fn creds_of(secret: &k8s_openapi::api::core::v1::Secret) -> Option<String> {
+    let data = secret.data.as_ref()?.get("creds")?;
+    Some(String::from_utf8(data.0.clone()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_issues_each_destination_and_the_gateway_an_identity_and_renews_it_halfway() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Secret;
+    use support::operator::{NS, Operator, bearer_destination, eventually, options};
+
+    let (nats, accounts) = NatsServer::with_identities().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = accounts.admin_creds(dir.path(), "operator");
+    let args = nats_args(&nats.url(), Some(&admin));
+    let connected = args.connect("test operator").await.unwrap().unwrap();
+    let lifetime = Duration::from_secs(4);
+    let ids = Arc::new(identities(&accounts, lifetime));
+    let mut opts = options(None, "op-1", free_port());
+    opts.build.jetstream = Some(hookline::controller::build::JetStreamOptions {
+        url: nats.url(),
+        credentials: [(
+            "creds".to_string(),
+            std::fs::read_to_string(&admin).unwrap(),
+        )]
+        .into(),
+        gateway_url: None,
+        identities: Some(ids.clone()),
+    });
+    opts.jetstream = Some((connected, args.retention()));
+    opts.gateway_identity = Some(hookline::controller::identities::GatewayIdentity {
+        identities: ids,
+        namespace: NS.into(),
+        name: "hookline-gateway-nats".into(),
+        ca: None,
+    });
+    let op = Operator::launch(support::apiserver::ApiServer::new(), opts);
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+
+    let secrets = op.api::<Secret>();
+    let secret = eventually("the workers' identity", || async {
+        secrets.get_opt("orders-hookline-nats").await.unwrap()
+    })
+    .await;
+    let first = creds_of(&secret).expect("an identity of their own");
+    assert!(
+        !first.contains(&std::fs::read_to_string(&admin).unwrap()),
+        "the operator's own credentials are not copied"
+    );
+    let deployment = eventually("the worker Deployment", || async {
+        op.api::<Deployment>()
+            .get_opt("orders-hookline")
+            .await
+            .unwrap()
+    })
+    .await;
+    let template = deployment.spec.unwrap().template;
+    let env = template.spec.as_ref().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let var = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        var("HOOKLINE_NATS_CREDS").as_deref(),
+        Some("/etc/hookline/nats/creds")
+    );
+    let inbox = var("HOOKLINE_NATS_INBOX").unwrap();
+    // The server takes it, for that destination's consumer.
+    let worker = connect(&nats.url(), &first, &inbox).await;
+    async_nats::jetstream::new(worker.client.clone())
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            format!("{NS}_orders"),
+            "HOOKLINE_EVENTS",
+        )
+        .await
+        .unwrap();
+
+    // Halfway through its life a new one replaces it, rolling no pod.
+    let renewed = eventually("the renewed identity", || async {
+        let s = secrets.get("orders-hookline-nats").await.unwrap();
+        creds_of(&s).filter(|c| *c != first)
+    })
+    .await;
+    assert_ne!(renewed, first);
+    let after = op.api::<Deployment>().get("orders-hookline").await.unwrap();
+    assert_eq!(after.spec.unwrap().template.metadata, template.metadata);
+
+    let gateway = eventually("the gateway's identity", || async {
+        secrets.get_opt("hookline-gateway-nats").await.unwrap()
+    })
+    .await;
+    let gateway = connect(
+        &nats.url(),
+        &creds_of(&gateway).unwrap(),
+        &Permissions::gateway().inbox,
+    )
+    .await;
+    gateway
+        .publish_refused(&format!(
+            "$JS.API.CONSUMER.MSG.NEXT.HOOKLINE_EVENTS.{NS}_orders"
+        ))
+        .await;
+    op.stop().await;
+}

@@ -304,21 +304,18 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
         publish_notices(dest, ctx, &old, &status, &worker).await;
         ctx.statuses.written(dest, status);
     }
-    Ok(match worker {
-        WorkerState::Progressing { .. } => Action::requeue(Duration::from_secs(30)),
-        // Back when the workers' identity is due for renewal, if that comes first.
-        _ if ctx.jetstream.is_some() => Action::requeue(
-            ctx.worker_identities
-                .until_renewal(dest)
-                .map_or(jetstream::BACKLOG_EVERY, |d| {
-                    d.min(jetstream::BACKLOG_EVERY)
-                }),
-        ),
-        WorkerState::Available { .. } if let Some(workers) = &ctx.workers => {
-            Action::requeue(workers.every())
-        }
-        _ => Action::requeue(RESYNC),
-    })
+    let again = match worker {
+        WorkerState::Progressing { .. } => Duration::from_secs(30),
+        _ if ctx.jetstream.is_some() => jetstream::BACKLOG_EVERY,
+        WorkerState::Available { .. } if let Some(workers) = &ctx.workers => workers.every(),
+        _ => RESYNC,
+    };
+    // Back when the workers' NATS identity is due for renewal, if that comes first.
+    let again = ctx
+        .worker_identities
+        .until_renewal(dest)
+        .map_or(again, |due| due.max(Duration::from_secs(1)).min(again));
+    Ok(Action::requeue(again))
 }
 
 fn cached_meta<K: Resource<DynamicType = ()> + Clone>(

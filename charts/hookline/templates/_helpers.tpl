@@ -58,6 +58,38 @@ where the files go.
 {{- end }}
 {{- end }}
 
+{{/*
+The gateway with identities per role: its own identity, which the operator keeps in
+<fullname>-gateway-nats and renews (the file is followed), and its own reply inboxes.
+*/}}
+{{- define "hookline.gatewayIdentityEnv" -}}
+- name: HOOKLINE_NATS_URL
+  value: {{ .Values.nats.url | quote }}
+- name: HOOKLINE_NATS_CREDS
+  value: /etc/hookline/nats-identity/creds
+- name: HOOKLINE_NATS_INBOX
+  value: _INBOX_hookline_gateway
+{{- if .Values.nats.tls.caSecretName }}
+- name: HOOKLINE_NATS_CA
+  value: /etc/hookline/nats-ca/ca.crt
+{{- end }}
+{{- end }}
+
+{{/*
+The operator with identities per role: the account signing key it issues them with.
+*/}}
+{{- define "hookline.identityIssuerEnv" -}}
+- name: HOOKLINE_NATS_SIGNING_KEY
+  value: /etc/hookline/nats-signing/seed
+- name: HOOKLINE_NATS_ACCOUNT
+  valueFrom:
+    secretKeyRef: { name: {{ .Values.nats.identities.signingKeySecretName | quote }}, key: account }
+- name: HOOKLINE_NATS_IDENTITY_LIFETIME
+  value: {{ .Values.nats.identities.lifetime | quote }}
+- name: HOOKLINE_GATEWAY_NATS_SECRET
+  value: {{ include "hookline.fullname" . }}-gateway-nats
+{{- end }}
+
 {{- define "hookline.natsVolumeMounts" -}}
 {{- if .Values.nats.auth.credsKey }}
 - { name: nats-auth, mountPath: /etc/hookline/nats-auth, readOnly: true }
