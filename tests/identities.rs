@@ -306,20 +306,33 @@ async fn delivery_retries_dead_letters_and_replay_work_with_reduced_identities_r
     let expired = issued_at + lifetime + Duration::from_secs(1);
     tokio::time::sleep_until(expired.into()).await;
 
-    // A dead letter: the endpoint refuses the event.
+    // A dead letter: the endpoint refuses the event. The worker's admin listener (what `dlq
+    // NAME -n NS` reaches) lists it with the worker's own identity.
     endpoint.respond(|_| (400, vec![]));
     assert_eq!(worker.post("/v1/batch", numbered(0, 1)).await.status(), 200);
+    let admin_listener = worker.admin.clone().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = dlq(&["list", "crm", "-o", "json"], &url, &admin);
-        let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
-        if letters.as_array().unwrap().len() == 1 {
+        let letters: Value = reqwest::get(format!("{admin_listener}/dlq"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if letters.as_array().is_some_and(|a| a.len() == 1) {
             assert_eq!(letters[0]["event"]["properties"]["n"], 0);
             break;
         }
         assert!(Instant::now() < deadline, "no dead letter: {letters}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let listed: Value =
+        serde_json::from_slice(&dlq(&["list", "crm", "-o", "json"], &url, &admin).stdout).unwrap();
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "the stream path lists it too"
+    );
     // A retry from JetStream: the first attempt fails, the second is delivered. Sent through
     // the gateway with the destination's private key.
     endpoint.respond(|n| {
@@ -342,8 +355,16 @@ async fn delivery_retries_dead_letters_and_replay_work_with_reduced_identities_r
             r.iter().filter(|r| r.body["n"] == 1).count() == 2
         })
         .await;
-    // Replay of the dead letter reaches the destination.
-    dlq(&["replay", "crm"], &url, &admin);
+    // Replay of the dead letter, by the worker's own identity, reaches the destination.
+    let replayed: Value = reqwest::Client::new()
+        .post(format!("{admin_listener}/dlq/replay"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(replayed["replayed"], 1);
     endpoint
         .wait_for("the replayed event 0", |r| {
             r.iter().filter(|r| r.body["n"] == 0).count() == 2

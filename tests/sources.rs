@@ -144,14 +144,22 @@ impl Cluster {
         .await
     }
 
-    /// What the destination's consumer reads.
+    /// What the destination's consumer reads from its route.
     async fn consumer_subject(&self, namespace: &str, name: &str) -> Option<String> {
         let stream = self.js.get_stream("HOOKLINE_EVENTS").await.ok()?;
         let info = stream
             .consumer_info(format!("{namespace}_{name}"))
             .await
             .ok()?;
-        Some(info.config.filter_subject.clone())
+        // The first subject is the route's; its own (replays) and the legacy key's follow.
+        let config = &info.config;
+        Some(
+            config
+                .filter_subjects
+                .first()
+                .unwrap_or(&config.filter_subject)
+                .clone(),
+        )
     }
 
     async fn wait_consumer_subject(&self, namespace: &str, name: &str, subject: &str) {

@@ -1,14 +1,21 @@
 //! Dead letters in JetStream: one message per event given up on, on the destination's subject
 //! of the dead-letter stream, in the same shape as the local store's entries. Replay publishes
-//! the original events again, addressed to the destination alone, then removes the dead
-//! letters.
+//! the original events again to the destination's own subject, then marks them replayed with a
+//! message of its own on the same subject (they age out with the stream's limits).
+//!
+//! Everything here stays on that one subject, so a worker's identity per role (API §10) can
+//! do it all: NATS scopes creating a consumer by its filter subject, but not reading or
+//! deleting stream messages by sequence.
 
+use super::REQUEST_TIMEOUT;
 use super::names::{DEAD_LETTER_STREAM, DestinationNames};
 use super::publish::{Outgoing, Publisher};
 use super::{Nats, NatsError};
 use crate::pipeline::deliver::dlq::DeadLetter;
 use crate::pipeline::envelope::Envelope;
-use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, push};
+use futures::StreamExt;
+use std::time::Duration;
 
 /// Stores the dead letters; only once this returns may their events be acknowledged.
 pub async fn append(
@@ -33,51 +40,86 @@ pub async fn append(
         .map_err(|e| NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e))
 }
 
-/// The destination's dead letters, oldest first, with their sequence in the stream.
+/// On the message that marks a destination's dead letters replayed: every dead letter of its
+/// subject up to this stream sequence was.
+const REPLAYED_THROUGH: &str = "Hookline-Replayed-Through";
+
+fn api_error(e: impl std::fmt::Display) -> NatsError {
+    NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e)
+}
+
+/// The destination's dead letters not yet replayed, oldest first, with their sequence in the
+/// stream: read through a short-lived consumer filtered to its subject, delivered to this
+/// process's own inbox.
 pub async fn list(
     nats: &Nats,
     names: &DestinationNames,
 ) -> Result<Vec<(u64, DeadLetter)>, NatsError> {
-    let stream = dead_letter_stream(nats).await?;
-    let subject = names.dead_letter_subject();
+    let stream = nats
+        .context
+        .get_stream_no_info(DEAD_LETTER_STREAM)
+        .await
+        .map_err(api_error)?;
+    let consumer = stream
+        .create_consumer(push::Config {
+            name: Some(format!(
+                "list-{}-{}",
+                names.consumer(),
+                uuid::Uuid::new_v4().simple()
+            )),
+            deliver_subject: nats.client.new_inbox(),
+            filter_subject: names.dead_letter_subject(),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            // Gone soon after this read, with no call to delete it.
+            inactive_threshold: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await
+        .map_err(api_error)?;
+    let mut remaining = consumer.cached_info().num_pending;
+    let mut messages = consumer.messages().await.map_err(api_error)?;
     let mut letters = Vec::new();
-    let mut from = 1;
-    loop {
-        let message = match stream
-            .raw_message_builder()
-            .sequence(from)
-            .next_by_subject(subject.clone())
-            .send()
+    let mut replayed_through = 0;
+    while remaining > 0 {
+        let message = tokio::time::timeout(REQUEST_TIMEOUT, messages.next())
             .await
-        {
-            Ok(m) => m,
-            Err(e) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => break,
-            Err(e) => return Err(NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e)),
-        };
-        from = message.sequence + 1;
+            .map_err(|_| api_error("the dead letters stopped arriving"))?
+            .ok_or_else(|| api_error("the dead letters stopped arriving"))?
+            .map_err(api_error)?;
+        let info = message.info().map_err(api_error)?;
+        let seq = info.stream_sequence;
+        remaining = info.pending;
+        let marker = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLAYED_THROUGH))
+            .and_then(|v| v.as_str().parse::<u64>().ok());
+        if let Some(through) = marker {
+            replayed_through = replayed_through.max(through);
+            continue;
+        }
         match serde_json::from_slice::<DeadLetter>(&message.payload) {
-            Ok(letter) => letters.push((message.sequence, letter)),
+            Ok(letter) => letters.push((seq, letter)),
             Err(e) => {
-                tracing::warn!(seq = message.sequence, error = %e, "skipping a dead letter that is not Hookline's")
+                tracing::warn!(seq, error = %e, "skipping a dead letter that is not Hookline's")
             }
         }
     }
+    letters.retain(|(seq, _)| *seq > replayed_through);
     Ok(letters)
 }
 
 /// Sends every dead letter of the destination to it again; returns how many.
 pub async fn replay(nats: &Nats, names: &DestinationNames) -> Result<usize, NatsError> {
     let letters = list(nats, names).await?;
-    if letters.is_empty() {
+    let Some(last) = letters.last().map(|(seq, _)| *seq) else {
         return Ok(0);
-    }
-    // The destination's own subject, or its write key's, which the other destinations holding
-    // that key read too: the recipient says whose it is.
-    let subject = super::objects::consumer_subject(nats, names).await?;
+    };
     let messages = letters
         .iter()
         .map(|(seq, l)| Outgoing {
-            subject: subject.clone(),
+            subject: names.subject(),
             // Replaying the same dead letter twice within the duplicate window stores it once.
             id: format!("replay:{}:{seq}", names.consumer()),
             payload: Envelope {
@@ -93,19 +135,13 @@ pub async fn replay(nats: &Nats, names: &DestinationNames) -> Result<usize, Nats
         .publish_all(messages)
         .await
         .map_err(|e| NatsError::api("replay", e))?;
-    let stream = dead_letter_stream(nats).await?;
-    for (seq, _) in &letters {
-        stream
-            .delete_message(*seq)
-            .await
-            .map_err(|e| NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e))?;
-    }
-    Ok(letters.len())
-}
-
-async fn dead_letter_stream(nats: &Nats) -> Result<Stream<()>, NatsError> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(REPLAYED_THROUGH, last.to_string().as_str());
     nats.context
-        .get_stream_no_info(DEAD_LETTER_STREAM)
+        .publish_with_headers(names.dead_letter_subject(), headers, "".into())
         .await
-        .map_err(|e| NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e))
+        .map_err(api_error)?
+        .await
+        .map_err(api_error)?;
+    Ok(letters.len())
 }

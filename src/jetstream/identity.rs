@@ -3,7 +3,7 @@
 //! only publishing events and reading routes. Each is short-lived and renewed before it
 //! expires; what it may do is decided here, and enforced by the NATS server.
 
-use super::names::{DestinationNames, EVENTS_STREAM, ROUTES_BUCKET};
+use super::names::{DEAD_LETTER_STREAM, DestinationNames, EVENTS_STREAM, ROUTES_BUCKET};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -31,17 +31,21 @@ pub struct Permissions {
 
 impl Permissions {
     /// One destination's workers: pull and acknowledge from its consumer, read that consumer's
-    /// info, publish its dead letters and its own events (its Service's ingestion, replays).
+    /// info, publish its dead letters and its own events (its Service's ingestion, replays),
+    /// and read its own dead letters (a consumer filtered to their subject, which the server
+    /// checks against the subject it is created on).
     pub fn worker(names: &DestinationNames) -> Permissions {
         let consumer = names.consumer();
         let inbox = format!("_INBOX_{consumer}");
+        let dead_letters = names.dead_letter_subject();
         Permissions {
             publish: vec![
                 "$JS.API.INFO".into(),
                 format!("$JS.API.CONSUMER.INFO.{EVENTS_STREAM}.{consumer}"),
                 format!("$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{consumer}"),
                 format!("$JS.ACK.{EVENTS_STREAM}.{consumer}.>"),
-                names.dead_letter_subject(),
+                format!("$JS.API.CONSUMER.CREATE.{DEAD_LETTER_STREAM}.*.{dead_letters}"),
+                dead_letters,
                 names.subject(),
             ],
             subscribe: vec![format!("{inbox}.>")],
@@ -237,7 +241,6 @@ pub fn parse_creds(text: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jetstream::names::DEAD_LETTER_STREAM;
 
     fn issuer() -> (Issuer, nkeys::KeyPair) {
         let account = nkeys::KeyPair::new_account();
@@ -318,6 +321,15 @@ mod tests {
             assert!(!subject.contains("crm2"));
             assert!(!b.publish.contains(subject) || subject == "$JS.API.INFO");
         }
-        assert!(!a.publish.iter().any(|s| s.contains(DEAD_LETTER_STREAM)));
+        // Its dead letters only: a consumer on their own subject.
+        let reading: Vec<_> = a
+            .publish
+            .iter()
+            .filter(|s| s.contains(DEAD_LETTER_STREAM))
+            .collect();
+        assert_eq!(
+            reading,
+            ["$JS.API.CONSUMER.CREATE.HOOKLINE_DEAD_LETTERS.*.hookline.dlq.shop_crm"]
+        );
     }
 }

@@ -81,6 +81,7 @@ impl ConsumerPlan {
     }
 
     fn config(&self) -> consumer::pull::Config {
+        let subjects = self.subjects();
         consumer::pull::Config {
             durable_name: Some(self.names.consumer().to_string()),
             description: Some(format!(
@@ -95,18 +96,29 @@ impl ConsumerPlan {
             // dead-letters; JetStream must never drop an event on its own.
             max_deliver: -1,
             max_ack_pending: self.max_ack_pending,
-            // Events for this destination alone on a shared source subject (replays) name it as
-            // their recipient.
-            filter_subject: match self.legacy_subject {
-                None => self.subject.clone(),
-                Some(_) => String::new(),
+            filter_subject: match subjects.as_slice() {
+                [one] => one.clone(),
+                _ => String::new(),
             },
-            filter_subjects: match &self.legacy_subject {
-                None => Vec::new(),
-                Some(legacy) => vec![self.subject.clone(), legacy.clone()],
+            filter_subjects: match subjects.len() {
+                1 => Vec::new(),
+                _ => subjects,
             },
             ..Default::default()
         }
+    }
+
+    /// What the consumer reads: the subject of the route it reads; its own, where events for
+    /// it alone arrive (its Service's, replays of its dead letters — published there by a
+    /// worker whose identity may publish nowhere else); and the earlier version's key subject.
+    pub fn subjects(&self) -> Vec<String> {
+        let mut all = vec![self.subject.clone()];
+        let own = self.names.subject();
+        if own != self.subject {
+            all.push(own);
+        }
+        all.extend(self.legacy_subject.clone());
+        all
     }
 }
 
@@ -269,22 +281,6 @@ pub async fn backlog(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsE
         .await
         .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
     Ok(info.num_pending + info.num_ack_pending as u64)
-}
-
-/// The subject the destination's consumer reads (where a replay for it goes): its first, when
-/// it also reads the earlier version's.
-pub async fn consumer_subject(nats: &Nats, names: &DestinationNames) -> Result<String, NatsError> {
-    let stream = events_stream(nats).await?;
-    let info = stream
-        .consumer_info(names.consumer())
-        .await
-        .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
-    let config = &info.config;
-    Ok(config
-        .filter_subjects
-        .first()
-        .unwrap_or(&config.filter_subject)
-        .clone())
 }
 
 pub async fn events_stream(nats: &Nats) -> Result<stream::Stream<()>, NatsError> {

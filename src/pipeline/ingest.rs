@@ -41,6 +41,9 @@ pub fn router(state: Arc<IngestState>) -> Router {
             "/v1/projects/{write_key}/settings",
             get(settings).options(preflight),
         )
+        // Not here, and not merely "method not allowed" under `/{kind}` (API §10).
+        .route("/dlq", axum::routing::any(not_on_this_port))
+        .route("/dlq/replay", axum::routing::any(not_on_this_port))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -57,6 +60,13 @@ pub fn router(state: Arc<IngestState>) -> Router {
             get(|State(s): State<Arc<IngestState>>| async move { axum::Json((s.status)()) }),
         )
         .with_state(state)
+}
+
+async fn not_on_this_port() -> Rejection {
+    Rejection(
+        StatusCode::NOT_FOUND,
+        "dead letters are served on the admin listener only (--admin-listen, 127.0.0.1:9091 by default); in the cluster: `hookline dlq list NAME -n NAMESPACE`".into(),
+    )
 }
 
 async fn readyz(State(state): State<Arc<IngestState>>) -> Response {
