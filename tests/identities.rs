@@ -8,7 +8,7 @@ mod support;
 
 use hookline::jetstream::identity::{Identities, Permissions};
 use hookline::jetstream::names::DestinationNames;
-use hookline::jetstream::objects::{self, ConsumerPlan, Retention};
+use hookline::jetstream::objects::{self, ConsumerPlan};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -52,10 +52,6 @@ async fn objects_for(url: &str, admin: &Path, destinations: &[&str]) {
         let plan = ConsumerPlan::reading(names, None, 1, 1);
         objects::ensure_consumer(&nats, &plan).await.unwrap();
     }
-    let _ = Retention {
-        replicas: None,
-        max_age: Duration::ZERO,
-    };
 }
 
 /// A raw client on an identity, recording what the server says to it.
@@ -214,12 +210,7 @@ fn dlq(args: &[&str], url: &str, admin: &Path) -> std::process::Output {
 
 /// What the server says about connections it closed.
 async fn closed_connections(monitor: u16) -> Vec<Value> {
-    let connz: Value = reqwest::get(format!("http://127.0.0.1:{monitor}/connz?state=closed"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let connz = get_json(&format!("http://127.0.0.1:{monitor}/connz?state=closed")).await;
     connz["connections"].as_array().cloned().unwrap_or_default()
 }
 
@@ -313,12 +304,7 @@ async fn delivery_retries_dead_letters_and_replay_work_with_reduced_identities_r
     let admin_listener = worker.admin.clone().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let letters: Value = reqwest::get(format!("{admin_listener}/dlq"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let letters = get_json(&format!("{admin_listener}/dlq")).await;
         if letters.as_array().is_some_and(|a| a.len() == 1) {
             assert_eq!(letters[0]["event"]["properties"]["n"], 0);
             break;

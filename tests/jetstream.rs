@@ -471,12 +471,7 @@ async fn dead_letters_go_to_the_stream_and_replay_to_their_destination() {
     assert_eq!(letters[0]["event"]["properties"]["n"], 0);
     // Served by the worker's admin listener too (for `dlq NAME -n NS` through a port-forward),
     // never on its ingestion port.
-    let served: Value = reqwest::get(format!("{}/dlq", h.admin.as_ref().unwrap()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served = get_json(&format!("{}/dlq", h.admin.as_ref().unwrap())).await;
     assert_eq!(served.as_array().unwrap().len(), 3);
     for (method, path) in [("GET", "/dlq"), ("POST", "/dlq/replay")] {
         let answer = reqwest::Client::new()

@@ -279,12 +279,7 @@ async fn rejected_events_are_dead_lettered_listed_and_replayed() {
     assert!(entry["failedAt"].is_string());
 
     // The same dead letters on the admin listener alone (API §10), not on the ingestion port.
-    let admin: serde_json::Value = reqwest::get(format!("{}/dlq", h.admin.as_ref().unwrap()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin = get_json(&format!("{}/dlq", h.admin.as_ref().unwrap())).await;
     assert_eq!(admin, listed);
     let ingestion = reqwest::get(format!("{}/dlq", h.base)).await.unwrap();
     assert_eq!(ingestion.status(), 404);

@@ -164,6 +164,11 @@ impl Endpoint {
     }
 }
 
+/// `GET url`, its body as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hookline"))
 }
