@@ -118,11 +118,25 @@ async fn run_with_nats_retries_from_jetstream_and_keeps_the_order() {
 }
 
 /// The events stream's message count, read from JetStream itself.
-async fn stored_events(nats: &str) -> u64 {
+/// Messages in the events stream, and the events they hold (a bundle's header counts them).
+async fn stored_events(nats: &str) -> (u64, u64) {
+    use futures::StreamExt;
     let client = async_nats::connect(nats).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream("HOOKLINE_EVENTS").await.unwrap();
-    stream.info().await.unwrap().state.messages
+    let messages = stream.info().await.unwrap().state.messages;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .unwrap();
+    let mut read = consumer.messages().await.unwrap();
+    let mut events = 0;
+    for _ in 0..messages {
+        let m = read.next().await.unwrap().unwrap();
+        let count = m.headers.as_ref().and_then(|h| h.get("Hookline-Events"));
+        events += count.map_or(1, |c| c.as_str().parse::<u64>().unwrap());
+    }
+    (messages, events)
 }
 
 #[tokio::test]
@@ -197,8 +211,8 @@ async fn the_gateway_stores_each_event_once_and_every_destination_reading_the_so
     );
     assert_eq!(
         stored_events(&nats.url()).await,
-        10,
-        "one stored message per event"
+        (1, 10),
+        "each event stored once, in one message for the request"
     );
 
     let _workers = run_nats(dir.path(), &nats.url(), &files, "w").await;
@@ -540,7 +554,7 @@ async fn events_accepted_while_a_destination_is_disabled_are_delivered_once_it_i
     assert_eq!(r.status(), 200);
     assert_eq!(
         stored_events(&nats.url()).await,
-        10,
+        (1, 10),
         "kept for the disabled destination"
     );
     assert!(endpoint.received().is_empty());
@@ -747,9 +761,10 @@ async fn a_replay_on_a_shared_source_reaches_only_its_own_destination() {
     refusing
         .wait_for("a's replayed events", |r| r.len() == 6)
         .await;
-    // b reads the same source subject: it has acknowledged the replays without sending them.
+    // The replays went to a's own subject, which b does not read; once a is done with them
+    // nothing is left.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while stored_events(&nats.url()).await > 0 {
+    while stored_events(&nats.url()).await.0 > 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the replays were not finished with"
@@ -917,5 +932,93 @@ async fn an_endpoint_failing_long_enough_is_unhealthy_in_jetstream_mode_too() {
     assert_eq!(
         serde_json::from_slice::<Value>(&letters.stdout).unwrap(),
         json!([])
+    );
+}
+
+#[tokio::test]
+async fn one_stored_request_whose_events_fare_differently_survives_a_worker_killed_mid_retry() {
+    let spec = format!(
+        "{MAP_N}  subscription: 'properties.n != 3'\n  delivery:\n    concurrency: 4\n    maxAttempts: 5\n"
+    );
+    let t = Setup::new(&spec).await;
+    let endpoint = &t.endpoint;
+    // 0 is delivered, 1 refused for good (dead-lettered), 2 refused once with a 2 s
+    // Retry-After then accepted, 3 filtered out.
+    endpoint.respond_by_body(|body, before| match body["n"].as_i64() {
+        Some(1) => (400, vec![]),
+        Some(2) if !before.iter().any(|r| r.body["n"] == 2) => {
+            (503, vec![("Retry-After".into(), "2".into())])
+        }
+        _ => (200, vec![]),
+    });
+    let mut first = t.worker("a").await;
+    assert_eq!(first.post("/v1/batch", numbered(0, 4)).await.status(), 200);
+    // Three attempts made; the bundle is done with once 2's retry is stored on its own.
+    endpoint
+        .wait_for("0 delivered, 1 refused, 2 refused once", |r| r.len() >= 3)
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stored_events(&t.nats.url()).await != (1, 1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retry was not stored on its own: {:?}",
+            stored_events(&t.nats.url()).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Killed between the retry and its delivery: another worker makes the second attempt.
+    first.kill9();
+    let _second = t.worker("b").await;
+    let got = endpoint
+        .wait_for("2 delivered on its second attempt", |r| {
+            r.iter().filter(|r| r.body["n"] == 2).count() == 2
+        })
+        .await;
+    let c = counts(&got);
+    assert_eq!(
+        (c.get(&0), c.get(&1), c.get(&2), c.get(&3)),
+        (Some(&1), Some(&1), Some(&2), None)
+    );
+    let out = run_cli(&["dlq", "list", "crm", "--nats", &t.nats.url(), "-o", "json"]);
+    let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(letters.as_array().unwrap().len(), 1, "{letters}");
+    assert_eq!(letters[0]["event"]["properties"]["n"], 1);
+    while stored_events(&t.nats.url()).await != (0, 0) {
+        assert!(std::time::Instant::now() < deadline + std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bundled_event_retried_on_its_own_keeps_its_attempt_count() {
+    let spec = format!("{MAP_N}  delivery:\n    concurrency: 4\n    maxAttempts: 3\n");
+    let t = Setup::new(&spec).await;
+    t.endpoint
+        .respond_by_body(|body, _| match body["n"].as_i64() {
+            Some(1) => (503, vec![("Retry-After".into(), "0".into())]),
+            _ => (200, vec![]),
+        });
+    let h = t.worker("a").await;
+    assert_eq!(h.post("/v1/batch", numbered(0, 2)).await.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let letters = loop {
+        let out = run_cli(&["dlq", "list", "crm", "--nats", &t.nats.url(), "-o", "json"]);
+        let letters: Value = serde_json::from_slice(&out.stdout).unwrap();
+        if !letters.as_array().unwrap().is_empty() {
+            break letters;
+        }
+        assert!(std::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(letters[0]["attempts"], 3);
+    let tried = t
+        .endpoint
+        .received()
+        .iter()
+        .filter(|r| r.body["n"] == 1)
+        .count();
+    assert_eq!(
+        tried, 3,
+        "maxAttempts 3, across the bundle and the retries on its own"
     );
 }

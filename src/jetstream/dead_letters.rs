@@ -32,6 +32,7 @@ pub async fn append(
             payload: serde_json::to_vec(l)
                 .expect("dead letters serialize")
                 .into(),
+            headers: None,
         })
         .collect();
     Publisher::new(nats.clone())
@@ -129,6 +130,7 @@ pub async fn replay(nats: &Nats, names: &DestinationNames) -> Result<usize, Nats
             }
             .encode()
             .into(),
+            headers: None,
         })
         .collect();
     Publisher::new(nats.clone())

@@ -3,7 +3,9 @@
 //! only publishing events and reading routes. Each is short-lived and renewed before it
 //! expires; what it may do is decided here, and enforced by the NATS server.
 
-use super::names::{DEAD_LETTER_STREAM, DestinationNames, EVENTS_STREAM, ROUTES_BUCKET};
+use super::names::{
+    DEAD_LETTER_STREAM, DestinationNames, EVENTS_STREAM, PROGRESS_BUCKET, ROUTES_BUCKET,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -31,13 +33,15 @@ pub struct Permissions {
 
 impl Permissions {
     /// One destination's workers: pull and acknowledge from its consumer, read that consumer's
-    /// info, publish its dead letters and its own events (its Service's ingestion, replays),
-    /// and read its own dead letters (a consumer filtered to their subject, which the server
-    /// checks against the subject it is created on).
+    /// info, publish its dead letters and its own events (its Service's ingestion, retries,
+    /// replays), read its own dead letters (a consumer filtered to their subject, which the
+    /// server checks against the subject it is created on), and keep its own records in the
+    /// progress bucket.
     pub fn worker(names: &DestinationNames) -> Permissions {
         let consumer = names.consumer();
         let inbox = format!("_INBOX_{consumer}");
         let dead_letters = names.dead_letter_subject();
+        let progress = format!("$KV.{PROGRESS_BUCKET}.{consumer}");
         Permissions {
             publish: vec![
                 "$JS.API.INFO".into(),
@@ -47,6 +51,9 @@ impl Permissions {
                 format!("$JS.API.CONSUMER.CREATE.{DEAD_LETTER_STREAM}.*.{dead_letters}"),
                 dead_letters,
                 names.subject(),
+                format!("$JS.API.STREAM.INFO.KV_{PROGRESS_BUCKET}"),
+                format!("{progress}.*"),
+                format!("$JS.API.DIRECT.GET.KV_{PROGRESS_BUCKET}.{progress}.*"),
             ],
             subscribe: vec![format!("{inbox}.>")],
             inbox,
@@ -319,7 +326,9 @@ mod tests {
         let b = Permissions::worker(&DestinationNames::new("shop", "crm2"));
         for subject in a.publish.iter().chain(&a.subscribe) {
             assert!(!subject.contains("crm2"));
-            assert!(!b.publish.contains(subject) || subject == "$JS.API.INFO");
+            // Shared: reading the account's and the progress bucket's information.
+            let info = subject == "$JS.API.INFO" || subject.starts_with("$JS.API.STREAM.INFO.");
+            assert!(!b.publish.contains(subject) || info, "{subject}");
         }
         // Its dead letters only: a consumer on their own subject.
         let reading: Vec<_> = a

@@ -4,19 +4,24 @@
 //! worker pulls it next), marked in progress while a slow request runs, and handed back at
 //! once when the worker stops.
 
+use super::bundle::{self, ATTEMPTS, EVENTS, NOT_BEFORE, STORED_AT};
 use super::names::DestinationNames;
+use super::progress::{self, Progress};
+use super::publish::{Outgoing, Publisher};
 use super::{Nats, NatsError, objects};
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::PullConsumer;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// One event as JetStream handed it over.
 pub struct Pulled {
-    /// Its sequence in the events stream: the worker's handle on it.
+    /// The worker's handle on it: its message's sequence in the events stream and its place in
+    /// that message ([`handle`]).
     pub seq: u64,
     pub payload: Bytes,
     /// Delivery attempts already made (JetStream's delivery count, less this one).
@@ -25,18 +30,76 @@ pub struct Pulled {
     pub stored_at: SystemTime,
 }
 
+/// Bits of a handle that say which event of its message it is (a bundle holds at most 1,000).
+const INDEX_BITS: u32 = 16;
+
+fn handle(seq: u64, index: usize) -> u64 {
+    (seq << INDEX_BITS) | index as u64
+}
+
+fn parts(handle: u64) -> (u64, usize) {
+    (
+        handle >> INDEX_BITS,
+        (handle & ((1 << INDEX_BITS) - 1)) as usize,
+    )
+}
+
 struct Held {
     /// Where JetStream takes this message's acknowledgements.
     reply: async_nats::Subject,
     attempts_before: u32,
     stored_at: SystemTime,
+    /// A bundle's events; `None` for a message of one event.
+    bundle: Option<Bundle>,
+}
+
+/// The events of a bundle, and which of them the worker has not finished with.
+struct Bundle {
+    payload: Bytes,
+    events: Vec<Range<usize>>,
+    open: Vec<bool>,
+    remaining: usize,
+}
+
+impl Bundle {
+    fn done(&self) -> Vec<bool> {
+        self.open.iter().map(|o| !o).collect()
+    }
+}
+
+impl Held {
+    /// Marks the event done; `true` once every event of the message is.
+    fn resolve(&mut self, index: usize) -> bool {
+        match &mut self.bundle {
+            None => true,
+            Some(b) => {
+                if b.open.get(index).copied().unwrap_or(false) {
+                    b.open[index] = false;
+                    b.remaining -= 1;
+                }
+                b.remaining == 0
+            }
+        }
+    }
 }
 
 /// What the worker holds: shared by the reader and the delivery tasks.
 #[derive(Clone)]
 pub struct StreamAcks {
-    client: async_nats::Client,
+    nats: Nats,
+    names: DestinationNames,
+    /// By the message's stream sequence.
     held: Arc<Mutex<HashMap<u64, Held>>>,
+    progress: Option<Arc<Progress>>,
+}
+
+/// What finishing some events did to the messages they are in.
+#[derive(Default)]
+struct Resolved {
+    /// Messages done with entirely: their replies.
+    done: Vec<async_nats::Subject>,
+    /// Bundles still partly open: which of their events are done now.
+    partly: Vec<(u64, Bytes)>,
 }
 
 pub struct StreamReader {
@@ -45,7 +108,15 @@ pub struct StreamReader {
     messages: Option<async_nats::jetstream::consumer::pull::Stream>,
     acks: StreamAcks,
     prefetch: usize,
+    /// The events of a bundle pulled and not yet handed over.
+    ready: VecDeque<Pulled>,
+    /// Retries pulled before they are due: held (kept alive like any other) until then, so
+    /// each delivery of a retry is one attempt.
+    waiting: Vec<(SystemTime, Pulled)>,
 }
+
+/// A pull is cut at this many bytes as well as at `prefetch` messages: bundles are large.
+const PULL_BYTES: usize = 4 * 1024 * 1024;
 
 /// Binds to the destination's consumer (the operator, or `run --nats`, created it).
 pub async fn open(
@@ -59,8 +130,10 @@ pub async fn open(
         .await
         .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
     let acks = StreamAcks {
-        client: nats.client.clone(),
+        nats: nats.clone(),
+        names: names.clone(),
         held: Arc::default(),
+        progress: Progress::open(nats, names).await,
     };
     Ok((
         StreamReader {
@@ -69,20 +142,35 @@ pub async fn open(
             messages: None,
             acks: acks.clone(),
             prefetch: prefetch.max(1),
+            ready: VecDeque::new(),
+            waiting: Vec::new(),
         },
         acks,
     ))
+}
+
+fn header_u64(message: &async_nats::Message, name: &str) -> Option<u64> {
+    message.headers.as_ref()?.get(name)?.as_str().parse().ok()
 }
 
 impl StreamReader {
     /// The next event; waits for one, riding out NATS outages (logged, retried).
     pub async fn next(&mut self) -> Pulled {
         loop {
+            if let Some(pulled) = self.ready.pop_front() {
+                return pulled;
+            }
+            let now = SystemTime::now();
+            if let Some(i) = self.waiting.iter().position(|(due, _)| *due <= now) {
+                return self.waiting.swap_remove(i).1;
+            }
+            let next_due = self.waiting.iter().map(|(due, _)| *due).min();
             if self.messages.is_none() {
                 match self
                     .consumer
                     .stream()
                     .max_messages_per_batch(self.prefetch)
+                    .max_bytes_per_batch(PULL_BYTES)
                     .heartbeat(Duration::from_secs(5))
                     .expires(Duration::from_secs(30))
                     .messages()
@@ -96,7 +184,17 @@ impl StreamReader {
                     }
                 }
             }
-            let next = self.messages.as_mut().expect("set above").next().await;
+            let messages = self.messages.as_mut().expect("set above");
+            let next = match next_due {
+                None => messages.next().await,
+                Some(due) => {
+                    let wait = due.duration_since(now).unwrap_or_default();
+                    tokio::select! {
+                        next = messages.next() => next,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
+                }
+            };
             let message = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
@@ -115,30 +213,71 @@ impl StreamReader {
                 continue;
             };
             let seq = info.stream_sequence;
-            let attempts_before = u32::try_from(info.delivered.max(1) - 1).unwrap_or(u32::MAX);
-            let stored_at = SystemTime::from(info.published);
+            let delivered = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
             let Some(reply) = message.reply.clone() else {
                 continue;
             };
-            let already = self.acks.hold(
-                seq,
-                Held {
-                    reply,
-                    attempts_before,
-                    stored_at,
+            let attempts_before = match header_u64(&message, ATTEMPTS) {
+                Some(made) => (made as u32).saturating_add(delivered - 1),
+                None => delivered - 1,
+            };
+            let not_before = header_u64(&message, NOT_BEFORE).map(bundle::from_millis);
+            let stored_at = header_u64(&message, STORED_AT)
+                .map_or_else(|| SystemTime::from(info.published), bundle::from_millis);
+            let payload = message.payload.clone();
+            let events = match header_u64(&message, EVENTS) {
+                None => None,
+                Some(_) => match bundle::split(&payload) {
+                    Ok(events) if !events.is_empty() => Some(events),
+                    Ok(_) | Err(_) => {
+                        tracing::error!(seq, subject = %message.subject, "a bundle that is not an array of events; removed");
+                        self.acks.send(vec![reply], AckKind::Term).await;
+                        continue;
+                    }
                 },
-            );
-            if already {
+            };
+            let bundle = match events {
+                None => None,
+                Some(events) => Some(
+                    self.acks
+                        .bundle(seq, delivered, payload.clone(), events)
+                        .await,
+                ),
+            };
+            let open: Vec<(usize, Range<usize>)> = match &bundle {
+                None => vec![(0, 0..payload.len())],
+                Some(b) => (0..b.events.len())
+                    .filter(|i| b.open[*i])
+                    .map(|i| (i, b.events[i].clone()))
+                    .collect(),
+            };
+            if open.is_empty() {
+                // Every event was done before it came back: only the acknowledgement was lost.
+                self.acks.send(vec![reply], AckKind::Ack).await;
+                continue;
+            }
+            let held = Held {
+                reply,
+                attempts_before,
+                stored_at,
+                bundle,
+            };
+            if self.acks.hold(seq, held) {
                 // Redelivered while this worker still works on it (it outlived the ack wait):
                 // the newer handle acknowledges it; it is not handed out twice.
                 continue;
             }
-            return Pulled {
-                seq,
-                payload: message.payload.clone(),
+            let pulled = open.into_iter().map(|(i, range)| Pulled {
+                seq: handle(seq, i),
+                payload: payload.slice(range),
                 attempts_before,
                 stored_at,
-            };
+            });
+            match not_before.filter(|t| *t > SystemTime::now()) {
+                // A retry published on its own, pulled before its backoff delay is over.
+                Some(due) => self.waiting.extend(pulled.map(|p| (due, p))),
+                None => self.ready.extend(pulled),
+            }
         }
     }
 }
@@ -153,6 +292,59 @@ impl StreamAcks {
             .is_some()
     }
 
+    /// A bundle as pulled; one delivered before may have events done already (its record).
+    async fn bundle(
+        &self,
+        seq: u64,
+        delivered: u32,
+        payload: Bytes,
+        events: Vec<Range<usize>>,
+    ) -> Bundle {
+        let mut done = vec![false; events.len()];
+        if let (Some(p), true) = (&self.progress, delivered > 1) {
+            match p.load(seq, events.len()).await {
+                Ok(d) => done = d,
+                Err(e) => {
+                    tracing::warn!(seq, error = %e, "cannot read a redelivered bundle's progress; delivering it whole")
+                }
+            }
+        }
+        let open: Vec<bool> = done.iter().map(|d| !d).collect();
+        Bundle {
+            payload,
+            remaining: open.iter().filter(|o| **o).count(),
+            open,
+            events,
+        }
+    }
+
+    /// Marks the events done.
+    fn resolve(&self, handles: impl IntoIterator<Item = u64>) -> Resolved {
+        let mut held = self.held.lock().expect("held lock");
+        let mut out = Resolved::default();
+        let mut touched = Vec::new();
+        for h in handles {
+            let (seq, index) = parts(h);
+            let Some(m) = held.get_mut(&seq) else {
+                continue;
+            };
+            if m.resolve(index) {
+                out.done.extend(held.remove(&seq).map(|m| m.reply));
+                touched.retain(|s| *s != seq);
+            } else if !touched.contains(&seq) {
+                touched.push(seq);
+            }
+        }
+        if self.progress.is_some() {
+            for seq in touched {
+                if let Some(b) = held.get(&seq).and_then(|m| m.bundle.as_ref()) {
+                    out.partly.push((seq, progress::bits(&b.done())));
+                }
+            }
+        }
+        out
+    }
+
     fn take(&self, seqs: impl IntoIterator<Item = u64>) -> Vec<async_nats::Subject> {
         let mut held = self.held.lock().expect("held lock");
         seqs.into_iter()
@@ -163,7 +355,7 @@ impl StreamAcks {
 
     async fn send(&self, replies: Vec<async_nats::Subject>, kind: AckKind) {
         for reply in replies {
-            if let Err(e) = self.client.publish(reply, kind.into()).await {
+            if let Err(e) = self.nats.client.publish(reply, kind.into()).await {
                 // JetStream hands the event out again after the ack wait: delivered twice at
                 // worst, never lost.
                 tracing::warn!(error = %e, ?kind, "could not answer JetStream for an event");
@@ -171,21 +363,103 @@ impl StreamAcks {
         }
     }
 
-    /// Done with them: delivered, filtered or dead-lettered.
-    pub async fn ack(&self, seqs: impl IntoIterator<Item = u64>) {
-        self.send(self.take(seqs), AckKind::Ack).await;
+    /// Done with them: delivered, filtered or dead-lettered. A bundle left partly done has
+    /// that recorded before this returns.
+    pub async fn ack(&self, handles: impl IntoIterator<Item = u64>) {
+        let resolved = self.resolve(handles);
+        if let (Some(p), false) = (&self.progress, resolved.partly.is_empty()) {
+            p.record(resolved.partly).await;
+        }
+        self.send(resolved.done, AckKind::Ack).await;
     }
 
-    /// Back to JetStream, to be handed out again after `delay` (to any worker).
-    pub async fn retry_after(&self, seqs: impl IntoIterator<Item = u64>, delay: Duration) {
-        self.send(self.take(seqs), AckKind::Nak(Some(delay))).await;
+    /// Back to JetStream, to be handed out again after `delay` (to any worker): a message of
+    /// one event is handed back itself; an event of a bundle is published on its own to the
+    /// destination's subject, with its history, and then counts as done in the bundle.
+    pub async fn retry_after(&self, handles: impl IntoIterator<Item = u64>, delay: Duration) {
+        let not_before = bundle::millis(SystemTime::now() + delay);
+        let (singles, retries) = self.split_off(handles, Some(not_before));
+        self.send(self.take(singles), AckKind::Nak(Some(delay)))
+            .await;
+        self.republish(retries, Some(delay)).await;
+    }
+
+    /// Handles of messages of one event, and bundled events to publish on their own.
+    fn split_off(
+        &self,
+        handles: impl IntoIterator<Item = u64>,
+        not_before: Option<u64>,
+    ) -> (Vec<u64>, Vec<(u64, Outgoing)>) {
+        let held = self.held.lock().expect("held lock");
+        let mut singles = Vec::new();
+        let mut retries = Vec::new();
+        for h in handles {
+            let (seq, index) = parts(h);
+            let Some(m) = held.get(&seq) else { continue };
+            match &m.bundle {
+                None => singles.push(seq),
+                Some(b) if b.open.get(index).copied().unwrap_or(false) => {
+                    retries.push((h, self.on_its_own(seq, index, m, b, not_before)));
+                }
+                Some(_) => {}
+            }
+        }
+        (singles, retries)
+    }
+
+    /// One event of a bundle as a message of its own on the destination's subject. With
+    /// `not_before`, an attempt was made and failed; without, none was (the worker stops).
+    fn on_its_own(
+        &self,
+        seq: u64,
+        index: usize,
+        m: &Held,
+        b: &Bundle,
+        not_before: Option<u64>,
+    ) -> Outgoing {
+        let attempts = m.attempts_before + u32::from(not_before.is_some());
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(ATTEMPTS, attempts.to_string().as_str());
+        headers.insert(STORED_AT, bundle::millis(m.stored_at).to_string().as_str());
+        if let Some(t) = not_before {
+            headers.insert(NOT_BEFORE, t.to_string().as_str());
+        }
+        Outgoing {
+            subject: self.names.subject(),
+            // Published twice (a lost acknowledgement), it is stored once.
+            id: format!("retry:{}:{seq}:{index}:{attempts}", self.names.consumer()),
+            payload: b.payload.slice(b.events[index].clone()),
+            headers: Some(headers),
+        }
+    }
+
+    /// Publishes bundled events on their own, then counts them done. If JetStream does not
+    /// store them, their bundles go back whole (`delay` later): events of them already
+    /// delivered are delivered again — at least once, never lost.
+    async fn republish(&self, retries: Vec<(u64, Outgoing)>, delay: Option<Duration>) {
+        if retries.is_empty() {
+            return;
+        }
+        let (handles, messages): (Vec<u64>, Vec<Outgoing>) = retries.into_iter().unzip();
+        match Publisher::new(self.nats.clone())
+            .publish_all(messages)
+            .await
+        {
+            Ok(()) => self.ack(handles).await,
+            Err(e) => {
+                tracing::warn!(consumer = %self.names.consumer(), error = %e, "cannot publish events to retry on their own; handing their messages back whole");
+                let seqs: Vec<u64> = handles.iter().map(|h| parts(*h).0).collect();
+                self.send(self.take(seqs), AckKind::Nak(delay)).await;
+            }
+        }
     }
 
     /// The most attempts any of them has had, and the earliest time one was stored.
-    pub fn history(&self, seqs: impl IntoIterator<Item = u64>) -> (u32, Option<SystemTime>) {
+    pub fn history(&self, handles: impl IntoIterator<Item = u64>) -> (u32, Option<SystemTime>) {
         let held = self.held.lock().expect("held lock");
-        seqs.into_iter()
-            .filter_map(|s| held.get(&s))
+        handles
+            .into_iter()
+            .filter_map(|h| held.get(&parts(h).0))
             .fold((0, None), |(attempts, since), h| {
                 (
                     attempts.max(h.attempts_before),
@@ -214,17 +488,34 @@ impl StreamAcks {
         self.send(replies, AckKind::Progress).await;
     }
 
-    /// Hands everything still held back for immediate redelivery (the worker is stopping).
+    /// Hands everything still held back for immediate redelivery (the worker is stopping). A
+    /// bundle partly done hands back only its open events, each on its own, so what was
+    /// delivered is not delivered again.
     pub async fn release_all(&self) {
-        let all: Vec<u64> = self
-            .held
-            .lock()
-            .expect("held lock")
-            .keys()
-            .copied()
-            .collect();
-        self.send(self.take(all), AckKind::Nak(None)).await;
-        let _ = self.client.flush().await;
+        let (whole, partly): (Vec<u64>, Vec<u64>) = {
+            let held = self.held.lock().expect("held lock");
+            let (whole, partly): (Vec<(&u64, &Held)>, Vec<(&u64, &Held)>) =
+                held.iter().partition(|(_, m)| {
+                    m.bundle
+                        .as_ref()
+                        .is_none_or(|b| b.remaining == b.open.len())
+                });
+            let open = |(seq, m): (&u64, &Held)| {
+                let b = m.bundle.as_ref().expect("partly done: a bundle");
+                (0..b.open.len())
+                    .filter(|i| b.open[*i])
+                    .map(|i| handle(*seq, i))
+                    .collect::<Vec<_>>()
+            };
+            (
+                whole.into_iter().map(|(s, _)| *s).collect(),
+                partly.into_iter().flat_map(open).collect(),
+            )
+        };
+        self.send(self.take(whole), AckKind::Nak(None)).await;
+        let (_, retries) = self.split_off(partly, None);
+        self.republish(retries, None).await;
+        let _ = self.nats.client.flush().await;
     }
 }
 

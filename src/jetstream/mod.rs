@@ -6,12 +6,14 @@
 //! events, [`inbox`] is a worker's side of its consumer, [`dead_letters`] the dead-letter
 //! stream, [`routes`] the gateway's view of the routes bucket.
 
+pub mod bundle;
 mod creds;
 pub mod dead_letters;
 pub mod identity;
 pub mod inbox;
 pub mod names;
 pub mod objects;
+pub mod progress;
 pub mod publish;
 pub mod routes;
 

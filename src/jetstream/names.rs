@@ -10,6 +10,8 @@ pub const EVENTS_SUBJECTS: &str = "hookline.events.>";
 /// Dead letters, limits retention.
 pub const DEAD_LETTER_STREAM: &str = "HOOKLINE_DEAD_LETTERS";
 pub const DEAD_LETTER_SUBJECTS: &str = "hookline.dlq.>";
+/// How far each destination got through the bundles it holds: `<consumer>.<stream sequence>`.
+pub const PROGRESS_BUCKET: &str = "hookline-progress";
 /// Routes: which write-key digests the gateway accepts, and the source each belongs to.
 pub const ROUTES_BUCKET: &str = "hookline-routes";
 

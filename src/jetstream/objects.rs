@@ -3,7 +3,7 @@
 
 use super::names::{
     DEAD_LETTER_STREAM, DEAD_LETTER_SUBJECTS, DestinationNames, EVENTS_STREAM, EVENTS_SUBJECTS,
-    KeyDigest, ROUTES_BUCKET, legacy_key_subject, route_parts,
+    KeyDigest, PROGRESS_BUCKET, ROUTES_BUCKET, legacy_key_subject, route_parts,
 };
 use super::{Nats, NatsError};
 use crate::pipeline::source::RouteSpec;
@@ -122,8 +122,8 @@ impl ConsumerPlan {
     }
 }
 
-/// The events stream, the dead-letter stream and the routes bucket, created or brought up to
-/// date.
+/// The events stream, the dead-letter stream, the routes bucket and the progress bucket,
+/// created or brought up to date.
 pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), NatsError> {
     let js = &nats.context;
     if nats.client.connection_state() != async_nats::connection::State::Connected {
@@ -166,6 +166,18 @@ pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), Nat
     })
     .await
     .map_err(|e| NatsError::api(format!("bucket {ROUTES_BUCKET}"), e))?;
+    js.create_or_update_key_value(kv::Config {
+        bucket: PROGRESS_BUCKET.into(),
+        description: "hookline: which events of a bundle a destination is done with".into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        // A record outlives its bundle only if removing it failed.
+        max_age: retention.max_age,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::api(format!("bucket {PROGRESS_BUCKET}"), e))?;
     Ok(())
 }
 

@@ -20,6 +20,8 @@ pub struct Outgoing {
     /// window is stored once.
     pub id: String,
     pub payload: Bytes,
+    /// A bundle's event count, a retry's history ([`super::bundle`]).
+    pub headers: Option<async_nats::HeaderMap>,
 }
 
 #[derive(Clone)]
@@ -47,7 +49,11 @@ impl Publisher {
                 subject: m.subject.clone(),
                 message: e.to_string(),
             };
-            let publish = PublishMessage::build().payload(m.payload).message_id(&m.id);
+            let mut publish = PublishMessage::build().payload(m.payload);
+            if let Some(headers) = m.headers {
+                publish = publish.headers(headers);
+            }
+            let publish = publish.message_id(&m.id);
             let ack = self
                 .nats
                 .context

@@ -38,8 +38,9 @@ pub struct StreamInbox {
     names: DestinationNames,
     acks: StreamAcks,
     reader: tokio::sync::Mutex<Option<StreamReader>>,
-    /// With `concurrency` 1 and batches of several events, a batch to be retried waits in the
-    /// worker (marked in progress): handing it back would let the events behind it overtake it.
+    /// With `concurrency` 1, a batch to be retried waits in the worker (marked in progress):
+    /// handing it back — or publishing its events on their own, for a bundle — would let the
+    /// events behind it overtake it.
     retries_in_place: bool,
 }
 
@@ -83,7 +84,7 @@ impl Inbox {
             names,
             acks,
             reader: tokio::sync::Mutex::new(Some(reader)),
-            retries_in_place: concurrency == 1 && batch_size > 1,
+            retries_in_place: concurrency == 1,
         })))
     }
 

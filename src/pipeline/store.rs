@@ -6,10 +6,11 @@ use super::envelope;
 use super::ingest::Message;
 use super::queue::Queue;
 use super::source::SourceRoute;
-use crate::jetstream::Nats;
 use crate::jetstream::names::{DestinationNames, KeyDigest};
 use crate::jetstream::publish::{Outgoing, PublishError, Publisher};
 use crate::jetstream::routes::RouteTable;
+use crate::jetstream::{Nats, bundle};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// A destination as ingestion sees it: its names, and the source it reads, if any (none: it
@@ -128,6 +129,22 @@ pub enum EventStore {
     Stream(Publisher),
 }
 
+/// What names a request's events in the stream's duplicate window: a lone event's `messageId`,
+/// several events' together.
+fn request_id(events: &[Message]) -> String {
+    match events {
+        [one] => one.id.clone(),
+        _ => {
+            let mut digest = Sha256::new();
+            for e in events {
+                digest.update(e.id.as_bytes());
+                digest.update(b"\n");
+            }
+            format!("batch-{}", hex::encode(&digest.finalize()[..16]))
+        }
+    }
+}
+
 impl EventStore {
     pub fn stream(nats: Nats) -> EventStore {
         EventStore::Stream(Publisher::new(nats))
@@ -150,8 +167,9 @@ impl EventStore {
                 Ok(queue.append(records).await?)
             }
             EventStore::Stream(publisher) => {
-                // One message per event and subject: the source's subject (every destination
-                // reading the source consumes it), and each open destination's own.
+                // One message per subject, holding the request's events (a bundle): the
+                // source's subject (every destination reading the source consumes it), and each
+                // open destination's own.
                 let subjects: Vec<(String, String)> = admitted
                     .source
                     .iter()
@@ -163,14 +181,30 @@ impl EventStore {
                             .map(|n| (n.subject(), n.consumer().to_string())),
                     )
                     .collect();
-                let mut messages = Vec::with_capacity(events.len() * subjects.len());
-                for event in events {
-                    let payload: bytes::Bytes = envelope::encode(None, trace, &event.json).into();
+                let envelopes: Vec<Vec<u8>> = events
+                    .iter()
+                    .map(|m| envelope::encode(None, trace, &m.json))
+                    .collect();
+                let request_id = request_id(&events);
+                let bundles = bundle::bundles(&envelopes);
+                let mut messages = Vec::with_capacity(bundles.len() * subjects.len());
+                for (part, (payload, count)) in bundles.iter().enumerate() {
+                    // Every part of a request of several events is an array, even of one.
+                    let headers = (envelopes.len() > 1).then(|| {
+                        let mut h = async_nats::HeaderMap::new();
+                        h.insert(bundle::EVENTS, count.to_string().as_str());
+                        h
+                    });
                     for (subject, route) in &subjects {
                         messages.push(Outgoing {
                             subject: subject.clone(),
-                            id: format!("{route}:{}", event.id),
+                            // A client's retry of the same request is stored once.
+                            id: match bundles.len() {
+                                1 => format!("{route}:{request_id}"),
+                                _ => format!("{route}:{request_id}:{part}"),
+                            },
                             payload: payload.clone(),
+                            headers: headers.clone(),
                         });
                     }
                 }

@@ -140,6 +140,21 @@ impl Endpoint {
         *self.responder.lock().unwrap() = Arc::new(f);
     }
 
+    /// Answers by what each request carries: `f` gets its body, and what came before it.
+    pub fn respond_by_body(
+        &self,
+        f: impl Fn(&serde_json::Value, &[Received]) -> (u16, Vec<(String, String)>)
+        + Send
+        + Sync
+        + 'static,
+    ) {
+        let received = self.received.clone();
+        self.respond(move |n| {
+            let all = received.lock().unwrap().clone();
+            f(&all[n].body, &all[..n])
+        });
+    }
+
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
