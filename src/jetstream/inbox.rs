@@ -62,8 +62,8 @@ struct Bundle {
 }
 
 impl Bundle {
-    fn done(&self) -> Vec<bool> {
-        self.open.iter().map(|o| !o).collect()
+    fn done(&self) -> Bytes {
+        progress::bits(self.open.iter().map(|o| !o))
     }
 }
 
@@ -91,15 +91,6 @@ pub struct StreamAcks {
     /// By the message's stream sequence.
     held: Arc<Mutex<HashMap<u64, Held>>>,
     progress: Option<Arc<Progress>>,
-}
-
-/// What finishing some events did to the messages they are in.
-#[derive(Default)]
-struct Resolved {
-    /// Messages done with entirely: their replies.
-    done: Vec<async_nats::Subject>,
-    /// Bundles still partly open: which of their events are done now.
-    partly: Vec<(u64, Bytes)>,
 }
 
 pub struct StreamReader {
@@ -318,10 +309,11 @@ impl StreamAcks {
         }
     }
 
-    /// Marks the events done.
-    fn resolve(&self, handles: impl IntoIterator<Item = u64>) -> Resolved {
+    /// Marks the events done, records the progress of bundles left partly done; the replies
+    /// of the messages now done with entirely.
+    fn resolve(&self, handles: impl IntoIterator<Item = u64>) -> Vec<async_nats::Subject> {
         let mut held = self.held.lock().expect("held lock");
-        let mut out = Resolved::default();
+        let mut out = Vec::new();
         let mut touched = Vec::new();
         for h in handles {
             let (seq, index) = parts(h);
@@ -329,16 +321,16 @@ impl StreamAcks {
                 continue;
             };
             if m.resolve(index) {
-                out.done.extend(held.remove(&seq).map(|m| m.reply));
+                out.extend(held.remove(&seq).map(|m| m.reply));
                 touched.retain(|s| *s != seq);
             } else if !touched.contains(&seq) {
                 touched.push(seq);
             }
         }
-        if self.progress.is_some() {
+        if let Some(p) = &self.progress {
             for seq in touched {
                 if let Some(b) = held.get(&seq).and_then(|m| m.bundle.as_ref()) {
-                    out.partly.push((seq, progress::bits(&b.done())));
+                    p.record(seq, b.done());
                 }
             }
         }
@@ -364,13 +356,10 @@ impl StreamAcks {
     }
 
     /// Done with them: delivered, filtered or dead-lettered. A bundle left partly done has
-    /// that recorded before this returns.
+    /// that recorded.
     pub async fn ack(&self, handles: impl IntoIterator<Item = u64>) {
-        let resolved = self.resolve(handles);
-        if let (Some(p), false) = (&self.progress, resolved.partly.is_empty()) {
-            p.record(resolved.partly).await;
-        }
-        self.send(resolved.done, AckKind::Ack).await;
+        let done = self.resolve(handles);
+        self.send(done, AckKind::Ack).await;
     }
 
     /// Back to JetStream, to be handed out again after `delay` (to any worker): a message of

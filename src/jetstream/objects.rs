@@ -170,7 +170,10 @@ pub async fn ensure_streams(nats: &Nats, retention: Retention) -> Result<(), Nat
         bucket: PROGRESS_BUCKET.into(),
         description: "hookline: which events of a bundle a destination is done with".into(),
         history: 1,
-        storage: stream::StorageType::File,
+        // Lost only with a NATS server, whose loss a worker can outlive: then a bundle's done
+        // events are delivered again (at least once), never lost; memory keeps each record a
+        // fraction of a file write.
+        storage: stream::StorageType::Memory,
         num_replicas: replicas,
         // A record outlives its bundle only if removing it failed.
         max_age: retention.max_age,

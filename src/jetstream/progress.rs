@@ -1,9 +1,8 @@
 //! How far a destination got through each bundle it holds (API §8: a worker killed mid-bundle
 //! must not make the next one deliver again what was delivered). A bundle is acknowledged only
 //! once every event in it is done; until then, each delivery that leaves it partly done is
-//! recorded — which of its events are done — in the progress bucket before the worker moves
-//! on, and a redelivered bundle skips them. Records are written together (one round of puts
-//! for every bundle that changed meanwhile).
+//! recorded — which of its events are done — in the progress bucket, and a redelivered bundle
+//! skips them.
 //!
 //! A record lives in one of [`SLOTS`] keys per destination, chosen by the bundle's sequence
 //! and holding that sequence: the bucket keeps one value per key, so it never grows past
@@ -17,31 +16,31 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Notify, watch};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 pub struct Progress {
     bucket: kv::Store,
     consumer: String,
-    pending: Mutex<Pending>,
+    /// The latest record of each bundle not yet published, for the task that publishes them.
+    unsent: Arc<Unsent>,
+}
+
+#[derive(Default)]
+struct Unsent {
+    records: Mutex<HashMap<u64, Bytes>>,
+    /// Woken when the first record of a round arrives.
     wake: Notify,
-    /// The last round written.
-    written: watch::Sender<u64>,
 }
 
 /// Keys a destination's records use at most.
 pub const SLOTS: u64 = 65_536;
 
-#[derive(Default)]
-struct Pending {
-    round: u64,
-    /// By the bundle's stream sequence: its done bits.
-    changes: HashMap<u64, Bytes>,
-}
-
 /// Bit `i` set: event `i` is done.
-pub fn bits(done: &[bool]) -> Bytes {
+pub fn bits(done: impl ExactSizeIterator<Item = bool>) -> Bytes {
     let mut out = vec![0u8; done.len().div_ceil(8)];
-    for (i, _) in done.iter().enumerate().filter(|(_, d)| **d) {
+    for (i, _) in done.enumerate().filter(|(_, d)| *d) {
         out[i / 8] |= 1 << (i % 8);
     }
     out.into()
@@ -63,38 +62,38 @@ impl Progress {
                 return None;
             }
         };
-        let progress = Arc::new(Progress {
+        let unsent = Arc::new(Unsent::default());
+        let consumer = names.consumer().to_string();
+        tokio::spawn(publish(
+            nats.client.clone(),
+            consumer.clone(),
+            unsent.clone(),
+        ));
+        Some(Arc::new(Progress {
             bucket,
-            consumer: names.consumer().to_string(),
-            pending: Mutex::default(),
-            wake: Notify::new(),
-            written: watch::channel(0).0,
-        });
-        tokio::spawn(progress.clone().write_rounds());
-        Some(progress)
+            consumer,
+            unsent,
+        }))
     }
 
-    fn key(&self, seq: u64) -> String {
-        format!("{}.{}", self.consumer, seq % SLOTS)
-    }
-
-    /// Records which events of these bundles are done; returns once it is stored.
-    pub async fn record(&self, bundles: Vec<(u64, Bytes)>) {
-        let round = {
-            let mut pending = self.pending.lock().expect("progress lock");
-            pending.changes.extend(bundles);
-            pending.round + 1
+    /// Records which events of a bundle are done. Made under the lock that decided them, so
+    /// a bundle's latest record is its most complete.
+    pub fn record(&self, seq: u64, done: Bytes) {
+        let first = {
+            let mut records = self.unsent.records.lock().expect("progress lock");
+            records.insert(seq, done);
+            records.len() == 1
         };
-        self.wake.notify_one();
-        let mut written = self.written.subscribe();
-        let _ = written.wait_for(|w| *w >= round).await;
+        if first {
+            self.unsent.wake.notify_one();
+        }
     }
 
     /// Which events of a redelivered bundle were done.
     pub async fn load(&self, seq: u64, events: usize) -> Result<Vec<bool>, NatsError> {
         let entry = self
             .bucket
-            .get(self.key(seq))
+            .get(key(&self.consumer, seq))
             .await
             .map_err(|e| NatsError::api(format!("bucket {PROGRESS_BUCKET}"), e))?;
         Ok(match entry {
@@ -105,30 +104,38 @@ impl Progress {
             _ => vec![false; events],
         })
     }
+}
 
-    async fn write_rounds(self: Arc<Self>) {
-        loop {
-            self.wake.notified().await;
-            let (round, changes) = {
-                let mut pending = self.pending.lock().expect("progress lock");
-                pending.round += 1;
-                (pending.round, std::mem::take(&mut pending.changes))
-            };
-            let bucket = &self.bucket;
-            let writes = changes.into_iter().map(|(seq, bits)| {
-                let key = self.key(seq);
-                let mut record = seq.to_be_bytes().to_vec();
-                record.extend_from_slice(&bits);
-                async move { bucket.put(key, record.into()).await }
-            });
-            for result in futures::future::join_all(writes).await {
-                if let Err(e) = result {
-                    // A worker killed now delivers that bundle's done events again: at least
-                    // once, never lost.
-                    tracing::warn!(bucket = PROGRESS_BUCKET, error = %e, "cannot record a bundle's progress");
-                }
+fn key(consumer: &str, seq: u64) -> String {
+    format!("{consumer}.{}", seq % SLOTS)
+}
+
+/// At most one round of records this often: at full speed a round carries the latest record
+/// of every bundle that moved meanwhile, instead of one record per delivery.
+const ROUND: Duration = Duration::from_millis(1);
+
+/// Publishes records as plain messages on the bucket's subjects, as a worker's acknowledgements
+/// are: not waited for (a round trip per delivery held unbatched delivery to a third of its
+/// rate). A record waits at most one [`ROUND`] — none when deliveries are further apart — so a
+/// worker killed at full speed delivers again what it finished in its last millisecond, besides
+/// what it had in flight.
+async fn publish(client: async_nats::Client, consumer: String, unsent: Arc<Unsent>) {
+    let mut last_round = Instant::now() - ROUND;
+    loop {
+        unsent.wake.notified().await;
+        let gather = (last_round + ROUND).saturating_duration_since(Instant::now());
+        if !gather.is_zero() {
+            tokio::time::sleep(gather).await;
+        }
+        last_round = Instant::now();
+        let latest = std::mem::take(&mut *unsent.records.lock().expect("progress lock"));
+        for (seq, done) in latest {
+            let mut record = seq.to_be_bytes().to_vec();
+            record.extend_from_slice(&done);
+            let subject = format!("$KV.{PROGRESS_BUCKET}.{}", key(&consumer, seq));
+            if let Err(e) = client.publish(subject, record.into()).await {
+                tracing::warn!(bucket = PROGRESS_BUCKET, error = %e, "cannot record a bundle's progress");
             }
-            self.written.send_replace(round);
         }
     }
 }
@@ -142,7 +149,7 @@ mod tests {
         let done = [
             true, false, false, true, false, false, false, false, true, true,
         ];
-        let b = bits(&done);
+        let b = bits(done.iter().copied());
         assert_eq!(b.len(), 2);
         let back: Vec<bool> = (0..done.len()).map(|i| is_set(&b, i)).collect();
         assert_eq!(back, done);
