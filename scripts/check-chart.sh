@@ -35,6 +35,14 @@ check "JetStream mode, identities per role, namespaced" --set nats.url=nats://na
     --set nats.auth.secretName=nats-auth --set nats.auth.credsKey=operator.creds \
     --set nats.identities.signingKeySecretName=hookline-signing --set watchNamespace=analytics \
     --set rbac.dlqViewer.aggregateTo[0]=admin
+check "JetStream mode, NATS installed with the chart" --set nats.install=true
+# nats.install alone runs NATS (three servers, JetStream, PVCs) and points Hookline at it; without
+# it, nothing of NATS is rendered.
+installed="$("$helm" template hookline "$chart" --namespace hookline-system --set nats.install=true)"
+grep -q '^kind: StatefulSet$' <<<"$installed"
+grep -q 'value: "nats://hookline-nats.hookline-system.svc:4222"' <<<"$installed"
+grep -q 'args: \["gateway"' <<<"$installed"
+! "$helm" template hookline "$chart" | grep -q '^kind: StatefulSet$'
 check "JetStream mode, gateway Ingress" --set nats.url=nats://nats.nats.svc:4222 \
     --set gateway.ingress.enabled=true --set gateway.ingress.className=nginx \
     --set 'gateway.ingress.hosts[0]=events.example.com' \

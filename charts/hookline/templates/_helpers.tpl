@@ -38,9 +38,31 @@ How the operator and the gateway reach NATS: URL, credentials from the nats.auth
 ConfigMap), the CA from nats.tls. Environment entries, then (nats.volumeMounts / nats.volumes)
 where the files go.
 */}}
+{{/*
+Where NATS is: nats.url, or the NATS this release installs (nats.install). Empty: local mode.
+*/}}
+{{- define "hookline.natsUrl" -}}
+{{- if .Values.nats.url -}}
+{{ .Values.nats.url }}
+{{- else if .Values.nats.install -}}
+nats://{{ include "hookline.natsServiceName" . }}.{{ .Release.Namespace }}.svc:4222
+{{- end -}}
+{{- end -}}
+
+{{/* The NATS chart's Service name, as that chart names it (its fullname). */}}
+{{- define "hookline.natsServiceName" -}}
+{{- if .Values.nats.fullnameOverride -}}
+{{ .Values.nats.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (default "nats" .Values.nats.nameOverride) .Release.Name -}}
+{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else -}}
+{{ printf "%s-%s" .Release.Name (default "nats" .Values.nats.nameOverride) | trunc 63 | trimSuffix "-" }}
+{{- end -}}
+{{- end -}}
+
 {{- define "hookline.natsEnv" -}}
 - name: HOOKLINE_NATS_URL
-  value: {{ .Values.nats.url | quote }}
+  value: {{ include "hookline.natsUrl" . | quote }}
 {{- with .Values.nats.auth.secretName }}
 {{- range $var, $key := dict "HOOKLINE_NATS_TOKEN" "token" "HOOKLINE_NATS_USER" "user" "HOOKLINE_NATS_PASSWORD" "password" }}
 - name: {{ $var }}
@@ -64,7 +86,7 @@ The gateway with identities per role: its own identity, which the operator keeps
 */}}
 {{- define "hookline.gatewayIdentityEnv" -}}
 - name: HOOKLINE_NATS_URL
-  value: {{ .Values.nats.url | quote }}
+  value: {{ include "hookline.natsUrl" . | quote }}
 - name: HOOKLINE_NATS_CREDS
   value: /etc/hookline/nats-identity/creds
 - name: HOOKLINE_NATS_INBOX
