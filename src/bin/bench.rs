@@ -326,6 +326,9 @@ struct Throughput {
     delivered: f64,
     drained: Option<f64>,
     usage: Usage,
+    /// Events the endpoint received over the whole scenario, and the ingested ones.
+    delivered_total: u64,
+    ingested_total: f64,
 }
 
 /// Events/s the endpoint receives over `seconds`.
@@ -339,13 +342,20 @@ async fn full_speed(
     sink: &Arc<Sink>,
     endpoint: &str,
     mode: Mode<'_>,
-    nats_pid: Option<u32>,
+    nats_pids: &[u32],
     batch_size: usize,
     concurrency: usize,
     seconds: u64,
 ) -> Throughput {
     let processes = Processes::start(mode, endpoint, batch_size, concurrency).await;
-    let nats_before = nats_pid.map(cpu_seconds);
+    let nats_cpu = || {
+        nats_pids
+            .iter()
+            .map(|pid| cpu_seconds(*pid))
+            .fold((0.0, 0.0), |(u, s), (pu, ps)| (u + pu, s + ps))
+    };
+    let nats_before = nats_cpu();
+    let delivered_before = sink.delivered.load(Ordering::Relaxed);
     let batch: Vec<Value> = (0..EVENTS_PER_REQUEST)
         .map(|i| sample_event(i, 0))
         .collect();
@@ -366,8 +376,8 @@ async fn full_speed(
         None
     };
     let mut usage = processes.stop();
-    if let (Some(pid), Some((u0, s0))) = (nats_pid, nats_before) {
-        let (u1, s1) = cpu_seconds(pid);
+    if !nats_pids.is_empty() {
+        let ((u0, s0), (u1, s1)) = (nats_before, nats_cpu());
         usage.cpu.push(("nats-server", u1 - u0, s1 - s0));
     }
     Throughput {
@@ -375,6 +385,8 @@ async fn full_speed(
         delivered,
         drained,
         usage,
+        delivered_total: sink.delivered.load(Ordering::Relaxed) - delivered_before,
+        ingested_total: ingested * seconds as f64,
     }
 }
 
@@ -444,21 +456,70 @@ async fn added_latency(
 /// A nats-server with JetStream for the JetStream scenarios: the one `scripts/tools.sh`
 /// installs, or `HOOKLINE_NATS_SERVER`. `None` when there is none.
 fn start_nats(dir: &Path) -> Option<(Child, String)> {
+    let port = free_port();
+    let child = nats_server(
+        &["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"],
+        dir,
+    )?;
+    Some((child, format!("nats://127.0.0.1:{port}")))
+}
+
+fn nats_server(args: &[&str], dir: &Path) -> Option<Child> {
     let binary = std::env::var("HOOKLINE_NATS_SERVER")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("target/tools/venv/bin/nats-server"));
     if !binary.exists() {
         return None;
     }
-    let port = free_port();
-    let child = Command::new(binary)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+    Command::new(binary)
+        .args(args)
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
-    Some((child, format!("nats://127.0.0.1:{port}")))
+        .ok()
+}
+
+/// Three nats-servers routed on loopback: the streams get three replicas (R3).
+fn start_nats_cluster(dir: &Path) -> Option<(Vec<Child>, String)> {
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, c)| format!("nats://127.0.0.1:{c}"))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, (client, cluster)) in ports.iter().enumerate() {
+        let store = dir.join(format!("n{i}"));
+        let (client, name, cluster) = (
+            client.to_string(),
+            format!("n{i}"),
+            format!("nats://127.0.0.1:{cluster}"),
+        );
+        let routes = routes.join(",");
+        let args = [
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &client,
+            "--server_name",
+            &name,
+            "--cluster_name",
+            "bench",
+            "--cluster",
+            &cluster,
+            "--routes",
+            &routes,
+            "-js",
+            "-sd",
+        ];
+        servers.push(nats_server(&args, &store)?);
+    }
+    let url = ports
+        .iter()
+        .map(|(c, _)| format!("nats://127.0.0.1:{c}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Some((servers, url))
 }
 
 fn print_throughput(name: &str, t: &Throughput, bare: f64) {
@@ -482,6 +543,20 @@ fn print_throughput(name: &str, t: &Throughput, bare: f64) {
         .map(|(role, user, sys)| format!("{role} {user:.1} user + {sys:.1} sys"))
         .collect();
     println!("    CPU s: {}", cpu.join(", "));
+    // Ingesting roles per event accepted, delivering ones per event delivered.
+    let per_event: Vec<String> = t
+        .usage
+        .cpu
+        .iter()
+        .map(|(role, user, sys)| {
+            let events = match *role {
+                "gateway" | "nats-server" => t.ingested_total,
+                _ => t.delivered_total as f64,
+            };
+            format!("{role} {:.1}", (user + sys) * 1e6 / events.max(1.0))
+        })
+        .collect();
+    println!("    CPU µs per event: {}", per_event.join(", "));
     if let Some(drained) = t.drained {
         println!(
             "    then draining the backlog alone: {drained:.0} delivered/s ({:.0}% of bare)",
@@ -515,7 +590,7 @@ fn main() {
         let mut unbatched_max: f64 = 0.0;
         let mut local_batched = None;
         for (batch, concurrency) in [(1, 8), (1, 32), (100, 4)] {
-            let t = full_speed(&sink, &endpoint, Mode::Local, None, batch, concurrency, seconds).await;
+            let t = full_speed(&sink, &endpoint, Mode::Local, &[], batch, concurrency, seconds).await;
             print_throughput(&format!("local: batch {batch}, concurrency {concurrency}"), &t, bare);
             if batch == 1 {
                 unbatched_max = unbatched_max.max(t.delivered);
@@ -534,7 +609,7 @@ fn main() {
         };
         for (workers, batch, concurrency) in [(1, 100, 4), (2, 100, 4), (1, 1, 8), (2, 1, 8)] {
             let mode = Mode::JetStream { nats: &url, workers };
-            let t = full_speed(&sink, &endpoint, mode, Some(nats.id()), batch, concurrency, seconds).await;
+            let t = full_speed(&sink, &endpoint, mode, &[nats.id()], batch, concurrency, seconds).await;
             print_throughput(&format!("jetstream: {workers} worker(s), batch {batch}, conc. {concurrency}"), &t, bare);
             if let (100, Some(local)) = (batch, local_batched) {
                 println!("    batched delivery / local mode's: {:.0}%", 100.0 * t.delivered / local);
@@ -542,5 +617,22 @@ fn main() {
         }
         let _ = nats.kill();
         let _ = nats.wait();
+
+        let cluster_store = tempfile::tempdir().expect("temp dir");
+        let Some((mut servers, url)) = start_nats_cluster(cluster_store.path()) else {
+            return;
+        };
+        // Routed and a JetStream leader elected before the first scenario makes the streams.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pids: Vec<u32> = servers.iter().map(Child::id).collect();
+        for (batch, concurrency) in [(100, 4), (1, 8)] {
+            let mode = Mode::JetStream { nats: &url, workers: 1 };
+            let t = full_speed(&sink, &endpoint, mode, &pids, batch, concurrency, seconds).await;
+            print_throughput(&format!("3 servers, R3: 1 worker, batch {batch}, c. {concurrency}"), &t, bare);
+        }
+        for s in &mut servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
     });
 }
