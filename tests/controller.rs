@@ -954,13 +954,7 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         "  source:\n    writeKeySecretRef: { name: crm, key: writeKey }\n",
     ))
     .await;
-    let deployment = eventually("the worker Deployment", || async {
-        op.api::<Deployment>()
-            .get_opt("orders-hookline")
-            .await
-            .unwrap()
-    })
-    .await;
+    let deployment = op.deployment("orders-hookline").await;
     // Created before the Deployment was applied.
     let js = &nats.context;
     let stream = js.get_stream("HOOKLINE_EVENTS").await.unwrap();

@@ -342,14 +342,7 @@ async fn delivery_retries_dead_letters_and_replay_work_with_reduced_identities_r
         })
         .await;
     // Replay of the dead letter, by the worker's own identity, reaches the destination.
-    let replayed: Value = reqwest::Client::new()
-        .post(format!("{admin_listener}/dlq/replay"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let replayed = post_json(&format!("{admin_listener}/dlq/replay")).await;
     assert_eq!(replayed["replayed"], 1);
     endpoint
         .wait_for("the replayed event 0", |r| {
@@ -423,13 +416,7 @@ async fn the_operator_issues_each_destination_and_the_gateway_an_identity_and_re
         !first.contains(&std::fs::read_to_string(&admin).unwrap()),
         "the operator's own credentials are not copied"
     );
-    let deployment = eventually("the worker Deployment", || async {
-        op.api::<Deployment>()
-            .get_opt("orders-hookline")
-            .await
-            .unwrap()
-    })
-    .await;
+    let deployment = op.deployment("orders-hookline").await;
     let template = deployment.spec.unwrap().template;
     let env = template.spec.as_ref().unwrap().containers[0]
         .env

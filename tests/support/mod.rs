@@ -184,6 +184,18 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
+/// `POST url` with no body, its answer as JSON.
+pub async fn post_json(url: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hookline"))
 }

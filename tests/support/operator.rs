@@ -90,6 +90,14 @@ impl Operator {
         self.api().get(name).await.unwrap()
     }
 
+    /// A Deployment, once the operator has applied it.
+    pub async fn deployment(&self, name: &str) -> Deployment {
+        eventually(&format!("the Deployment {name}"), || async {
+            self.api::<Deployment>().get_opt(name).await.unwrap()
+        })
+        .await
+    }
+
     /// Plays the Deployment controller: every replica is up to date and available.
     pub async fn make_available(&self, name: &str) {
         let api: Api<Deployment> = self.api();
