@@ -1022,3 +1022,29 @@ async fn a_bundled_event_retried_on_its_own_keeps_its_attempt_count() {
         "maxAttempts 3, across the bundle and the retries on its own"
     );
 }
+
+#[tokio::test]
+async fn a_worker_stopped_partway_through_a_stored_request_leaves_the_rest_in_order_and_none_twice()
+{
+    let spec = format!("{MAP_N}  delivery:\n    concurrency: 1\n");
+    let t = Setup::new(&spec).await;
+    t.endpoint.slow_down(std::time::Duration::from_millis(20));
+    let mut old = t.worker("a").await;
+    assert_eq!(old.post("/v1/batch", numbered(0, 30)).await.status(), 200);
+    t.endpoint
+        .wait_for("the first deliveries", |r| r.len() >= 5)
+        .await;
+    old.sigterm();
+    assert!(
+        old.wait_exit(std::time::Duration::from_secs(10))
+            .await
+            .success()
+    );
+    let _new = t.worker("b").await;
+    let got = t
+        .endpoint
+        .wait_for("all 30 events", |r| counts(r).len() == 30)
+        .await;
+    let order: Vec<i64> = got.iter().map(|r| r.body["n"].as_i64().unwrap()).collect();
+    assert_eq!(order, (0..30).collect::<Vec<_>>(), "in order, none twice");
+}

@@ -367,17 +367,17 @@ impl StreamAcks {
     /// destination's subject, with its history, and then counts as done in the bundle.
     pub async fn retry_after(&self, handles: impl IntoIterator<Item = u64>, delay: Duration) {
         let not_before = bundle::millis(SystemTime::now() + delay);
-        let (singles, retries) = self.split_off(handles, Some(not_before));
+        let (singles, retries) = self.split_off(handles, not_before);
         self.send(self.take(singles), AckKind::Nak(Some(delay)))
             .await;
-        self.republish(retries, Some(delay)).await;
+        self.republish(retries, delay).await;
     }
 
     /// Handles of messages of one event, and bundled events to publish on their own.
     fn split_off(
         &self,
         handles: impl IntoIterator<Item = u64>,
-        not_before: Option<u64>,
+        not_before: u64,
     ) -> (Vec<u64>, Vec<(u64, Outgoing)>) {
         let held = self.held.lock().expect("held lock");
         let mut singles = Vec::new();
@@ -396,23 +396,21 @@ impl StreamAcks {
         (singles, retries)
     }
 
-    /// One event of a bundle as a message of its own on the destination's subject. With
-    /// `not_before`, an attempt was made and failed; without, none was (the worker stops).
+    /// One event of a bundle, whose attempt just failed, as a message of its own on the
+    /// destination's subject, due at `not_before`.
     fn on_its_own(
         &self,
         seq: u64,
         index: usize,
         m: &Held,
         b: &Bundle,
-        not_before: Option<u64>,
+        not_before: u64,
     ) -> Outgoing {
-        let attempts = m.attempts_before + u32::from(not_before.is_some());
+        let attempts = m.attempts_before + 1;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(ATTEMPTS, attempts.to_string().as_str());
         headers.insert(STORED_AT, bundle::millis(m.stored_at).to_string().as_str());
-        if let Some(t) = not_before {
-            headers.insert(NOT_BEFORE, t.to_string().as_str());
-        }
+        headers.insert(NOT_BEFORE, not_before.to_string().as_str());
         Outgoing {
             subject: self.names.subject(),
             // Published twice (a lost acknowledgement), it is stored once.
@@ -423,9 +421,9 @@ impl StreamAcks {
     }
 
     /// Publishes bundled events on their own, then counts them done. If JetStream does not
-    /// store them, their bundles go back whole (`delay` later): events of them already
-    /// delivered are delivered again — at least once, never lost.
-    async fn republish(&self, retries: Vec<(u64, Outgoing)>, delay: Option<Duration>) {
+    /// store them, their bundles go back whole (`delay` later), the done events skipped by
+    /// their progress record.
+    async fn republish(&self, retries: Vec<(u64, Outgoing)>, delay: Duration) {
         if retries.is_empty() {
             return;
         }
@@ -438,7 +436,7 @@ impl StreamAcks {
             Err(e) => {
                 tracing::warn!(consumer = %self.names.consumer(), error = %e, "cannot publish events to retry on their own; handing their messages back whole");
                 let seqs: Vec<u64> = handles.iter().map(|h| parts(*h).0).collect();
-                self.send(self.take(seqs), AckKind::Nak(delay)).await;
+                self.send(self.take(seqs), AckKind::Nak(Some(delay))).await;
             }
         }
     }
@@ -477,33 +475,21 @@ impl StreamAcks {
         self.send(replies, AckKind::Progress).await;
     }
 
-    /// Hands everything still held back for immediate redelivery (the worker is stopping). A
-    /// bundle partly done hands back only its open events, each on its own, so what was
-    /// delivered is not delivered again.
+    /// Hands everything still held back for immediate redelivery (the worker is stopping),
+    /// once the progress of partly done bundles is published: the next worker skips what this
+    /// one delivered, and the events keep their place in the stream (and their order).
     pub async fn release_all(&self) {
-        let (whole, partly): (Vec<u64>, Vec<u64>) = {
-            let held = self.held.lock().expect("held lock");
-            let (whole, partly): (Vec<(&u64, &Held)>, Vec<(&u64, &Held)>) =
-                held.iter().partition(|(_, m)| {
-                    m.bundle
-                        .as_ref()
-                        .is_none_or(|b| b.remaining == b.open.len())
-                });
-            let open = |(seq, m): (&u64, &Held)| {
-                let b = m.bundle.as_ref().expect("partly done: a bundle");
-                (0..b.open.len())
-                    .filter(|i| b.open[*i])
-                    .map(|i| handle(*seq, i))
-                    .collect::<Vec<_>>()
-            };
-            (
-                whole.into_iter().map(|(s, _)| *s).collect(),
-                partly.into_iter().flat_map(open).collect(),
-            )
-        };
-        self.send(self.take(whole), AckKind::Nak(None)).await;
-        let (_, retries) = self.split_off(partly, None);
-        self.republish(retries, None).await;
+        if let Some(p) = &self.progress {
+            p.flush(&self.nats.client).await;
+        }
+        let all: Vec<u64> = self
+            .held
+            .lock()
+            .expect("held lock")
+            .keys()
+            .copied()
+            .collect();
+        self.send(self.take(all), AckKind::Nak(None)).await;
         let _ = self.nats.client.flush().await;
     }
 }

@@ -89,6 +89,12 @@ impl Progress {
         }
     }
 
+    /// Publishes what is not yet, now (the worker is stopping).
+    pub async fn flush(&self, client: &async_nats::Client) {
+        publish_round(client, &self.consumer, &self.unsent).await;
+        let _ = client.flush().await;
+    }
+
     /// Which events of a redelivered bundle were done.
     pub async fn load(&self, seq: u64, events: usize) -> Result<Vec<bool>, NatsError> {
         let entry = self
@@ -128,14 +134,18 @@ async fn publish(client: async_nats::Client, consumer: String, unsent: Arc<Unsen
             tokio::time::sleep(gather).await;
         }
         last_round = Instant::now();
-        let latest = std::mem::take(&mut *unsent.records.lock().expect("progress lock"));
-        for (seq, done) in latest {
-            let mut record = seq.to_be_bytes().to_vec();
-            record.extend_from_slice(&done);
-            let subject = format!("$KV.{PROGRESS_BUCKET}.{}", key(&consumer, seq));
-            if let Err(e) = client.publish(subject, record.into()).await {
-                tracing::warn!(bucket = PROGRESS_BUCKET, error = %e, "cannot record a bundle's progress");
-            }
+        publish_round(&client, &consumer, &unsent).await;
+    }
+}
+
+async fn publish_round(client: &async_nats::Client, consumer: &str, unsent: &Unsent) {
+    let latest = std::mem::take(&mut *unsent.records.lock().expect("progress lock"));
+    for (seq, done) in latest {
+        let mut record = seq.to_be_bytes().to_vec();
+        record.extend_from_slice(&done);
+        let subject = format!("$KV.{PROGRESS_BUCKET}.{}", key(consumer, seq));
+        if let Err(e) = client.publish(subject, record.into()).await {
+            tracing::warn!(bucket = PROGRESS_BUCKET, error = %e, "cannot record a bundle's progress");
         }
     }
 }
