@@ -362,12 +362,7 @@ async fn a_worker_stopped_while_the_endpoint_is_down_hands_its_events_to_the_nex
     endpoint
         .wait_for("a failing attempt", |r| !r.is_empty())
         .await;
-    old.sigterm();
-    assert!(
-        old.wait_exit(std::time::Duration::from_secs(10))
-            .await
-            .success()
-    );
+    old.stop().await;
     endpoint.respond(|_| (200, vec![]));
     let _new = t.worker("b").await;
     let got = endpoint
@@ -1034,12 +1029,7 @@ async fn a_worker_stopped_partway_through_a_stored_request_leaves_the_rest_in_or
     t.endpoint
         .wait_for("the first deliveries", |r| r.len() >= 5)
         .await;
-    old.sigterm();
-    assert!(
-        old.wait_exit(std::time::Duration::from_secs(10))
-            .await
-            .success()
-    );
+    old.stop().await;
     let _new = t.worker("b").await;
     let got = t
         .endpoint

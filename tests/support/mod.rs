@@ -294,6 +294,12 @@ impl Hookline {
         assert!(status.success());
     }
 
+    /// SIGTERM, and waits for a clean exit.
+    pub async fn stop(&mut self) {
+        self.sigterm();
+        assert!(self.wait_exit(Duration::from_secs(10)).await.success());
+    }
+
     /// Waits for the process to exit by itself (after a SIGTERM).
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
