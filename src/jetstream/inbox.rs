@@ -215,6 +215,11 @@ impl StreamReader {
             let not_before = header_u64(&message, NOT_BEFORE).map(bundle::from_millis);
             let stored_at = header_u64(&message, STORED_AT)
                 .map_or_else(|| SystemTime::from(info.published), bundle::from_millis);
+            if self.acks.refresh(seq, &reply) {
+                // Redelivered while this worker still works on it (it outlived the ack wait):
+                // the newer handle acknowledges it; it is not handed out twice.
+                continue;
+            }
             let payload = message.payload.clone();
             let events = match header_u64(&message, EVENTS) {
                 None => None,
@@ -253,11 +258,7 @@ impl StreamReader {
                 stored_at,
                 bundle,
             };
-            if self.acks.hold(seq, held) {
-                // Redelivered while this worker still works on it (it outlived the ack wait):
-                // the newer handle acknowledges it; it is not handed out twice.
-                continue;
-            }
+            self.acks.hold(seq, held);
             let pulled = open.into_iter().map(|(i, range)| Pulled {
                 seq: handle(seq, i),
                 payload: payload.slice(range),
@@ -274,13 +275,20 @@ impl StreamReader {
 }
 
 impl StreamAcks {
-    /// `true` when `seq` was held already.
-    fn hold(&self, seq: u64, held: Held) -> bool {
-        self.held
-            .lock()
-            .expect("held lock")
-            .insert(seq, held)
-            .is_some()
+    fn hold(&self, seq: u64, held: Held) {
+        self.held.lock().expect("held lock").insert(seq, held);
+    }
+
+    /// `true` when `seq` is held already: then only its reply changes, and what was done of a
+    /// bundle stays done.
+    fn refresh(&self, seq: u64, reply: &async_nats::Subject) -> bool {
+        match self.held.lock().expect("held lock").get_mut(&seq) {
+            Some(existing) => {
+                existing.reply = reply.clone();
+                true
+            }
+            None => false,
+        }
     }
 
     /// A bundle as pulled; one delivered before may have events done already (its record).

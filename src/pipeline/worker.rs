@@ -497,6 +497,11 @@ async fn send(
         let Some(batch) = next else {
             return;
         };
+        if *shutdown.borrow() {
+            // Stopping: a batch not yet started stays in the queue, as every one behind it
+            // does — sending it would let it overtake those.
+            continue;
+        }
         shared.deliver(batch, shutdown.clone()).await;
     }
 }
