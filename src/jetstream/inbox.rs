@@ -469,10 +469,6 @@ impl StreamAcks {
         held.values().map(|h| h.stored_at).min()
     }
 
-    pub fn held(&self) -> usize {
-        self.held.lock().expect("held lock").len()
-    }
-
     /// Tells JetStream the worker is still on everything it holds, so a slow request (or a
     /// retry waiting in the worker) is not handed to another worker meanwhile.
     pub async fn keep_alive(&self) {
