@@ -79,21 +79,31 @@ pub fn nats_secret_name(dest: &WebhookDestination) -> String {
     format!("{}-nats", child_name(dest))
 }
 
-/// What the workers' NATS Secret holds as the build knows it, when they need one: a copy of the
-/// operator's credentials, or — with identities per role — only the CA, the identity itself
-/// being issued (and renewed) at apply time under [`IDENTITY_KEY`].
-fn nats_credentials(opts: &BuildOptions) -> Option<BTreeMap<String, String>> {
-    let js = opts.jetstream.as_ref()?;
-    if js.identities.is_some() {
-        return Some(
-            js.credentials
-                .iter()
-                .filter(|(k, _)| *k == "ca.crt")
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        );
+/// The workers' NATS Secret as the build knows it: a copy of the operator's credentials, or —
+/// with identities per role — only the CA, their own identity being issued (and renewed) into
+/// it at apply time under [`IDENTITY_KEY`].
+struct WorkersNats {
+    data: BTreeMap<String, String>,
+    own_identity: bool,
+}
+
+impl WorkersNats {
+    /// `None` when the workers need no such Secret.
+    fn of(opts: &BuildOptions) -> Option<WorkersNats> {
+        let js = opts.jetstream.as_ref()?;
+        let own_identity = js.identities.is_some();
+        let data: BTreeMap<String, String> = js
+            .credentials
+            .iter()
+            .filter(|(k, _)| !own_identity || *k == "ca.crt")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        (own_identity || !data.is_empty()).then_some(WorkersNats { data, own_identity })
     }
-    Some(js.credentials.clone()).filter(|c| !c.is_empty())
+
+    fn holds(&self, key: &str) -> bool {
+        self.data.contains_key(key) || (self.own_identity && key == IDENTITY_KEY)
+    }
 }
 
 /// The key of the workers' NATS Secret that holds their `.creds` file.
@@ -119,8 +129,13 @@ pub fn ingest_url(dest: &WebhookDestination, opts: &BuildOptions, reads_source: 
 }
 
 /// Local mode: the drain after SIGTERM, a little shorter than the grace period. JetStream
-/// mode: where NATS is, and its credentials from the workers' Secret (never the ConfigMap).
-fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
+/// mode: where NATS is, and its credentials from the workers' Secret (never the ConfigMap):
+/// what that Secret holds, not what the operator's own credentials are.
+fn worker_env(
+    dest: &WebhookDestination,
+    opts: &BuildOptions,
+    nats: Option<&WorkersNats>,
+) -> Vec<EnvVar> {
     let value = |name: &str, value: String| EnvVar {
         name: name.into(),
         value: Some(value),
@@ -144,7 +159,7 @@ fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
         ("HOOKLINE_NATS_USER", "user"),
         ("HOOKLINE_NATS_PASSWORD", "password"),
     ] {
-        if js.credentials.contains_key(key) {
+        if nats.is_some_and(|n| n.holds(key)) {
             env.push(EnvVar {
                 name: name.into(),
                 value_from: Some(EnvVarSource {
@@ -159,16 +174,15 @@ fn worker_env(dest: &WebhookDestination, opts: &BuildOptions) -> Vec<EnvVar> {
             });
         }
     }
-    let own_identity = js.identities.is_some();
     for (name, key) in [
         ("HOOKLINE_NATS_CREDS", IDENTITY_KEY),
         ("HOOKLINE_NATS_CA", "ca.crt"),
     ] {
-        if js.credentials.contains_key(key) || (own_identity && key == IDENTITY_KEY) {
+        if nats.is_some_and(|n| n.holds(key)) {
             env.push(value(name, format!("{NATS_DIR}/{key}")));
         }
     }
-    if own_identity {
+    if js.identities.is_some() {
         let names = DestinationNames::new(&dest.namespace().unwrap_or_default(), &dest.name_any());
         env.push(value(
             "HOOKLINE_NATS_INBOX",
@@ -227,12 +241,12 @@ pub fn build(
 ) -> Children {
     let config = serde_saphyr::to_string(&worker_config(dest, source))
         .expect("the worker configuration serializes");
-    let credentials = nats_credentials(opts);
+    let nats = WorkersNats::of(opts);
     // Rotated NATS credentials roll the workers too (environment variables are read once); an
     // identity of their own is followed in its file, so its renewals roll nothing.
     let mut digest = Sha256::new();
     digest.update(config.as_bytes());
-    for (k, v) in credentials.iter().flatten() {
+    for (k, v) in nats.iter().flat_map(|n| &n.data) {
         digest.update(k.as_bytes());
         digest.update(v.as_bytes());
     }
@@ -248,7 +262,7 @@ pub fn build(
             automount_service_account_token: Some(false),
             ..ServiceAccount::default()
         },
-        deployment: deployment(dest, opts, &hash),
+        deployment: deployment(dest, opts, &hash, nats.as_ref()),
         service: Service {
             metadata: meta(dest),
             spec: Some(ServiceSpec {
@@ -264,7 +278,7 @@ pub fn build(
             }),
             ..Service::default()
         },
-        nats_secret: credentials.as_ref().map(|data| Secret {
+        nats_secret: nats.as_ref().map(|WorkersNats { data, .. }| Secret {
             metadata: ObjectMeta {
                 name: Some(nats_secret_name(dest)),
                 ..meta(dest)
@@ -304,7 +318,12 @@ fn secret_mounts(dest: &WebhookDestination) -> Vec<(String, bool)> {
     names
 }
 
-fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str) -> Deployment {
+fn deployment(
+    dest: &WebhookDestination,
+    opts: &BuildOptions,
+    config_hash: &str,
+    nats: Option<&WorkersNats>,
+) -> Deployment {
     let worker = dest.spec.worker.clone().unwrap_or_default();
     let replicas = if dest.spec.is_enabled() {
         worker.replicas.unwrap_or(1)
@@ -344,7 +363,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             ..VolumeMount::default()
         },
     ];
-    if nats_credentials(opts).is_some() {
+    if nats.is_some() {
         mounts.push(VolumeMount {
             name: "nats".into(),
             mount_path: NATS_DIR.into(),
@@ -406,7 +425,7 @@ fn deployment(dest: &WebhookDestination, opts: &BuildOptions, config_hash: &str)
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(worker_env(dest, opts)),
+        env: Some(worker_env(dest, opts, nats)),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: Some(worker.resources.unwrap_or_else(default_resources)),
@@ -612,6 +631,46 @@ pub(crate) mod tests {
             "{:?}",
             worker.env
         );
+    }
+
+    #[test]
+    fn with_identities_per_role_the_workers_get_their_own_not_the_operators_credentials() {
+        let account = nkeys::KeyPair::new_account();
+        let signing = nkeys::KeyPair::new_account();
+        let issuer = crate::jetstream::identity::Issuer::new(
+            &signing.seed().unwrap(),
+            &account.public_key(),
+            "test",
+        )
+        .unwrap();
+        let mut opts = opts();
+        opts.jetstream = Some(JetStreamOptions {
+            url: "nats://nats:4222".into(),
+            credentials: BTreeMap::from([
+                ("token".into(), "operator-token".into()),
+                ("ca.crt".into(), "CA".into()),
+            ]),
+            gateway_url: None,
+            identities: Some(std::sync::Arc::new(
+                crate::jetstream::identity::Identities {
+                    issuer,
+                    lifetime: std::time::Duration::from_secs(3600),
+                },
+            )),
+        });
+        let c = build(&fixture("full"), &opts, None);
+        let data = c.nats_secret.clone().unwrap().data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["ca.crt"]);
+        let env = pod(&c).containers[0].env.clone().unwrap();
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert!(!names.contains(&"HOOKLINE_NATS_TOKEN"), "{names:?}");
+        for name in [
+            "HOOKLINE_NATS_CREDS",
+            "HOOKLINE_NATS_CA",
+            "HOOKLINE_NATS_INBOX",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
     }
 
     #[test]
