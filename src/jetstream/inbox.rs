@@ -199,77 +199,83 @@ impl StreamReader {
                     continue;
                 }
             };
-            let Ok(info) = message.info() else {
-                tracing::warn!(subject = %message.subject, "a message without JetStream metadata; ignored");
-                continue;
-            };
-            let seq = info.stream_sequence;
-            let delivered = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
-            let Some(reply) = message.reply.clone() else {
-                continue;
-            };
-            let attempts_before = match header_u64(&message, ATTEMPTS) {
-                Some(made) => (made as u32).saturating_add(delivered - 1),
-                None => delivered - 1,
-            };
-            let not_before = header_u64(&message, NOT_BEFORE).map(bundle::from_millis);
-            let stored_at = header_u64(&message, STORED_AT)
-                .map_or_else(|| SystemTime::from(info.published), bundle::from_millis);
-            if self.acks.refresh(seq, &reply) {
-                // Redelivered while this worker still works on it (it outlived the ack wait):
-                // the newer handle acknowledges it; it is not handed out twice.
-                continue;
-            }
-            let payload = message.payload.clone();
-            let events = match header_u64(&message, EVENTS) {
-                None => None,
-                Some(_) => match bundle::split(&payload) {
-                    Ok(events) if !events.is_empty() => Some(events),
-                    Ok(_) | Err(_) => {
-                        tracing::error!(seq, subject = %message.subject, "a bundle that is not an array of events; removed");
-                        self.acks.send(vec![reply], AckKind::Term).await;
-                        continue;
-                    }
-                },
-            };
-            let bundle = match events {
-                None => None,
-                Some(events) => Some(
-                    self.acks
-                        .bundle(seq, delivered, payload.clone(), events)
-                        .await,
-                ),
-            };
-            let open: Vec<(usize, Range<usize>)> = match &bundle {
-                None => vec![(0, 0..payload.len())],
-                Some(b) => (0..b.events.len())
-                    .filter(|i| b.open[*i])
-                    .map(|i| (i, b.events[i].clone()))
-                    .collect(),
-            };
-            if open.is_empty() {
-                // Every event was done before it came back: only the acknowledgement was lost.
-                self.acks.send(vec![reply], AckKind::Ack).await;
-                continue;
-            }
-            let held = Held {
-                reply,
-                attempts_before,
-                stored_at,
-                bundle,
-            };
-            self.acks.hold(seq, held);
-            let pulled = open.into_iter().map(|(i, range)| Pulled {
-                seq: handle(seq, i),
-                payload: payload.slice(range),
-                attempts_before,
-                stored_at,
-            });
-            match not_before.filter(|t| *t > SystemTime::now()) {
-                // A retry published on its own, pulled before its backoff delay is over.
-                Some(due) => self.waiting.extend(pulled.map(|p| (due, p))),
-                None => self.ready.extend(pulled),
-            }
+            self.take_in(message).await;
+        }
+    }
+
+    /// A pulled message's events, ready to hand out (or waiting until due); nothing when it
+    /// is held already, was done with before, or is not Hookline's.
+    async fn take_in(&mut self, message: async_nats::jetstream::Message) {
+        let Ok(info) = message.info() else {
+            tracing::warn!(subject = %message.subject, "a message without JetStream metadata; ignored");
+            return;
+        };
+        let seq = info.stream_sequence;
+        let delivered = u32::try_from(info.delivered.max(1)).unwrap_or(u32::MAX);
+        let Some(reply) = message.reply.clone() else {
+            return;
+        };
+        let attempts_before = match header_u64(&message, ATTEMPTS) {
+            Some(made) => (made as u32).saturating_add(delivered - 1),
+            None => delivered - 1,
+        };
+        let not_before = header_u64(&message, NOT_BEFORE).map(bundle::from_millis);
+        let stored_at = header_u64(&message, STORED_AT)
+            .map_or_else(|| SystemTime::from(info.published), bundle::from_millis);
+        if self.acks.refresh(seq, &reply) {
+            // Redelivered while this worker still works on it (it outlived the ack wait):
+            // the newer handle acknowledges it; it is not handed out twice.
+            return;
+        }
+        let payload = message.payload.clone();
+        let events = match header_u64(&message, EVENTS) {
+            None => None,
+            Some(_) => match bundle::split(&payload) {
+                Ok(events) if !events.is_empty() => Some(events),
+                Ok(_) | Err(_) => {
+                    tracing::error!(seq, subject = %message.subject, "a bundle that is not an array of events; removed");
+                    self.acks.send(vec![reply], AckKind::Term).await;
+                    return;
+                }
+            },
+        };
+        let bundle = match events {
+            None => None,
+            Some(events) => Some(
+                self.acks
+                    .bundle(seq, delivered, payload.clone(), events)
+                    .await,
+            ),
+        };
+        let open: Vec<(usize, Range<usize>)> = match &bundle {
+            None => vec![(0, 0..payload.len())],
+            Some(b) => (0..b.events.len())
+                .filter(|i| b.open[*i])
+                .map(|i| (i, b.events[i].clone()))
+                .collect(),
+        };
+        if open.is_empty() {
+            // Every event was done before it came back: only the acknowledgement was lost.
+            self.acks.send(vec![reply], AckKind::Ack).await;
+            return;
+        }
+        let held = Held {
+            reply,
+            attempts_before,
+            stored_at,
+            bundle,
+        };
+        self.acks.hold(seq, held);
+        let pulled = open.into_iter().map(|(i, range)| Pulled {
+            seq: handle(seq, i),
+            payload: payload.slice(range),
+            attempts_before,
+            stored_at,
+        });
+        match not_before.filter(|t| *t > SystemTime::now()) {
+            // A retry published on its own, pulled before its backoff delay is over.
+            Some(due) => self.waiting.extend(pulled.map(|p| (due, p))),
+            None => self.ready.extend(pulled),
         }
     }
 }

@@ -35,7 +35,7 @@ struct Unsent {
 }
 
 /// Keys a destination's records use at most.
-pub const SLOTS: u64 = 65_536;
+const SLOTS: u64 = 65_536;
 
 /// Bit `i` set: event `i` is done.
 pub fn bits(done: impl ExactSizeIterator<Item = bool>) -> Bytes {
