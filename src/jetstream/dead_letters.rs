@@ -38,7 +38,7 @@ pub async fn append(
     Publisher::new(nats.clone())
         .publish_all(messages)
         .await
-        .map_err(|e| NatsError::api(format!("stream {DEAD_LETTER_STREAM}"), e))
+        .map_err(api_error)
 }
 
 /// On the message that marks a destination's dead letters replayed: every dead letter of its
@@ -139,10 +139,14 @@ pub async fn replay(nats: &Nats, names: &DestinationNames) -> Result<usize, Nats
         .map_err(|e| NatsError::api("replay", e))?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(REPLAYED_THROUGH, last.to_string().as_str());
-    nats.context
-        .publish_with_headers(names.dead_letter_subject(), headers, "".into())
-        .await
-        .map_err(api_error)?
+    let marker = Outgoing {
+        subject: names.dead_letter_subject(),
+        id: format!("replayed:{}:{last}", names.consumer()),
+        payload: bytes::Bytes::new(),
+        headers: Some(headers),
+    };
+    Publisher::new(nats.clone())
+        .publish_all(vec![marker])
         .await
         .map_err(api_error)?;
     Ok(letters.len())
