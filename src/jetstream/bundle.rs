@@ -7,6 +7,7 @@
 //! A retry of one event of a bundle is published on its own to the destination's subject, with
 //! the attempts made so far, when the event was first stored, and when it may be tried again.
 
+use crate::pipeline::envelope;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::ops::Range;
@@ -26,23 +27,28 @@ pub const NOT_BEFORE: &str = "Hookline-Not-Before";
 const MAX_EVENTS: usize = 1000;
 const MAX_BYTES: usize = 512 * 1024;
 
-/// Envelopes (each one JSON value) grouped into bundles: `(payload, how many events)`. A lone
-/// envelope is stored as it is; otherwise every part is an array (of one event, at worst).
-pub fn bundles(envelopes: &[Vec<u8>]) -> Vec<(Bytes, usize)> {
-    if let [one] = envelopes {
-        return vec![(Bytes::copy_from_slice(one), 1)];
+/// Events (each one JSON value, as received) in their envelopes, grouped into bundles:
+/// `(payload, how many events)`, each envelope written once, straight into its bundle. A lone
+/// event is stored in its envelope as it is; otherwise every part is an array (of one event,
+/// at worst).
+pub fn bundles(events: &[&[u8]], trace: Option<&str>) -> Vec<(Bytes, usize)> {
+    if let [one] = events {
+        return vec![(envelope::encode(None, trace, one).into(), 1)];
     }
+    // What an envelope adds to its event, at most.
+    let wrapping = trace.map_or(0, str::len) + 32;
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut count = 0;
-    for envelope in envelopes {
-        if count > 0 && (count == MAX_EVENTS || current.len() + envelope.len() + 2 > MAX_BYTES) {
+    for event in events {
+        if count > 0 && (count == MAX_EVENTS || current.len() + event.len() + wrapping > MAX_BYTES)
+        {
             current.push(b']');
             out.push((Bytes::from(std::mem::take(&mut current)), count));
             count = 0;
         }
         current.push(if count == 0 { b'[' } else { b',' });
-        current.extend_from_slice(envelope);
+        envelope::encode_into(&mut current, None, trace, event);
         count += 1;
     }
     if count > 0 {
@@ -76,36 +82,44 @@ pub fn from_millis(ms: u64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::envelope::Envelope;
 
     #[test]
     fn a_bundle_splits_back_into_its_envelopes() {
-        let envelopes: Vec<Vec<u8>> = [r#"{"event":{"a":1}}"#, r#"{"to":["x"],"event":[1, "],"]}"#]
-            .iter()
-            .map(|e| e.as_bytes().to_vec())
-            .collect();
-        let made = bundles(&envelopes);
+        let events: [&[u8]; 2] = [br#"{"a":1}"#, br#"[1, "],"]"#];
+        let made = bundles(&events, Some("00-trace"));
         assert_eq!(made.len(), 1);
         let (payload, count) = &made[0];
         assert_eq!(*count, 2);
-        let ranges = split(payload).unwrap();
-        let back: Vec<&[u8]> = ranges.iter().map(|r| &payload[r.clone()]).collect();
-        assert_eq!(back, [envelopes[0].as_slice(), envelopes[1].as_slice()]);
+        let back: Vec<Envelope> = split(payload)
+            .unwrap()
+            .into_iter()
+            .map(|r| serde_json::from_slice(&payload[r]).unwrap())
+            .collect();
+        assert_eq!(back[0].event, serde_json::json!({"a": 1}));
+        assert_eq!(back[1].event, serde_json::json!([1, "],"]));
+        assert!(
+            back.iter()
+                .all(|e| e.trace.as_deref() == Some("00-trace") && e.to.is_none())
+        );
     }
 
     #[test]
-    fn one_envelope_is_stored_as_it_is_and_large_requests_are_cut() {
-        let one = vec![br#"{"event":1}"#.to_vec()];
-        assert_eq!(bundles(&one), [(Bytes::from_static(br#"{"event":1}"#), 1)]);
-        let many: Vec<Vec<u8>> = (0..2500)
-            .map(|i| format!(r#"{{"event":{i}}}"#).into_bytes())
-            .collect();
-        let made = bundles(&many);
+    fn one_event_is_stored_in_its_envelope_and_large_requests_are_cut() {
+        let one: [&[u8]; 1] = [b"1"];
+        assert_eq!(
+            bundles(&one, None),
+            [(Bytes::from_static(br#"{"event":1}"#), 1)]
+        );
+        let texts: Vec<String> = (0..2500).map(|i| i.to_string()).collect();
+        let many: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let made = bundles(&many, None);
         assert_eq!(
             made.iter().map(|(_, n)| n).collect::<Vec<_>>(),
             [&1000, &1000, &500]
         );
-        let big: Vec<Vec<u8>> = (0..3).map(|_| vec![b'1'; 300 * 1024]).collect();
-        assert_eq!(bundles(&big).len(), 3, "cut by bytes");
+        let big = vec![b'1'; 300 * 1024];
+        assert_eq!(bundles(&[&big, &big, &big], None).len(), 3, "cut by bytes");
         for (payload, n) in made {
             assert_eq!(split(&payload).unwrap().len(), n);
         }

@@ -31,21 +31,26 @@ impl Envelope {
 /// or serializing it again; decodes as an [`Envelope`].
 pub fn encode(to: Option<&[String]>, trace: Option<&str>, event: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(event.len() + 16);
+    encode_into(&mut out, to, trace, event);
+    out
+}
+
+/// [`encode`], appended to `out` (a bundle being written).
+pub fn encode_into(out: &mut Vec<u8>, to: Option<&[String]>, trace: Option<&str>, event: &[u8]) {
     out.push(b'{');
     if let Some(to) = to {
         out.extend_from_slice(b"\"to\":");
-        serde_json::to_writer(&mut out, to).expect("names serialize");
+        serde_json::to_writer(&mut *out, to).expect("names serialize");
         out.push(b',');
     }
     if let Some(trace) = trace {
         out.extend_from_slice(b"\"trace\":");
-        serde_json::to_writer(&mut out, trace).expect("strings serialize");
+        serde_json::to_writer(&mut *out, trace).expect("strings serialize");
         out.push(b',');
     }
     out.extend_from_slice(b"\"event\":");
     out.extend_from_slice(event);
     out.push(b'}');
-    out
 }
 
 #[cfg(test)]

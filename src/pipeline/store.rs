@@ -181,16 +181,13 @@ impl EventStore {
                             .map(|n| (n.subject(), n.consumer().to_string())),
                     )
                     .collect();
-                let envelopes: Vec<Vec<u8>> = events
-                    .iter()
-                    .map(|m| envelope::encode(None, trace, &m.json))
-                    .collect();
+                let jsons: Vec<&[u8]> = events.iter().map(|m| m.json.as_ref()).collect();
                 let request_id = request_id(&events);
-                let bundles = bundle::bundles(&envelopes);
+                let bundles = bundle::bundles(&jsons, trace);
                 let mut messages = Vec::with_capacity(bundles.len() * subjects.len());
                 for (part, (payload, count)) in bundles.iter().enumerate() {
                     // Every part of a request of several events is an array, even of one.
-                    let headers = (envelopes.len() > 1).then(|| {
+                    let headers = (events.len() > 1).then(|| {
                         let mut h = async_nats::HeaderMap::new();
                         h.insert(bundle::EVENTS, count.to_string().as_str());
                         h
