@@ -113,15 +113,15 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         }),
         None => None,
     };
-    let gateway_identity = match (identities, args.gateway_nats_secret) {
-        (Some(identities), Some(name)) if nats.is_some() => Some(GatewayIdentity {
+    let gateway_identity = match (identities, args.gateway_nats_secret, &jetstream) {
+        (Some(identities), Some(name), Some(js)) => Some(GatewayIdentity {
             identities,
             namespace: args
                 .lease_namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string()),
             name,
-            ca: args.nats.credentials()?.remove("ca.crt"),
+            ca: js.credentials.get("ca.crt").cloned(),
         }),
         _ => None,
     };
