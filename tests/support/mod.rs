@@ -324,40 +324,56 @@ impl Hookline {
     }
 
     async fn spawn_ready(
-        mut args: Vec<std::ffi::OsString>,
+        args: Vec<std::ffi::OsString>,
         env: Vec<(String, String)>,
         port: u16,
         data_dir: &Path,
     ) -> Hookline {
-        // Tests run side by side: each process gets its own admin port, not the default.
-        let admin = (args[0] == "run" || args[0] == "worker").then(|| {
-            let addr = format!("127.0.0.1:{}", free_port());
-            args.extend(["--admin-listen".into(), addr.clone().into()]);
-            format!("http://{addr}")
-        });
-        let mut h = Hookline {
-            child: spawn(&args, &env),
-            base: format!("http://127.0.0.1:{port}"),
-            admin,
-            data_dir: data_dir.to_path_buf(),
-            args,
-            env,
-        };
-        h.wait_ready().await;
-        h
+        // Tests run side by side: each process gets its own admin port, not the default. A
+        // port found free may be taken by another process before this one binds it (an
+        // outgoing connection's, from the same range): then it starts again on another.
+        let with_admin = args[0] == "run" || args[0] == "worker";
+        let mut attempts = 0;
+        loop {
+            let admin = with_admin.then(|| format!("127.0.0.1:{}", free_port()));
+            let mut all = args.clone();
+            if let Some(addr) = &admin {
+                all.extend(["--admin-listen".into(), addr.into()]);
+            }
+            let mut h = Hookline {
+                child: spawn(&all, &env),
+                base: format!("http://127.0.0.1:{port}"),
+                admin: admin.map(|addr| format!("http://{addr}")),
+                data_dir: data_dir.to_path_buf(),
+                args: all,
+                env: env.clone(),
+            };
+            match h.ready_or_exited().await {
+                Ok(()) => return h,
+                Err(_) if with_admin && attempts < 2 => attempts += 1,
+                Err(status) => panic!("hookline {:?} exited early with {status}", args[0]),
+            }
+        }
     }
 
     async fn wait_ready(&mut self) {
+        if let Err(status) = self.ready_or_exited().await {
+            panic!("hookline {:?} exited early with {status}", self.args[0]);
+        }
+    }
+
+    /// Ready, or the exit status of a process that stopped first.
+    async fn ready_or_exited(&mut self) -> Result<(), std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = reqwest::Client::new();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("hookline {:?} exited early with {status}", self.args[0]);
+                return Err(status);
             }
             if let Ok(r) = client.get(format!("{}/readyz", self.base)).send().await
                 && r.status().is_success()
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
