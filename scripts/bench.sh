@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: installs wrk (Debian) and nats-server (scripts/tools.sh) when missing, builds
 # the release binaries and runs hookline-bench. Arguments go to hookline-bench (seconds per
-# scenario, default 6).
+# scenario, default 6; then, optionally, text that picks the scenarios whose name holds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then

@@ -571,6 +571,9 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(6)
         .max(2);
+    // Only the scenarios whose name holds this text (to profile one with `perf record -a`).
+    let only = std::env::args().nth(2);
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.contains(o));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -590,8 +593,12 @@ fn main() {
         let mut unbatched_max: f64 = 0.0;
         let mut local_batched = None;
         for (batch, concurrency) in [(1, 8), (1, 32), (100, 4)] {
+            let name = format!("local: batch {batch}, concurrency {concurrency}");
+            if !wanted(&name) {
+                continue;
+            }
             let t = full_speed(&sink, &endpoint, Mode::Local, &[], batch, concurrency, seconds).await;
-            print_throughput(&format!("local: batch {batch}, concurrency {concurrency}"), &t, bare);
+            print_throughput(&name, &t, bare);
             if batch == 1 {
                 unbatched_max = unbatched_max.max(t.delivered);
             } else {
@@ -599,8 +606,10 @@ fn main() {
             }
         }
         let half = unbatched_max / 2.0;
-        let (p50, p99, p999) = added_latency(&sink, &endpoint, half, seconds).await;
-        println!("added latency, batch 1, concurrency 32, fed at {half:.0} events/s (half the best unbatched rate): p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms");
+        if half > 0.0 && wanted("added latency") {
+            let (p50, p99, p999) = added_latency(&sink, &endpoint, half, seconds).await;
+            println!("added latency, batch 1, concurrency 32, fed at {half:.0} events/s (half the best unbatched rate): p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms");
+        }
 
         let store = tempfile::tempdir().expect("temp dir");
         let Some((mut nats, url)) = start_nats(store.path()) else {
@@ -608,9 +617,13 @@ fn main() {
             return;
         };
         for (workers, batch, concurrency) in [(1, 100, 4), (2, 100, 4), (1, 1, 8), (2, 1, 8)] {
+            let name = format!("jetstream: {workers} worker(s), batch {batch}, conc. {concurrency}");
+            if !wanted(&name) {
+                continue;
+            }
             let mode = Mode::JetStream { nats: &url, workers };
             let t = full_speed(&sink, &endpoint, mode, &[nats.id()], batch, concurrency, seconds).await;
-            print_throughput(&format!("jetstream: {workers} worker(s), batch {batch}, conc. {concurrency}"), &t, bare);
+            print_throughput(&name, &t, bare);
             if let (100, Some(local)) = (batch, local_batched) {
                 println!("    batched delivery / local mode's: {:.0}%", 100.0 * t.delivered / local);
             }
@@ -626,9 +639,13 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let pids: Vec<u32> = servers.iter().map(Child::id).collect();
         for (batch, concurrency) in [(100, 4), (1, 8)] {
+            let name = format!("3 servers, R3: 1 worker, batch {batch}, c. {concurrency}");
+            if !wanted(&name) {
+                continue;
+            }
             let mode = Mode::JetStream { nats: &url, workers: 1 };
             let t = full_speed(&sink, &endpoint, mode, &pids, batch, concurrency, seconds).await;
-            print_throughput(&format!("3 servers, R3: 1 worker, batch {batch}, c. {concurrency}"), &t, bare);
+            print_throughput(&name, &t, bare);
         }
         for s in &mut servers {
             let _ = s.kill();
