@@ -88,8 +88,9 @@ impl Held {
 pub struct StreamAcks {
     nats: Nats,
     names: DestinationNames,
-    /// By the message's stream sequence.
-    held: Arc<Mutex<HashMap<u64, Held>>>,
+    /// By the message's stream sequence (server-assigned, so the fast hash is safe: it is
+    /// looked up once per event delivered).
+    held: Arc<Mutex<HashMap<u64, Held, foldhash::fast::RandomState>>>,
     progress: Option<Arc<Progress>>,
 }
 

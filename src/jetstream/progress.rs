@@ -29,7 +29,7 @@ pub struct Progress {
 
 #[derive(Default)]
 struct Unsent {
-    records: Mutex<HashMap<u64, Bytes>>,
+    records: Mutex<HashMap<u64, Bytes, foldhash::fast::RandomState>>,
     /// Woken when the first record of a round arrives.
     wake: Notify,
 }
