@@ -682,12 +682,14 @@ async fn dlq_name_n_ns_works_with_a_kubeconfig_alone_through_a_port_forward() {
     t.endpoint
         .wait_for("the replayed events", |r| r.len() >= 4)
         .await;
-    // The chart's dlq-viewer ClusterRole grants exactly what the command used.
-    let used: Vec<String> = api
+    // The chart's dlq-viewer ClusterRole grants exactly what the command used, and the `get`
+    // on pods that `kubectl port-forward` makes first (API §10 grants both).
+    let mut used: Vec<String> = api
         .calls()
         .into_keys()
         .filter(|c| !setup.contains_key(c))
         .collect();
+    used.push("get v1/pods".into());
     support::rbac::assert_rules_cover_exactly(&used, &["dlq-viewer-rules.yaml"]);
 
     let missing = dlq(&["list", "nope", "-n", "default"]);
