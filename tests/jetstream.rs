@@ -867,11 +867,16 @@ async fn the_circuit_breaker_holds_jetstream_events_without_using_their_attempts
     );
 }
 
-#[tokio::test]
-async fn removing_a_destination_whose_consumer_is_already_gone_is_done() {
+/// A connection to `server` as the operator's, with the streams made, and the consumer of
+/// default/crm reading its own subject.
+async fn operator_with_consumer(
+    server: &NatsServer,
+) -> (
+    hookline::jetstream::Nats,
+    hookline::jetstream::names::DestinationNames,
+) {
     use hookline::jetstream::names::DestinationNames;
     use hookline::jetstream::objects::{self, ConsumerPlan};
-    let server = NatsServer::start().await;
     let args = hookline::jetstream::NatsArgs {
         url: server.url(),
         creds: None,
@@ -888,18 +893,74 @@ async fn removing_a_destination_whose_consumer_is_already_gone_is_done() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let names = DestinationNames::new("default", "crm");
-    let plan = ConsumerPlan::new(names.clone(), names.subject(), 1, 1);
+    let plan = ConsumerPlan::new(names.clone(), names.subject(), 4, 1);
     objects::ensure_consumer(&nats, &plan).await.unwrap();
-    objects::backlog(&nats, &names).await.unwrap();
+    (nats, names)
+}
+
+#[tokio::test]
+async fn removing_a_destination_whose_consumer_is_already_gone_is_done() {
+    use hookline::jetstream::{backlog, objects};
+    let server = NatsServer::start().await;
+    let (nats, names) = operator_with_consumer(&server).await;
+    assert_eq!(backlog::events(&nats, &names).await.unwrap(), 0);
 
     objects::remove_destination(&nats, &names).await.unwrap();
     assert!(
-        objects::backlog(&nats, &names).await.is_err(),
+        backlog::events(&nats, &names).await.is_err(),
         "the consumer is gone"
     );
     // A deletion retried after the consumer went (the operator's finalizer runs again when
     // removing the finalizer failed) finishes rather than failing forever.
     objects::remove_destination(&nats, &names).await.unwrap();
+}
+
+/// `status.backlog` counts events (API §8), and a stored request holds many: each waiting
+/// message counts the events it holds, and one acknowledged counts no more.
+#[tokio::test]
+async fn the_backlog_counts_the_events_in_each_stored_message() {
+    use futures::StreamExt;
+    use hookline::jetstream::{backlog, bundle, objects};
+    let server = NatsServer::start().await;
+    let (nats, names) = operator_with_consumer(&server).await;
+    let js = &nats.context;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(bundle::EVENTS, "10");
+    js.publish_with_headers(names.subject(), headers, "[]".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    js.publish(names.subject(), "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(backlog::messages(&nats, &names).await.unwrap(), 2);
+    assert_eq!(backlog::events(&nats, &names).await.unwrap(), 11);
+
+    let consumer: async_nats::jetstream::consumer::PullConsumer = objects::events_stream(&nats)
+        .await
+        .unwrap()
+        .get_consumer(names.consumer())
+        .await
+        .unwrap();
+    let mut pulled = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let bundle = pulled.next().await.unwrap().unwrap();
+    assert_eq!(backlog::events_in(&bundle), 10);
+    // Delivered and not yet done with: still waiting.
+    assert_eq!(backlog::events(&nats, &names).await.unwrap(), 11);
+    bundle.double_ack().await.unwrap();
+    assert_eq!(backlog::events(&nats, &names).await.unwrap(), 1);
+    // The consumers that counted are gone: nothing holds the stream's messages for them.
+    let consumers: Vec<String> = objects::events_stream(&nats)
+        .await
+        .unwrap()
+        .consumer_names()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(consumers, [names.consumer().to_string()]);
 }
 
 /// As in local mode (tests/pacing.rs): with the defaults, an endpoint answering 503 to

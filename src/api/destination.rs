@@ -398,9 +398,9 @@ pub struct WebhookDestinationStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest_url: Option<String>,
-    /// JetStream mode: stored messages waiting for this destination, including those being
-    /// retried; a request's events are stored together and count once (refreshed at most every
-    /// 30 s).
+    /// JetStream mode: events waiting for this destination, including those being retried
+    /// (refreshed at most every 30 s; above 1,000 stored requests waiting, estimated from the
+    /// first 1,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,7 +7,7 @@ use crate::api::WebhookDestination;
 use crate::config::destination::DEFAULT_CONCURRENCY;
 use crate::jetstream::names::{DestinationNames, SourceNames};
 use crate::jetstream::objects::{self, ConsumerPlan, Retention};
-use crate::jetstream::{Nats, NatsError};
+use crate::jetstream::{Nats, NatsError, backlog};
 use crate::pipeline::batch::BatchPolicy;
 use crate::pipeline::source::RouteSpec;
 use kube::api::{Patch, PatchParams};
@@ -143,7 +143,7 @@ impl JetStreamObjects {
         {
             return Some(*n);
         }
-        match objects::backlog(&self.nats, &names(dest)).await {
+        match backlog::events(&self.nats, &names(dest)).await {
             Ok(n) => {
                 self.backlogs
                     .lock()

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -92,6 +93,9 @@ pub struct StreamAcks {
     /// looked up once per event delivered).
     held: Arc<Mutex<HashMap<u64, Held, foldhash::fast::RandomState>>>,
     progress: Option<Arc<Progress>>,
+    /// Messages taken in so far, and their events: how many events a waiting message holds,
+    /// on average, for the backlog in events.
+    taken: Arc<(AtomicU64, AtomicU64)>,
 }
 
 pub struct StreamReader {
@@ -126,6 +130,7 @@ pub async fn open(
         names: names.clone(),
         held: Arc::default(),
         progress: Progress::open(nats, names).await,
+        taken: Arc::default(),
     };
     Ok((
         StreamReader {
@@ -248,6 +253,7 @@ impl StreamReader {
                     .await,
             ),
         };
+        self.acks.count_taken(bundle.as_ref().map_or(1, |b| b.events.len()));
         let open: Vec<(usize, Range<usize>)> = match &bundle {
             None => vec![(0, 0..payload.len())],
             Some(b) => (0..b.events.len())
@@ -282,6 +288,23 @@ impl StreamReader {
 }
 
 impl StreamAcks {
+    fn count_taken(&self, events: usize) {
+        self.taken.0.fetch_add(1, Ordering::Relaxed);
+        self.taken.1.fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// `messages` waiting, in events: as many a message as those taken in so far held (one
+    /// each before any was). A worker's identity may not read the headers of messages it has
+    /// not pulled; the operator counts them exactly for `status.backlog`.
+    pub fn in_events(&self, messages: u64) -> u64 {
+        let taken = self.taken.0.load(Ordering::Relaxed);
+        let events = self.taken.1.load(Ordering::Relaxed);
+        match taken {
+            0 => messages,
+            _ => (messages as f64 * events as f64 / taken as f64).round() as u64,
+        }
+    }
+
     fn hold(&self, seq: u64, held: Held) {
         self.held.lock().expect("held lock").insert(seq, held);
     }

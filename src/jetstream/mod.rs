@@ -6,6 +6,7 @@
 //! events, [`inbox`] is a worker's side of its consumer, [`dead_letters`] the dead-letter
 //! stream, [`routes`] the gateway's view of the routes bucket.
 
+pub mod backlog;
 pub mod bundle;
 mod creds;
 pub mod dead_letters;

@@ -287,15 +287,16 @@ fn consumer_not_found(e: &async_nats::jetstream::stream::ConsumerError) -> bool 
     matches!(e.kind(), ConsumerErrorKind::JetStream(js) if js.error_code() == ErrorCode::CONSUMER_NOT_FOUND)
 }
 
-/// Events waiting for the destination: not yet handed out, plus handed out and not yet
-/// acknowledged (being delivered or waiting for a retry).
-pub async fn backlog(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsError> {
-    let stream = events_stream(nats).await?;
-    let info = stream
+/// The destination's consumer as JetStream reports it.
+pub async fn consumer_info(
+    nats: &Nats,
+    names: &DestinationNames,
+) -> Result<consumer::Info, NatsError> {
+    events_stream(nats)
+        .await?
         .consumer_info(names.consumer())
         .await
-        .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))?;
-    Ok(info.num_pending + info.num_ack_pending as u64)
+        .map_err(|e| NatsError::api(format!("consumer {}", names.consumer()), e))
 }
 
 pub async fn events_stream(nats: &Nats) -> Result<stream::Stream<()>, NatsError> {

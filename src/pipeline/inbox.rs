@@ -9,7 +9,7 @@ use super::deliver::dlq::{DeadLetter, DeadLetterStore};
 use super::queue::{Cursor, Queue, QueueError, Reader};
 use crate::jetstream::inbox::{KEEP_ALIVE_INTERVAL, StreamAcks, StreamReader};
 use crate::jetstream::names::DestinationNames;
-use crate::jetstream::{Nats, dead_letters, objects};
+use crate::jetstream::{Nats, backlog, dead_letters};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -178,7 +178,8 @@ impl Inbox {
                     stream.acks.keep_alive().await;
                 }
                 if every(Duration::from_secs(5)) {
-                    return Ok(Some(objects::backlog(&stream.nats, &stream.names).await?));
+                    let messages = backlog::messages(&stream.nats, &stream.names).await?;
+                    return Ok(Some(stream.acks.in_events(messages)));
                 }
                 Ok(None)
             }

@@ -1,0 +1,102 @@
+//! A destination's backlog in events (API §8 `status.backlog`, `hookline_queue_depth`). Its
+//! consumer counts stored messages, and a message holds one event or a bundle of them
+//! (`Hookline-Events`), so the messages waiting are only the start.
+
+use super::bundle::EVENTS;
+use super::names::DestinationNames;
+use super::{Nats, NatsError, REQUEST_TIMEOUT, objects};
+use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, pull};
+use futures::StreamExt;
+use std::time::Duration;
+
+/// Messages whose events are counted one by one: the count is exact up to this many waiting,
+/// and scaled from the first this many above (a backlog that large moves anyway).
+const COUNTED: u64 = 1_000;
+
+/// Messages waiting for the destination (not yet delivered, or delivered and not yet done
+/// with), from its consumer's info alone: all a worker's own identity may read.
+pub async fn messages(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsError> {
+    let info = objects::consumer_info(nats, names).await?;
+    Ok(info.num_pending + info.num_ack_pending as u64)
+}
+
+/// Events waiting for the destination: the headers of the messages past its consumer's
+/// acknowledgement floor are read through a short-lived consumer with the same filter, and
+/// each counts the events it holds. Needs an identity that may create consumers on the events
+/// stream (the operator's).
+pub async fn events(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsError> {
+    let info = objects::consumer_info(nats, names).await?;
+    let waiting = info.num_pending + info.num_ack_pending as u64;
+    if waiting == 0 {
+        return Ok(0);
+    }
+    let failed = |e: &dyn std::fmt::Display| {
+        NatsError::api(format!("counting the backlog of {}", names.consumer()), e)
+    };
+    let stream = objects::events_stream(nats).await?;
+    let name = format!(
+        "backlog-{}-{}",
+        names.consumer(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let counter = stream
+        .create_consumer(pull::Config {
+            name: Some(name.clone()),
+            filter_subjects: info.config.filter_subjects.clone(),
+            filter_subject: info.config.filter_subject.clone(),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: info.ack_floor.stream_sequence + 1,
+            },
+            // Each message counts as done once handed over: this consumer holds nothing back
+            // from the stream's interest retention.
+            ack_policy: AckPolicy::None,
+            headers_only: true,
+            // Gone soon after even if deleting it below fails.
+            inactive_threshold: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| failed(&e))?;
+    let counted = count(&counter, waiting.min(COUNTED) as usize).await;
+    if let Err(e) = stream.delete_consumer(&name).await {
+        tracing::debug!(consumer = %name, error = %e, "counting consumer left to expire");
+    }
+    let (read, events) = counted.map_err(|e| failed(&e))?;
+    // Read all of them, none acknowledged meanwhile: `read == waiting`, the exact count.
+    // Otherwise the messages above the floor already done with, or those past `COUNTED`,
+    // are assumed to hold as many events as the ones read.
+    Ok(match read {
+        0 => waiting,
+        _ => (waiting as f64 * events as f64 / read as f64).round() as u64,
+    })
+}
+
+/// Messages read (up to `at_most`, those there are now) and the events they hold.
+async fn count(
+    counter: &Consumer<pull::Config>,
+    at_most: usize,
+) -> Result<(u64, u64), Box<dyn std::error::Error + Send + Sync>> {
+    let mut batch = counter
+        .fetch()
+        .max_messages(at_most)
+        .expires(REQUEST_TIMEOUT)
+        .messages()
+        .await?;
+    let (mut read, mut events) = (0, 0);
+    while let Some(message) = batch.next().await {
+        read += 1;
+        let message = message?;
+        events += events_in(&message);
+    }
+    Ok((read, events))
+}
+
+/// The events a stored message holds: a bundle says how many; anything else is one.
+pub fn events_in(message: &async_nats::Message) -> u64 {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(EVENTS))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(1)
+}
