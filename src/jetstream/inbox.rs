@@ -253,7 +253,8 @@ impl StreamReader {
                     .await,
             ),
         };
-        self.acks.count_taken(bundle.as_ref().map_or(1, |b| b.events.len()));
+        self.acks
+            .count_taken(bundle.as_ref().map_or(1, |b| b.events.len()));
         let open: Vec<(usize, Range<usize>)> = match &bundle {
             None => vec![(0, 0..payload.len())],
             Some(b) => (0..b.events.len())

@@ -38,8 +38,11 @@ pub struct ApiServer {
     calls: Arc<Mutex<HashMap<String, u64>>>,
     /// Pod ports reachable through port-forward: (namespace, pod, port) → `host:port` of a
     /// process on 127.0.0.1 playing that port of the pod.
-    forwards: Arc<Mutex<HashMap<(String, String, u16), String>>>,
+    forwards: Arc<Mutex<HashMap<PodPort, String>>>,
 }
+
+/// Namespace, pod name, port.
+type PodPort = (String, String, u16);
 
 /// The pod side of `pods/{name}/portforward` (the websocket protocol `v4.channel.k8s.io`, as
 /// kubectl and kube-rs speak it): channel 0 carries the port's bytes, channel 1 its errors, and
@@ -105,10 +108,11 @@ async fn bridge(socket: axum::extract::ws::WebSocket, port: u16, target: String)
     let upstream = async move {
         while let Some(Ok(message)) = from_client.next().await {
             match message {
-                Message::Binary(bytes) if bytes.first() == Some(&0) => {
-                    if to_pod.write_all(&bytes[1..]).await.is_err() {
-                        break;
-                    }
+                Message::Binary(bytes)
+                    if bytes.first() == Some(&0)
+                        && to_pod.write_all(&bytes[1..]).await.is_err() =>
+                {
+                    break;
                 }
                 Message::Close(_) => break,
                 _ => {}
