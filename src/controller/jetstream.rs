@@ -36,7 +36,7 @@ pub struct JetStreamObjects {
     ensured: Mutex<HashMap<ObjectRef<WebhookDestination>, Ensured>>,
     /// What each source's route was last made to be (by its `src.<token>`).
     routed: Mutex<HashMap<String, Option<RouteSpec>>>,
-    backlogs: Mutex<HashMap<ObjectRef<WebhookDestination>, (Instant, u64)>>,
+    backlogs: Mutex<HashMap<ObjectRef<WebhookDestination>, (Instant, backlog::Counted)>>,
 }
 
 fn names(dest: &WebhookDestination) -> DestinationNames {
@@ -138,18 +138,24 @@ impl JetStreamObjects {
     /// `None` while it cannot be read.
     pub async fn backlog(&self, dest: &WebhookDestination) -> Option<u64> {
         let key = ObjectRef::from_obj(dest);
-        if let Some((at, n)) = self.backlogs.lock().expect("backlog lock").get(&key)
+        let last = self
+            .backlogs
+            .lock()
+            .expect("backlog lock")
+            .get(&key)
+            .copied();
+        if let Some((at, counted)) = last
             && at.elapsed() < BACKLOG_EVERY
         {
-            return Some(*n);
+            return Some(counted.events);
         }
-        match backlog::events(&self.nats, &names(dest)).await {
-            Ok(n) => {
+        match backlog::events(&self.nats, &names(dest), last.map(|(_, c)| c)).await {
+            Ok(counted) => {
                 self.backlogs
                     .lock()
                     .expect("backlog lock")
-                    .insert(key, (Instant::now(), n));
-                Some(n)
+                    .insert(key, (Instant::now(), counted));
+                Some(counted.events)
             }
             Err(e) => {
                 // The consumer may be gone (removed by hand, or with a lost NATS store): the

@@ -20,15 +20,39 @@ pub async fn messages(nats: &Nats, names: &DestinationNames) -> Result<u64, Nats
     Ok(info.num_pending + info.num_ack_pending as u64)
 }
 
+/// A count of the events waiting for a destination, and the state of its consumer then.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counted {
+    pub events: u64,
+    /// Waiting, unacknowledged, the acknowledgement floor and the last delivered sequence:
+    /// while none moves (a disabled destination, an endpoint that is down), neither does the
+    /// count, and it is not made again.
+    state: (u64, usize, u64, u64),
+}
+
 /// Events waiting for the destination: the headers of the messages past its consumer's
 /// acknowledgement floor are read through a short-lived consumer with the same filter, and
-/// each counts the events it holds. Needs an identity that may create consumers on the events
-/// stream (the operator's).
-pub async fn events(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsError> {
+/// each counts the events it holds — unless the consumer is as it was at the `last` count.
+/// Needs an identity that may create consumers on the events stream (the operator's).
+pub async fn events(
+    nats: &Nats,
+    names: &DestinationNames,
+    last: Option<Counted>,
+) -> Result<Counted, NatsError> {
     let info = objects::consumer_info(nats, names).await?;
     let waiting = info.num_pending + info.num_ack_pending as u64;
+    let state = (
+        info.num_pending,
+        info.num_ack_pending,
+        info.ack_floor.stream_sequence,
+        info.delivered.stream_sequence,
+    );
+    if let Some(last) = last.filter(|l| l.state == state) {
+        return Ok(last);
+    }
+    let counted = |events| Counted { events, state };
     if waiting == 0 {
-        return Ok(0);
+        return Ok(counted(0));
     }
     let failed = |e: &dyn std::fmt::Display| {
         NatsError::api(format!("counting the backlog of {}", names.consumer()), e)
@@ -57,18 +81,18 @@ pub async fn events(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsEr
         })
         .await
         .map_err(|e| failed(&e))?;
-    let counted = count(&counter, waiting.min(COUNTED) as usize).await;
+    let read_back = count(&counter, waiting.min(COUNTED) as usize).await;
     if let Err(e) = stream.delete_consumer(&name).await {
         tracing::debug!(consumer = %name, error = %e, "counting consumer left to expire");
     }
-    let (read, events) = counted.map_err(|e| failed(&e))?;
+    let (read, events) = read_back.map_err(|e| failed(&e))?;
     // Read all of them, none acknowledged meanwhile: `read == waiting`, the exact count.
     // Otherwise the messages above the floor already done with, or those past `COUNTED`,
     // are assumed to hold as many events as the ones read.
-    Ok(match read {
+    Ok(counted(match read {
         0 => waiting,
         _ => (waiting as f64 * events as f64 / read as f64).round() as u64,
-    })
+    }))
 }
 
 /// Messages read (up to `at_most`, those there are now) and the events they hold.
