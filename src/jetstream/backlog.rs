@@ -7,6 +7,7 @@ use super::names::DestinationNames;
 use super::{Nats, NatsError, REQUEST_TIMEOUT, objects};
 use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, pull};
 use futures::StreamExt;
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Messages whose events are counted one by one: the count is exact up to this many waiting,
@@ -123,4 +124,42 @@ pub fn events_in(message: &async_nats::Message) -> u64 {
         .and_then(|h| h.get(EVENTS))
         .and_then(|v| v.as_str().parse().ok())
         .unwrap_or(1)
+}
+
+/// Events per message over the messages a worker took in lately: an average that forgets, as
+/// what waits changes (bundles of up to 1,000 events, retries published on their own with one).
+#[derive(Debug, Default)]
+pub struct EventsPerMessage(Mutex<Option<f64>>);
+
+impl EventsPerMessage {
+    /// The newest message's weight: the average follows a change within a few dozen messages.
+    const WEIGHT: f64 = 1.0 / 16.0;
+
+    pub fn taken(&self, events: usize) {
+        let mut average = self.0.lock().expect("average lock");
+        let events = events as f64;
+        *average = Some(average.map_or(events, |a| a + (events - a) * Self::WEIGHT));
+    }
+
+    /// `messages` in events; one each before any message was taken in.
+    pub fn of(&self, messages: u64) -> u64 {
+        let average = *self.0.lock().expect("average lock");
+        average.map_or(messages, |a| (messages as f64 * a).round() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_per_message_follows_what_is_taken_in_lately() {
+        let average = EventsPerMessage::default();
+        assert_eq!(average.of(3), 3, "nothing taken in yet: one each");
+        (0..5).for_each(|_| average.taken(100));
+        assert_eq!(average.of(3), 300);
+        // An endpoint down: the bundles' events come back as retries of one event each.
+        (0..100).for_each(|_| average.taken(1));
+        assert!(average.of(3) <= 4, "{}", average.of(3));
+    }
 }

@@ -4,6 +4,7 @@
 //! worker pulls it next), marked in progress while a slow request runs, and handed back at
 //! once when the worker stops.
 
+use super::backlog::EventsPerMessage;
 use super::bundle::{self, ATTEMPTS, EVENTS, NOT_BEFORE, STORED_AT};
 use super::names::DestinationNames;
 use super::progress::{self, Progress};
@@ -15,7 +16,6 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -93,9 +93,8 @@ pub struct StreamAcks {
     /// looked up once per event delivered).
     held: Arc<Mutex<HashMap<u64, Held, foldhash::fast::RandomState>>>,
     progress: Option<Arc<Progress>>,
-    /// Messages taken in so far, and their events: how many events a waiting message holds,
-    /// on average, for the backlog in events.
-    taken: Arc<(AtomicU64, AtomicU64)>,
+    /// Of the messages taken in lately, for the backlog in events.
+    events_per_message: Arc<EventsPerMessage>,
 }
 
 pub struct StreamReader {
@@ -130,7 +129,7 @@ pub async fn open(
         names: names.clone(),
         held: Arc::default(),
         progress: Progress::open(nats, names).await,
-        taken: Arc::default(),
+        events_per_message: Arc::default(),
     };
     Ok((
         StreamReader {
@@ -254,7 +253,8 @@ impl StreamReader {
             ),
         };
         self.acks
-            .count_taken(bundle.as_ref().map_or(1, |b| b.events.len()));
+            .events_per_message
+            .taken(bundle.as_ref().map_or(1, |b| b.events.len()));
         let open: Vec<(usize, Range<usize>)> = match &bundle {
             None => vec![(0, 0..payload.len())],
             Some(b) => (0..b.events.len())
@@ -289,21 +289,11 @@ impl StreamReader {
 }
 
 impl StreamAcks {
-    fn count_taken(&self, events: usize) {
-        self.taken.0.fetch_add(1, Ordering::Relaxed);
-        self.taken.1.fetch_add(events as u64, Ordering::Relaxed);
-    }
-
-    /// `messages` waiting, in events: as many a message as those taken in so far held (one
-    /// each before any was). A worker's identity may not read the headers of messages it has
-    /// not pulled; the operator counts them exactly for `status.backlog`.
+    /// `messages` waiting, in events, as many a message as those taken in lately held. A
+    /// worker's identity may not read the headers of messages it has not pulled; the operator
+    /// counts them exactly for `status.backlog`.
     pub fn in_events(&self, messages: u64) -> u64 {
-        let taken = self.taken.0.load(Ordering::Relaxed);
-        let events = self.taken.1.load(Ordering::Relaxed);
-        match taken {
-            0 => messages,
-            _ => (messages as f64 * events as f64 / taken as f64).round() as u64,
-        }
+        self.events_per_message.of(messages)
     }
 
     fn hold(&self, seq: u64, held: Held) {
