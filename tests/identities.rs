@@ -184,13 +184,6 @@ async fn the_server_refuses_a_worker_and_the_gateway_everything_beyond_their_rol
     gateway.publish_refused("hookline.dlq.default_crm").await;
 }
 
-fn numbered(from: i64, to: i64) -> Value {
-    let batch: Vec<Value> = (from..to)
-        .map(|n| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("m-{n}"), "properties": {"n": n}}))
-        .collect();
-    json!({ "batch": batch })
-}
-
 /// `hookline dlq …` with the operator's identity (the dead-letter stream path).
 fn dlq(args: &[&str], url: &str, admin: &Path) -> std::process::Output {
     let out = std::process::Command::new(bin())

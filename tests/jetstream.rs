@@ -31,13 +31,6 @@ fn counts(received: &[Received]) -> HashMap<i64, usize> {
     counts
 }
 
-fn numbered(from: i64, to: i64) -> Value {
-    let batch: Vec<Value> = (from..to)
-        .map(|n| json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("m-{n}"), "properties": {"n": n}}))
-        .collect();
-    json!({ "batch": batch })
-}
-
 const MAP_N: &str = "  mapping:\n    n: { \"@path\": \"$.properties.n\" }\n";
 
 async fn run_nats(

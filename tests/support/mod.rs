@@ -184,6 +184,15 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
+/// A `/v1/batch` body of track events numbered `from..to`: `properties.n` and `messageId`
+/// `m-{n}` say which one each is.
+pub fn numbered(from: i64, to: i64) -> serde_json::Value {
+    let batch: Vec<serde_json::Value> = (from..to)
+        .map(|n| serde_json::json!({"type": "track", "userId": "u", "event": "E", "messageId": format!("m-{n}"), "properties": {"n": n}}))
+        .collect();
+    serde_json::json!({ "batch": batch })
+}
+
 /// `POST url` with no body, its answer as JSON.
 pub async fn post_json(url: &str) -> serde_json::Value {
     reqwest::Client::new()
