@@ -2,10 +2,10 @@
 //! consumer counts stored messages, and a message holds one event or a bundle of them
 //! (`Hookline-Events`), so the messages waiting are only the start.
 
-use super::bundle::EVENTS;
+use super::bundle::{EVENTS, header_u64};
 use super::names::DestinationNames;
 use super::{Nats, NatsError, REQUEST_TIMEOUT, objects};
-use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{self, AckPolicy, Consumer, DeliverPolicy, pull};
 use futures::StreamExt;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,8 +17,12 @@ const COUNTED: u64 = 1_000;
 /// Messages waiting for the destination (not yet delivered, or delivered and not yet done
 /// with), from its consumer's info alone: all a worker's own identity may read.
 pub async fn messages(nats: &Nats, names: &DestinationNames) -> Result<u64, NatsError> {
-    let info = objects::consumer_info(nats, names).await?;
-    Ok(info.num_pending + info.num_ack_pending as u64)
+    Ok(waiting(&objects::consumer_info(nats, names).await?))
+}
+
+/// Not yet handed out, plus handed out and not yet acknowledged.
+fn waiting(info: &consumer::Info) -> u64 {
+    info.num_pending + info.num_ack_pending as u64
 }
 
 /// A count of the events waiting for a destination, and the state of its consumer then.
@@ -41,7 +45,7 @@ pub async fn events(
     last: Option<Counted>,
 ) -> Result<Counted, NatsError> {
     let info = objects::consumer_info(nats, names).await?;
-    let waiting = info.num_pending + info.num_ack_pending as u64;
+    let waiting = waiting(&info);
     let state = (
         info.num_pending,
         info.num_ack_pending,
@@ -118,12 +122,7 @@ async fn count(
 
 /// The events a stored message holds: a bundle says how many; anything else is one.
 pub fn events_in(message: &async_nats::Message) -> u64 {
-    message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(EVENTS))
-        .and_then(|v| v.as_str().parse().ok())
-        .unwrap_or(1)
+    header_u64(message, EVENTS).unwrap_or(1)
 }
 
 /// Events per message over the messages a worker took in lately: an average that forgets, as

@@ -23,6 +23,11 @@ pub const STORED_AT: &str = "Hookline-Stored-At";
 /// On a retry: not to be tried before this (ms since the epoch): the backoff delay.
 pub const NOT_BEFORE: &str = "Hookline-Not-Before";
 
+/// One of the numeric headers above, where the message has it.
+pub fn header_u64(message: &async_nats::Message, name: &str) -> Option<u64> {
+    message.headers.as_ref()?.get(name)?.as_str().parse().ok()
+}
+
 /// A bundle is cut at this many events or bytes, well inside NATS's default 1 MiB payload.
 const MAX_EVENTS: usize = 1000;
 const MAX_BYTES: usize = 512 * 1024;

@@ -5,7 +5,7 @@
 //! once when the worker stops.
 
 use super::backlog::EventsPerMessage;
-use super::bundle::{self, ATTEMPTS, EVENTS, NOT_BEFORE, STORED_AT};
+use super::bundle::{self, ATTEMPTS, EVENTS, NOT_BEFORE, STORED_AT, header_u64};
 use super::names::DestinationNames;
 use super::progress::{self, Progress};
 use super::publish::{Outgoing, Publisher};
@@ -143,10 +143,6 @@ pub async fn open(
         },
         acks,
     ))
-}
-
-fn header_u64(message: &async_nats::Message, name: &str) -> Option<u64> {
-    message.headers.as_ref()?.get(name)?.as_str().parse().ok()
 }
 
 impl StreamReader {
