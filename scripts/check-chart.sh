@@ -35,6 +35,12 @@ check "JetStream mode, identities per role, namespaced" --set nats.url=nats://na
     --set nats.auth.secretName=nats-auth --set nats.auth.credsKey=operator.creds \
     --set nats.identities.signingKeySecretName=hookline-signing --set watchNamespace=analytics \
     --set rbac.dlqViewer.aggregateTo[0]=admin
+check "egress guard settings" --set 'egress.allowedCIDRs={10.96.0.0/12,fd00:10:96::/112}' \
+    --set 'egress.clusterCIDRs={100.64.0.0/16}' --set egress.proxy=http://smokescreen.egress:4750 \
+    --set egress.noProxy=.svc --set egress.workers.allowLinkLocal=true \
+    --set egress.workers.denyPrivate=true
+"$helm" template hookline "$chart" --set 'egress.allowedCIDRs={10.96.0.0/12}' |
+    grep -q 'value: "10.96.0.0/12"'
 check "JetStream mode, NATS installed with the chart" --set nats.install=true
 # nats.install alone runs NATS (three servers, JetStream, PVCs) and points Hookline at it; without
 # it, nothing of NATS is rendered.

@@ -5,6 +5,7 @@
 use crate::api::GrantType;
 use crate::config::destination::token_secret_name;
 use crate::config::destination::{Destination, LiveDestination};
+use crate::egress::Egress;
 use crate::jetstream::names::DestinationNames;
 use crate::jetstream::objects::{ConsumerPlan, Retention};
 use crate::jetstream::{self, Nats};
@@ -41,6 +42,8 @@ pub struct EngineOptions {
     pub data_dir: PathBuf,
     pub tokens: TokenKeeping,
     pub backend: Backend,
+    /// Where deliveries and token requests may go (API §11).
+    pub egress: Egress,
 }
 
 /// Where OAuth 2.0 destinations keep their tokens.
@@ -60,12 +63,13 @@ pub fn token_source(
     dest: &Destination,
     keeping: &TokenKeeping,
     data_dir: &Path,
+    egress: &Egress,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<TokenSource>> {
     let Some(oauth) = &dest.oauth else {
         return Ok(None);
     };
-    let endpoint = TokenEndpoint::new(oauth.settings.clone())
+    let endpoint = TokenEndpoint::new(oauth.settings.clone(), egress)
         .with_context(|| format!("destination {}: cannot build its OAuth client", dest.name))?;
     Ok(Some(match keeping {
         TokenKeeping::DataDir => manager::spawn(
@@ -206,12 +210,23 @@ pub async fn run(
     };
     let mut workers = Vec::new();
     let mut running = Vec::new();
+    let mut test_targets = Vec::new();
     for (live, inbox) in enabled.into_iter().zip(inboxes) {
         let dest = live.borrow().clone();
-        let tokens = token_source(&dest, &opts.tokens, &opts.data_dir, delivery_stop.clone())?;
-        let worker = Worker::new(live.clone(), inbox, tokens.clone())
+        let tokens = token_source(
+            &dest,
+            &opts.tokens,
+            &opts.data_dir,
+            &opts.egress,
+            delivery_stop.clone(),
+        )?;
+        let worker = Worker::new(live.clone(), inbox, tokens.clone(), opts.egress.clone())
             .with_context(|| format!("destination {}: cannot build its HTTP client", dest.name))?;
-        running.push((dest.name.clone(), tokens, worker.breaker()));
+        running.push((dest.name.clone(), tokens.clone(), worker.breaker()));
+        test_targets.push(admin::TestTarget {
+            live: live.clone(),
+            tokens,
+        });
         let delivering = runtimes::on_own_thread(
             format!("deliver-{}", dest.name),
             worker.run(delivery_stop.clone()),
@@ -307,8 +322,9 @@ pub async fn run(
             .await
     });
     let mut admin_shutdown = shutdown.clone();
+    let egress = opts.egress.clone();
     let admin_served = tokio::spawn(async move {
-        axum::serve(admin, admin::router(dead_letters))
+        axum::serve(admin, admin::router(dead_letters, test_targets, egress))
             .with_graceful_shutdown(async move { stopped(&mut admin_shutdown).await })
             .await
     });

@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod egress;
 pub mod engine;
 pub mod jetstream;
 pub mod metrics;

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub condition: IntGaugeVec,
     pub token_expiry: IntGaugeVec,
     pub oldest_event_age: prometheus::GaugeVec,
+    pub egress_refused: IntCounterVec,
 }
 
 /// The data path's series: `hookline run` and `hookline worker`.
@@ -35,6 +36,7 @@ pub struct OperatorMetrics {
     pub reconcile_failures: IntCounterVec,
     pub reconcile_duration: Histogram,
     pub leader: prometheus::IntGauge,
+    pub egress_refused: IntCounterVec,
 }
 
 /// The operator's series: `hookline controller`.
@@ -70,6 +72,16 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
             &["destination"],
         )
         .expect("valid metric"),
+    )
+}
+
+/// Requests the egress guard refused, by the class of address; both processes send requests.
+fn egress_refused(registry: &Registry) -> IntCounterVec {
+    counter(
+        registry,
+        "hookline_egress_refused_total",
+        "Outbound connections the egress guard refused, by the kind of address (loopback, link-local, private, cluster, ...)",
+        &["class"],
     )
 }
 
@@ -176,6 +188,7 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            egress_refused: egress_refused(&registry),
             registry,
         }
     }
@@ -217,6 +230,7 @@ impl OperatorMetrics {
                 )
                 .expect("valid metric"),
             ),
+            egress_refused: egress_refused(&registry),
             registry,
         }
     }

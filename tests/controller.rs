@@ -609,7 +609,8 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
         url: "http://127.0.0.1:9/status".into(),
         every: Duration::from_millis(200),
     });
-    let op = Operator::launch(server.clone(), opts);
+    let client = server.http_client().await;
+    let op = Operator::launch_with(server.clone(), client, opts);
     wait_condition(&op, "orders", "Accepted", "True").await;
     wait_condition(&op, "reader", "Accepted", "True").await;
     let sources: Api<hookline::api::WebhookSource> = op.api();
@@ -626,17 +627,35 @@ async fn the_charts_rbac_covers_exactly_the_calls_the_operator_makes() {
     op.make_available("orders-hookline").await;
     wait_condition(&op, "orders", "Ready", "True").await;
     op.delete_service_and_wait_for_it("orders-hookline").await;
+    // A test event, sent by the destination's worker pod through the operator's port-forward.
+    let endpoint = support::Endpoint::start().await;
+    let local = bearer_destination("orders", "")
+        .replace("https://crm.example.com/api/events", &endpoint.url);
+    let _worker = op.worker_pod(&local, json!({"token": "t"}), &[]).await;
+    let annotate = json!({"metadata": {"annotations": {"hookline.dev/test-event": "rbac-1"}}});
+    destinations
+        .patch("orders", &PatchParams::default(), &Patch::Merge(annotate))
+        .await
+        .unwrap();
+    eventually("the test event's answer", || async {
+        let last = op.destination("orders").await.status?.last_test_event?;
+        (last.status_code == Some(200)).then_some(())
+    })
+    .await;
     op.stop().await;
 
-    // What the test did meanwhile (playing the Deployment controller, deleting a Service, reading
-    // results) is not the operator's.
+    // What the test did meanwhile (playing the Deployment controller and the kubelet, deleting a
+    // Service, asking for a test event, reading results) is not the operator's.
     let own = [
         "get hookline.dev/v1alpha1/webhookdestinations",
         "get hookline.dev/v1alpha1/webhooksources",
+        "patch hookline.dev/v1alpha1/webhookdestinations",
         "patch apps/v1/deployments/status",
         "get apps/v1/deployments",
         "delete v1/services",
         "get v1/services",
+        "create v1/pods",
+        "patch v1/pods/status",
     ];
     let operator_calls = calls_since(&server, &setup_calls, &own);
     assert_rules_cover_exactly(
@@ -680,7 +699,7 @@ async fn hookline_test(op: &Operator, name: &str, extra: &[&str]) -> std::proces
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
     let endpoint = support::Endpoint::start().await;
-    let op = Operator::start().await;
+    let op = Operator::start_over_http().await;
     op.create_secret("crm", json!({"token": "cluster-token"}))
         .await;
     let yaml = bearer_destination("orders", "").replace(
@@ -689,6 +708,9 @@ async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
     );
     op.create_destination(&yaml).await;
     wait_condition(&op, "orders", "Accepted", "True").await;
+    let _worker = op
+        .worker_pod(&yaml, json!({"token": "cluster-token"}), &[])
+        .await;
 
     let out = hookline_test(&op, "orders", &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -760,7 +782,7 @@ async fn holding_endpoint() -> (String, Arc<tokio::sync::Notify>, Arc<AtomicUsiz
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_test_event_does_not_hold_back_a_spec_change() {
     let (url, release, requests) = holding_endpoint().await;
-    let op = Operator::start().await;
+    let op = Operator::start_over_http().await;
     op.create_secret("crm", json!({"token": "t"})).await;
     let yaml = bearer_destination("orders", "").replace(
         r#"url: "https://crm.example.com/api/events" }"#,
@@ -768,6 +790,7 @@ async fn a_slow_test_event_does_not_hold_back_a_spec_change() {
     );
     op.create_destination(&yaml).await;
     wait_condition(&op, "orders", "Accepted", "True").await;
+    let _worker = op.worker_pod(&yaml, json!({"token": "t"}), &[]).await;
 
     let annotate = json!({"metadata": {"annotations": {"hookline.dev/test-event": "req-1"}}});
     op.api::<WebhookDestination>()

@@ -7,6 +7,8 @@ use crate::api::{GrantType, WebhookDestination};
 use crate::config::destination::{Destination, OAuth};
 use crate::config::manifests::{LoadedDestination, Manifests};
 use crate::controller::token_secret;
+use crate::egress::Egress;
+use crate::egress::policy::EgressPolicy;
 use crate::oauth::TokenSet;
 use crate::oauth::consent::consent;
 use crate::oauth::endpoint::TokenEndpoint;
@@ -119,7 +121,11 @@ fn is_authorization_code(d: &WebhookDestination) -> bool {
 }
 
 async fn authorize(args: &Args, name: &str, oauth: &OAuth) -> anyhow::Result<TokenSet> {
-    let endpoint = TokenEndpoint::new(oauth.settings.clone())?;
+    // A person on their own machine: their network, no guard.
+    let endpoint = TokenEndpoint::new(
+        oauth.settings.clone(),
+        &Egress::new(EgressPolicy::laptop(false, Vec::new()), None)?,
+    )?;
     let no_browser = args.no_browser;
     let tokens = consent(
         &endpoint,

@@ -66,6 +66,8 @@ pub struct Args {
     /// How often each destination's worker is read, in seconds
     #[arg(long, env = "HOOKLINE_WORKER_STATUS_EVERY", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     worker_status_every: u64,
+    #[command(flatten)]
+    egress: super::egress::OperatorEgress,
 }
 
 /// What the workers get from the operator's environment: JSON logs (only when asked: `text` is
@@ -125,6 +127,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         }),
         _ => None,
     };
+    let egress = args.egress.egress()?;
     let shutdown = shutdown::on_signal("stopping: finishing reconciles in flight");
     operator::run(
         client,
@@ -137,6 +140,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
                 default_image: args.worker_image,
                 jetstream,
                 passed_env: passed_env(),
+                egress_args: args.egress.workers().args(),
             },
             jetstream: nats.map(|n| (n, args.nats.retention())),
             gateway_identity,
@@ -144,6 +148,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
                 url: args.worker_status_url,
                 every: Duration::from_secs(args.worker_status_every),
             }),
+            egress,
         },
         shutdown,
     )

@@ -2,7 +2,8 @@
 //! the cluster, through the API server's port-forward to a worker pod's admin listener, with the
 //! kubeconfig alone), or `NAME --nats URL` (the dead-letter stream directly).
 
-use super::{Output, port_forward};
+use super::Output;
+use crate::controller::port_forward;
 use crate::jetstream::NatsArgs;
 use crate::jetstream::names::DestinationNames;
 use crate::pipeline::admin;
@@ -102,7 +103,15 @@ async fn on_a_worker(
     method: axum::http::Method,
     path: &str,
 ) -> anyhow::Result<String> {
-    port_forward::request(client, namespace, name, admin::DEFAULT_PORT, method, path).await
+    port_forward::request(
+        client,
+        namespace,
+        name,
+        admin::DEFAULT_PORT,
+        (method, path),
+        None,
+    )
+    .await
 }
 
 async fn list(place: &Place, destination: Option<&str>) -> anyhow::Result<Vec<DeadLetter>> {

@@ -4,8 +4,8 @@ mod connect;
 mod controller;
 pub mod crd;
 mod dlq;
+mod egress;
 mod gateway;
-mod port_forward;
 pub mod reference;
 mod render;
 mod run;
@@ -39,7 +39,7 @@ enum Command {
     /// List or replay dead-lettered events
     Dlq(dlq::Args),
     /// Run the operator: reconcile WebhookDestinations into delivery workers
-    Controller(controller::Args),
+    Controller(Box<controller::Args>),
     /// Run one destination's delivery worker from the configuration the operator renders
     Worker(worker::Args),
     /// Run the shared ingestion service of JetStream mode: the Segment API for every destination with a write key
@@ -186,7 +186,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Command::Connect(args) => connect::connect(args).await,
             Command::Dlq(args) => dlq::dlq(args).await,
             Command::Crd => crd::crd(),
-            Command::Controller(args) => controller::controller(args).await,
+            Command::Controller(args) => controller::controller(*args).await,
             Command::Worker(args) => worker::worker(args).await,
             Command::Gateway(args) => gateway::gateway(args).await,
         }

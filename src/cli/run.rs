@@ -22,6 +22,8 @@ pub struct Args {
     admin: super::AdminListen,
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    egress: super::egress::RunEgress,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<i32> {
@@ -47,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<i32> {
             data_dir: args.data_dir,
             tokens: TokenKeeping::DataDir,
             backend,
+            egress: args.egress.egress()?,
         },
         shutdown,
     )

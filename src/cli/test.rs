@@ -30,6 +30,8 @@ pub struct Args {
     /// The data dir of `hookline run`, where OAuth tokens are kept (with -f)
     #[arg(long, default_value = "./.hookline")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    egress: super::egress::RunEgress,
     /// How long to wait for the operator's answer, in seconds (with NAME)
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -52,6 +54,7 @@ pub async fn test(args: Args) -> anyhow::Result<i32> {
 
 async fn test_local(args: &Args, files: &[PathBuf], event: &Value) -> anyhow::Result<i32> {
     let destinations = super::load_destinations(files)?;
+    let egress = args.egress.egress()?;
     let (_keep, shutdown) = watch::channel(false);
     let mut all_ok = true;
     for dest in &destinations {
@@ -59,10 +62,11 @@ async fn test_local(args: &Args, files: &[PathBuf], event: &Value) -> anyhow::Re
             dest,
             &TokenKeeping::DataDir,
             &args.data_dir,
+            &egress,
             shutdown.clone(),
         )?;
         println!("--- {} ---", dest.name);
-        let sent = match send_test(dest, event, tokens.as_ref()).await {
+        let sent = match send_test(dest, event, tokens.as_ref(), &egress).await {
             Ok(sent) => sent,
             Err(e) => {
                 println!("not sent: {e}\n");

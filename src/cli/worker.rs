@@ -22,6 +22,8 @@ pub struct Args {
     admin: super::AdminListen,
     #[command(flatten)]
     nats: NatsArgs,
+    #[command(flatten)]
+    egress: super::egress::WorkerEgress,
 }
 
 pub async fn worker(args: Args) -> anyhow::Result<i32> {
@@ -48,6 +50,7 @@ pub async fn worker(args: Args) -> anyhow::Result<i32> {
             secrets_dir: config.secrets_dir.clone(),
         },
         backend,
+        egress: args.egress.egress()?,
     };
     tokio::spawn(config.reload_secrets(secrets, publish, shutdown.clone()));
     engine::run(vec![live], options, shutdown).await?;

@@ -42,6 +42,8 @@ pub struct BuildOptions {
     /// Settings of the operator's own environment passed on to every worker: its log format and
     /// OpenTelemetry (`OTEL_*`) settings.
     pub passed_env: BTreeMap<String, String>,
+    /// The workers' egress flags (API §11), from the chart's `egress` values; none by default.
+    pub egress_args: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -414,11 +416,16 @@ fn deployment(
     let container = Container {
         name: "worker".into(),
         image: Some(image),
-        args: Some(vec![
-            "worker".into(),
-            "--config".into(),
-            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
-        ]),
+        args: Some(
+            [
+                "worker".into(),
+                "--config".into(),
+                format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+            ]
+            .into_iter()
+            .chain(opts.egress_args.iter().cloned())
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
             container_port: INGEST_PORT,
@@ -547,6 +554,7 @@ pub(crate) mod tests {
             default_image: "hookline:operator".into(),
             jetstream: None,
             passed_env: BTreeMap::new(),
+            egress_args: Vec::new(),
         }
     }
 

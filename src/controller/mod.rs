@@ -17,6 +17,7 @@ pub mod identities;
 pub mod jetstream;
 pub mod keys;
 pub mod operator;
+pub mod port_forward;
 pub mod reconcile;
 pub mod sources;
 pub mod test_event;

@@ -56,6 +56,8 @@ pub struct OperatorOptions {
     /// Where and how often a destination's worker is asked for its `Delivering` condition;
     /// `None`: not read.
     pub worker_status: Option<super::worker_status::WorkerStatusOptions>,
+    /// The guard on every request the operator itself sends (API §11).
+    pub egress: crate::egress::Egress,
 }
 
 pub async fn run(
@@ -321,7 +323,7 @@ async fn run_controller(
         }
     });
     let caches_ready = CachesReady::new(caches_ready);
-    let (tokens, token_changes) = TokenManagers::new(client.clone());
+    let (tokens, token_changes) = TokenManagers::new(client.clone(), opts.egress.clone());
     let (test_events, test_answers) = TestEvents::new();
     // Token-state changes and answered test events are written into the status by a reconcile.
     let status_changes = futures::stream::select(

@@ -185,11 +185,10 @@ async fn reconcile_inner(dest: &WebhookDestination, ctx: &Context) -> Result<Act
     let last_test_event = match test_event::requested(dest) {
         Some((id, event)) => {
             let send = {
-                let (dest, deref, verdict) = (dest.clone(), deref.clone(), verdict.clone());
-                let (tokens, request_id) = (tokens.clone(), id.clone());
+                let (dest, verdict) = (dest.clone(), verdict.clone());
+                let (client, request_id) = (ctx.client.clone(), id.clone());
                 move || async move {
-                    let tokens = tokens.as_ref();
-                    test_event::send(&dest, request_id, &event, &deref, &verdict, tokens).await
+                    test_event::send(&client, &dest, request_id, &event, &verdict).await
                 }
             };
             ctx.test_events

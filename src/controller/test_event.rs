@@ -1,20 +1,20 @@
 //! `hookline test NAME -n NS`: the CLI annotates the destination with a request id (and the
-//! event); the operator sends that event once with the destination's real credentials and
-//! answers in `status.lastTestEvent`, which carries the same request id.
+//! event); the operator has one of the destination's ready worker pods send that event once —
+//! from the tenant's side: its pod, NetworkPolicy, egress address and guard, never the
+//! operator's (API §11) — and answers in `status.lastTestEvent`, with the same request id. The
+//! operator reaches the worker's loopback admin listener through the API server's
+//! port-forward, as `hookline dlq` does: no Service port serves it.
 //!
 //! The event is sent in a task of its own, never inside a reconcile: a slow endpoint (up to its
 //! timeout, plus a token request) must not hold back reconciling the destination's spec. When the
 //! answer is in, the destination is queued for a reconcile, which writes it into the status.
 
-use super::dereference::Dereferenced;
+use super::port_forward;
 use super::validate::Verdict;
 use crate::api::{TestEventStatus, WebhookDestination};
-use crate::config::destination::Destination;
-use crate::config::manifests::LoadedDestination;
-use crate::oauth::manager::TokenSource;
 use crate::oauth::store::rfc3339;
-use crate::pipeline::samples;
-use crate::pipeline::single::send_test;
+use crate::pipeline::single::TestReport;
+use crate::pipeline::{admin, samples};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
@@ -26,8 +26,6 @@ use tokio::task::AbortHandle;
 
 pub const REQUEST_ANNOTATION: &str = "hookline.dev/test-event";
 pub const EVENT_ANNOTATION: &str = "hookline.dev/test-event-payload";
-/// Enough of an error or answer to act on, short enough for a status field.
-const SUMMARY_LIMIT: usize = 300;
 
 /// The test event asked for and not answered yet: its request id and the event (the built-in
 /// track sample when the annotation holds none).
@@ -138,43 +136,49 @@ impl Drop for TestEvents {
     }
 }
 
+/// Has a ready worker pod of `dest` send `event`, and turns its report into the status.
 pub async fn send(
+    client: &kube::Client,
     dest: &WebhookDestination,
     request_id: String,
     event: &Value,
-    deref: &Dereferenced,
     verdict: &Verdict,
-    tokens: Option<&TokenSource>,
 ) -> TestEventStatus {
-    let answer = |status_code, latency_millis, error: String| TestEventStatus {
-        request_id: Some(request_id.clone()),
-        at: rfc3339(chrono::Utc::now()),
-        status_code,
-        latency_millis,
-        error: Some(error).filter(|e| !e.is_empty()),
-    };
-    if let Some(problem) = [verdict.accepted.as_ref().err(), verdict.auth.as_ref().err()]
+    let report = match [verdict.accepted.as_ref().err(), verdict.auth.as_ref().err()]
         .into_iter()
         .flatten()
         .next()
     {
-        return answer(
-            None,
-            None,
-            format!("not sent: {}: {}", problem.reason, problem.message),
-        );
-    }
-    let loaded = LoadedDestination::from_resource(dest.clone());
-    let resolved = match Destination::resolve(&loaded, &deref.secrets) {
-        Ok(d) => d,
-        Err(e) => return answer(None, None, format!("not sent: {e}")),
+        Some(problem) => TestReport::not_sent(format!("{}: {}", problem.reason, problem.message)),
+        None => through_worker(client, dest, event)
+            .await
+            .unwrap_or_else(|e| TestReport::not_sent(format!("{e:#}"))),
     };
-    match send_test(&resolved, event, tokens).await {
-        Err(e) => answer(None, None, format!("not sent: {e}")),
-        Ok(sent) => answer(
-            sent.attempt.status,
-            Some(sent.attempt.latency.as_millis() as u64),
-            sent.summary(SUMMARY_LIMIT),
-        ),
+    TestEventStatus {
+        request_id: Some(request_id),
+        at: rfc3339(chrono::Utc::now()),
+        status_code: report.status_code,
+        latency_millis: report.latency_millis,
+        error: Some(report.summary).filter(|e| !e.is_empty()),
     }
+}
+
+async fn through_worker(
+    client: &kube::Client,
+    dest: &WebhookDestination,
+    event: &Value,
+) -> anyhow::Result<TestReport> {
+    let namespace = dest.namespace().unwrap_or_default();
+    let answer = port_forward::request(
+        client,
+        &namespace,
+        &dest.name_any(),
+        admin::DEFAULT_PORT,
+        (http::Method::POST, "/test"),
+        Some(serde_json::to_vec(event)?),
+    )
+    .await?;
+    serde_json::from_str(&answer).map_err(|e| {
+        anyhow::anyhow!("the worker's answer to the test event is not a test report: {e}")
+    })
 }

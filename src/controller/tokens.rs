@@ -4,6 +4,7 @@
 
 use super::token_secret::SecretTokenStore;
 use crate::api::WebhookDestination;
+use crate::egress::Egress;
 use crate::oauth::OAuthSettings;
 use crate::oauth::endpoint::TokenEndpoint;
 use crate::oauth::manager::{self, TokenSource};
@@ -23,6 +24,8 @@ struct Entry {
 
 pub struct TokenManagers {
     client: Client,
+    /// Every token request passes the operator's egress guard (API §11).
+    egress: Egress,
     entries: Mutex<HashMap<ObjectRef<WebhookDestination>, Entry>>,
     changed: mpsc::UnboundedSender<ObjectRef<WebhookDestination>>,
 }
@@ -31,6 +34,7 @@ impl TokenManagers {
     /// The receiver yields destinations whose token state changed.
     pub fn new(
         client: Client,
+        egress: Egress,
     ) -> (
         TokenManagers,
         mpsc::UnboundedReceiver<ObjectRef<WebhookDestination>>,
@@ -39,6 +43,7 @@ impl TokenManagers {
         (
             TokenManagers {
                 client,
+                egress,
                 entries: Mutex::default(),
                 changed,
             },
@@ -61,7 +66,7 @@ impl TokenManagers {
         {
             return Ok(e.source.clone());
         }
-        let endpoint = TokenEndpoint::new(settings.clone())?;
+        let endpoint = TokenEndpoint::new(settings.clone(), &self.egress)?;
         let (stop, shutdown) = watch::channel(false);
         let store = SecretTokenStore {
             client: self.client.clone(),

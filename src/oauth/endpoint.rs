@@ -4,7 +4,9 @@
 
 use super::{OAuthSettings, TokenSet};
 use crate::api::{ClientAuthMethod, GrantType};
-use crate::root_cause;
+use crate::egress::Egress;
+use crate::egress::client::{GuardedClient, SendError};
+use crate::egress::policy::Refused;
 use chrono::{DateTime, Utc};
 use oauth2::basic::{BasicClient, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
@@ -12,6 +14,10 @@ use oauth2::{
     EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
     Scope, TokenResponse, TokenUrl,
 };
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 /// What the server answers when it does not say how long a token lasts (API.md §5).
@@ -26,12 +32,19 @@ pub enum TokenError {
         code: String,
         description: Option<String>,
     },
+    /// The egress guard refused the endpoint's address; nothing was sent.
+    #[error("the token endpoint {url} resolves to {}, {}; {}", refused.address, refused.rule, refused.remedy)]
+    EgressRefused { url: String, refused: Refused },
     #[error("cannot reach the token endpoint {url}: {message}")]
     Unreachable { url: String, message: String },
-    #[error(
-        "the token endpoint {url} gave an answer that is not an OAuth 2.0 token response: {message}"
-    )]
-    BadResponse { url: String, message: String },
+    /// An answer that is neither a token nor an OAuth 2.0 error. What it said is not repeated:
+    /// the answer of a request the operator sent never reaches a status (API §11).
+    #[error("the token endpoint {url} answered HTTP {status} {what}")]
+    BadResponse {
+        url: String,
+        status: u16,
+        what: String,
+    },
     /// AuthorizationCode before anyone consented: there is no refresh token to use.
     #[error("no refresh token is stored yet")]
     NotConnected,
@@ -51,8 +64,11 @@ type Client = BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointN
 /// One authorization server, as a destination's `spec.auth.oauth2` describes it.
 pub struct TokenEndpoint {
     settings: OAuthSettings,
-    http: reqwest::Client,
+    http: GuardedClient,
 }
+
+/// The longest an OAuth 2.0 error code or description shown on a resource may be.
+const ERROR_TEXT_LIMIT: usize = 200;
 
 /// A started authorization-code flow: send the person to `url`, keep the rest for the callback.
 pub struct Authorization {
@@ -62,14 +78,17 @@ pub struct Authorization {
 }
 
 impl TokenEndpoint {
-    pub fn new(settings: OAuthSettings) -> Result<TokenEndpoint, reqwest::Error> {
-        // Token requests carry credentials: never follow a redirect with them.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("hookline/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    /// Token requests go through `egress`, the guard of the process that sends them.
+    pub fn new(settings: OAuthSettings, egress: &Egress) -> Result<TokenEndpoint, reqwest::Error> {
+        let http = GuardedClient::new(egress, |b| b.timeout(Duration::from_secs(30)))?;
         Ok(TokenEndpoint { settings, http })
+    }
+
+    fn sender(&self) -> Sender {
+        Sender {
+            http: self.http.clone(),
+            status: Arc::default(),
+        }
     }
 
     pub fn settings(&self) -> &OAuthSettings {
@@ -108,14 +127,14 @@ impl TokenEndpoint {
 
     async fn client_credentials(&self) -> Result<TokenSet, TokenError> {
         let url = self.settings.token_url.as_str();
-        self.with_auth_fallback(url, |client| async move {
+        self.with_auth_fallback(url, |client, sender| async move {
             let mut request = client
                 .exchange_client_credentials()
                 .add_scopes(self.scopes());
             for (name, value) in &self.settings.token_params {
                 request = request.add_extra_param(name.as_str(), value.as_str());
             }
-            request.request_async(&self.http).await
+            request.request_async(&sender).await
         })
         .await
         .map(|r| token_set(&r, None))
@@ -124,14 +143,14 @@ impl TokenEndpoint {
     async fn refresh(&self, refresh_token: &str) -> Result<TokenSet, TokenError> {
         let url = self.settings.refresh_url().to_string();
         let rt = RefreshToken::new(refresh_token.to_string());
-        self.with_auth_fallback(&url, |client| {
+        self.with_auth_fallback(&url, |client, sender| {
             let rt = &rt;
             async move {
                 let mut request = client.exchange_refresh_token(rt);
                 for (name, value) in &self.settings.token_params {
                     request = request.add_extra_param(name.as_str(), value.as_str());
                 }
-                request.request_async(&self.http).await
+                request.request_async(&sender).await
             }
         })
         .await
@@ -165,12 +184,13 @@ impl TokenEndpoint {
         let client = self
             .client(&url, self.auth_method())
             .set_redirect_uri(RedirectUrl::new(redirect.to_string()).expect("a loopback URL"));
+        let sender = self.sender();
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_string()))
             .set_pkce_verifier(verifier)
-            .request_async(&self.http)
+            .request_async(&sender)
             .await
-            .map_err(|e| classify(&url, e))?;
+            .map_err(|e| sender.classify(&url, e))?;
         Ok(token_set(&response, None))
     }
 
@@ -194,28 +214,48 @@ impl TokenEndpoint {
         request: F,
     ) -> Result<BasicTokenResponse, TokenError>
     where
-        F: Fn(Client) -> Fut,
-        Fut: std::future::Future<
-                Output = Result<
-                    BasicTokenResponse,
-                    RequestTokenError<
-                        oauth2::HttpClientError<reqwest::Error>,
-                        oauth2::basic::BasicErrorResponse,
-                    >,
-                >,
-            >,
+        F: Fn(Client, Sender) -> Fut,
+        Fut: std::future::Future<Output = Result<BasicTokenResponse, OAuthError>>,
     {
-        let first = request(self.client(url, self.auth_method()))
-            .await
-            .map_err(|e| classify(url, e));
-        match first {
+        let attempt = |auth| {
+            let sender = self.sender();
+            let status = sender.status.clone();
+            let sent = request(self.client(url, auth), sender);
+            async move {
+                sent.await
+                    .map_err(|e| classify(url, e, status.load(Ordering::Relaxed)))
+            }
+        };
+        match attempt(self.auth_method()).await {
             Err(e) if self.settings.auth_method.is_none() && e.code() == Some("invalid_client") => {
-                request(self.client(url, ClientAuthMethod::ClientSecretPost))
-                    .await
-                    .map_err(|e| classify(url, e))
+                attempt(ClientAuthMethod::ClientSecretPost).await
             }
             other => other,
         }
+    }
+}
+
+type OAuthError = RequestTokenError<SendError, oauth2::basic::BasicErrorResponse>;
+
+/// The `oauth2` crate's HTTP client: the guard's, keeping the answer's status for the errors.
+pub struct Sender {
+    http: GuardedClient,
+    status: Arc<AtomicU16>,
+}
+
+impl Sender {
+    fn classify(&self, url: &str, e: OAuthError) -> TokenError {
+        classify(url, e, self.status.load(Ordering::Relaxed))
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Sender {
+    type Error = SendError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, SendError>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(self.http.oauth(request, &self.status))
     }
 }
 
@@ -235,36 +275,69 @@ fn token_set(response: &BasicTokenResponse, previous_refresh: Option<&str>) -> T
     }
 }
 
-fn classify(
-    url: &str,
-    e: RequestTokenError<
-        oauth2::HttpClientError<reqwest::Error>,
-        oauth2::basic::BasicErrorResponse,
-    >,
-) -> TokenError {
+/// What a failed token request comes to. `status`: the answer's HTTP status (0: none came).
+fn classify(url: &str, e: OAuthError, status: u16) -> TokenError {
     let url = url.to_string();
+    let bad = |what: &str| TokenError::BadResponse {
+        url: url.clone(),
+        status,
+        what: what.to_string(),
+    };
     match e {
         RequestTokenError::ServerResponse(r) => TokenError::Refused {
+            code: limited(match r.error() {
+                BasicErrorResponseType::Extension(code) => code.as_str(),
+                other => other.as_ref(),
+            }),
+            description: r.error_description().map(|d| limited(d.as_str())),
             url,
-            code: match r.error() {
-                BasicErrorResponseType::Extension(code) => code.clone(),
-                other => other.as_ref().to_string(),
+        },
+        RequestTokenError::Request(e) => match e.refused() {
+            Some(refused) => TokenError::EgressRefused {
+                url,
+                refused: refused.clone(),
             },
-            description: r.error_description().cloned(),
+            None => TokenError::Unreachable {
+                url,
+                message: e.to_string(),
+            },
         },
-        RequestTokenError::Request(e) => TokenError::Unreachable {
-            url,
-            message: root_cause(&e),
-        },
-        RequestTokenError::Parse(e, body) => TokenError::BadResponse {
-            url,
-            message: format!(
-                "{e} (body starts {:?})",
-                String::from_utf8_lossy(&body[..body.len().min(120)])
-            ),
-        },
-        RequestTokenError::Other(message) => TokenError::BadResponse { url, message },
+        RequestTokenError::Parse(..) if status != 200 => {
+            bad("with a body that is not an OAuth 2.0 error response")
+        }
+        RequestTokenError::Parse(e, _) => bad(&format!(
+            "with a body that is not an OAuth 2.0 token response ({})",
+            parse_problem(&e)
+        )),
+        RequestTokenError::Other(message) if message.contains("Content-Type") => {
+            bad("with a Content-Type other than application/json")
+        }
+        RequestTokenError::Other(_) => bad("with an empty body"),
     }
+}
+
+/// What is wrong with a token response, in words that repeat none of its values.
+fn parse_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let inner = e.inner().to_string();
+    match e.inner().classify() {
+        serde_json::error::Category::Data if inner.starts_with("missing field") => inner
+            .split(" at line")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        serde_json::error::Category::Data => format!("{} has the wrong type or value", e.path()),
+        serde_json::error::Category::Eof => "it ends early".into(),
+        _ => "it is not JSON".into(),
+    }
+}
+
+/// An OAuth 2.0 error code or description, cut to a length a condition message can carry.
+fn limited(text: &str) -> String {
+    let mut cut: String = text.chars().take(ERROR_TEXT_LIMIT).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    cut
 }
 
 /// When a token set should be refreshed: at a random point between 75% and 90% of its

@@ -353,6 +353,24 @@ impl<S: TokenStore> TokenManager<S> {
                 },
                 retry,
             ),
+            // Nothing changes by asking again soon: the admin's settings or the spec must.
+            RefreshError::Token(t @ TokenError::EgressRefused { .. }) => (
+                AuthProblem {
+                    reason: "EgressRefused",
+                    message: t.to_string(),
+                    authorization_url: None,
+                },
+                Next::At(tokio::time::Instant::now() + backoff(u32::MAX)),
+            ),
+            // Reachable, and it said no in a way OAuth 2.0 does not define.
+            RefreshError::Token(t @ TokenError::BadResponse { status, .. }) if *status < 500 => (
+                AuthProblem {
+                    reason: "TokenRequestFailed",
+                    message: format!("{t}; check spec.auth.oauth2.tokenUrl"),
+                    authorization_url: None,
+                },
+                retry,
+            ),
             RefreshError::Token(t) => (
                 AuthProblem {
                     reason: "TokenEndpointUnavailable",

@@ -1,5 +1,5 @@
 //! One event to one request, outside the queue: what `render` shows, what `test` sends, and the
-//! test event the operator sends for `hookline test NAME -n NS`. Same stages as the worker:
+//! test event a worker sends for `hookline test NAME -n NS`. Same stages as the worker:
 //! insert function → mapping → request (batched as one, signed, authorized).
 
 use super::batch::{Batch, Item};
@@ -9,6 +9,7 @@ use super::envelope;
 use super::mapping::MappingError;
 use super::transform::Outcome;
 use crate::config::destination::Destination;
+use crate::egress::Egress;
 use crate::oauth::AccessToken;
 use crate::oauth::manager::TokenSource;
 use serde_json::Value;
@@ -88,9 +89,10 @@ pub async fn send_test(
     dest: &Destination,
     event: &Value,
     tokens: Option<&TokenSource>,
+    egress: &Egress,
 ) -> Result<TestSend, SingleError> {
     let event = through_function(dest, event)?;
-    let sender = HttpSender::new(1, dest.request.timeout, dest.request.tls.as_deref())?;
+    let sender = HttpSender::new(1, dest.request.timeout, dest.request.tls.as_deref(), egress)?;
     let token = match tokens {
         Some(t) => Some(usable_token(t, None).await?),
         None => None,
@@ -155,5 +157,41 @@ impl TestSend {
             }
         }
         text.chars().take(limit).collect()
+    }
+
+    pub fn report(&self) -> TestReport {
+        TestReport {
+            request: Some(self.request.to_redacted_text()),
+            status_code: self.attempt.status,
+            latency_millis: Some(self.attempt.latency.as_millis() as u64),
+            summary: self.summary(SUMMARY_LIMIT),
+        }
+    }
+}
+
+/// Enough of an error or answer to act on, short enough for a status field.
+pub const SUMMARY_LIMIT: usize = 300;
+
+/// A test event as the worker that sent it reports it to the operator (its admin listener's
+/// `POST /test`), for `status.lastTestEvent`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TestReport {
+    /// The request as sent, secrets redacted; none when it was not sent.
+    pub request: Option<String>,
+    pub status_code: Option<u16>,
+    pub latency_millis: Option<u64>,
+    /// The error, or the start of a non-2xx answer; why it was not sent, when it was not.
+    pub summary: String,
+}
+
+impl TestReport {
+    pub fn not_sent(why: impl std::fmt::Display) -> TestReport {
+        TestReport {
+            request: None,
+            status_code: None,
+            latency_millis: None,
+            summary: format!("not sent: {why}"),
+        }
     }
 }

@@ -17,6 +17,7 @@ use super::deliver::{Attempt, ClientError, HttpSender, Verdict};
 use super::envelope::Envelope;
 use super::inbox::{Inbox, TEND_INTERVAL};
 use crate::config::destination::{Destination, LiveDestination};
+use crate::egress::Egress;
 use crate::metrics::METRICS;
 use crate::oauth::AccessToken;
 use crate::oauth::manager::TokenSource;
@@ -38,6 +39,8 @@ struct Shared {
     /// The HTTP client, and the TLS settings it was built with: a rotated CA or client
     /// certificate builds a new one.
     sender: std::sync::Mutex<(Option<Arc<TlsSettings>>, HttpSender)>,
+    /// What a new HTTP client is built with.
+    egress: Egress,
     /// The rate limit, and a `429`'s hold on every request.
     pace: Pace,
     /// Holds every request while the endpoint keeps failing; shared with `/status`.
@@ -124,10 +127,16 @@ impl Worker {
         live: LiveDestination,
         inbox: Inbox,
         tokens: Option<TokenSource>,
+        egress: Egress,
     ) -> Result<Worker, ClientError> {
         let dest = live.borrow().clone();
         let tls = dest.request.tls.clone();
-        let sender = HttpSender::new(dest.concurrency, dest.request.timeout, tls.as_deref())?;
+        let sender = HttpSender::new(
+            dest.concurrency,
+            dest.request.timeout,
+            tls.as_deref(),
+            &egress,
+        )?;
         let sender = std::sync::Mutex::new((tls, sender));
         let pace = Pace::new(dest.rate_limit);
         let breaker = Arc::new(Breaker::new(dest.breaker));
@@ -139,6 +148,7 @@ impl Worker {
                 live,
                 inbox,
                 sender,
+                egress,
                 pace,
                 breaker,
                 tokens,
@@ -578,6 +588,7 @@ impl Shared {
                 self.dest.concurrency,
                 template.timeout,
                 template.tls.as_deref(),
+                &self.egress,
             ) {
                 Ok(sender) => {
                     tracing::info!(destination = %self.dest.name, "TLS settings changed; new requests use them");

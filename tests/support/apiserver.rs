@@ -313,6 +313,15 @@ impl ApiServer {
         addr
     }
 
+    /// A client over HTTP to `serve`'s address: what the websocket port-forward needs, which a
+    /// client calling the router in process cannot upgrade to.
+    pub async fn http_client(&self) -> kube::Client {
+        let addr = self.serve().await;
+        let mut config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        config.default_namespace = "default".into();
+        kube::Client::try_from(config).unwrap()
+    }
+
     /// A kubeconfig that points a real client at `serve`'s address.
     pub fn kubeconfig(addr: std::net::SocketAddr, namespace: &str) -> String {
         format!(

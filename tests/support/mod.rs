@@ -49,11 +49,23 @@ pub fn operator_options(port: u16) -> hookline::controller::operator::OperatorOp
             default_image: "hookline:test".into(),
             jetstream: None,
             passed_env: Default::default(),
+            egress_args: Vec::new(),
         },
         jetstream: None,
         gateway_identity: None,
         worker_status: None,
+        egress: loopback_allowed(),
     }
+}
+
+/// The operator's egress guard with the admin's exception for 127.0.0.0/8, where the tests'
+/// token servers listen.
+pub fn loopback_allowed() -> hookline::egress::Egress {
+    let policy = hookline::egress::policy::EgressPolicy::operator(
+        vec!["127.0.0.0/8".parse().unwrap()],
+        Vec::new(),
+    );
+    hookline::egress::Egress::new(policy, None).expect("no proxy")
 }
 
 /// An endpoint's outage ([`Endpoint::down`]).

@@ -6,7 +6,7 @@ use super::free_port;
 use hookline::api::WebhookDestination;
 use hookline::controller::operator::{self, OperatorOptions};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use serde_json::json;
@@ -43,6 +43,18 @@ impl Operator {
 
     pub fn launch(server: ApiServer, opts: OperatorOptions) -> Operator {
         let client = server.client();
+        Operator::launch_with(server, client, opts)
+    }
+
+    /// An operator talking to its API server over HTTP, as in a cluster: it can port-forward
+    /// to worker pods (test events, API §11).
+    pub async fn start_over_http() -> Operator {
+        let server = ApiServer::new();
+        let client = server.http_client().await;
+        Operator::launch_with(server, client, options(None, "op-1", free_port()))
+    }
+
+    pub fn launch_with(server: ApiServer, client: Client, opts: OperatorOptions) -> Operator {
         let (stop, shutdown) = watch::channel(false);
         let port = opts.listen.port();
         let task = tokio::spawn(operator::run(client.clone(), opts, shutdown));
@@ -151,6 +163,43 @@ impl Operator {
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, ApiServer::kubeconfig(addr, NS)).unwrap();
         (dir, kubeconfig)
+    }
+
+    /// Plays the kubelet for one ready worker pod of the destination in `yaml`: a real
+    /// `hookline run` of it (with `secrets`, a Secret `crm`, and `extra` flags), whose loopback
+    /// admin port the API server forwards the pod's port 9091 to, as a real API server does.
+    pub async fn worker_pod(
+        &self,
+        yaml: &str,
+        secrets: serde_json::Value,
+        extra: &[&str],
+    ) -> (tempfile::TempDir, super::Hookline) {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "crm", "namespace": NS}, "stringData": secrets});
+        let files = [
+            super::manifest(dir.path(), "d.yaml", yaml),
+            super::manifest(dir.path(), "s.yaml", &secret.to_string()),
+        ];
+        let worker = super::Hookline::start_with(&files, &dir.path().join("data"), extra).await;
+        let dest: WebhookDestination = serde_saphyr::from_str(yaml).unwrap();
+        let name = dest.metadata.name.unwrap();
+        let pod = format!("{name}-hookline-7f9c-x2");
+        let created: Pod = serde_json::from_value(json!({
+            "metadata": {"name": pod, "namespace": NS,
+                "labels": hookline::controller::build::selector_labels(&name)},
+        }))
+        .unwrap();
+        let pods = self.api::<Pod>();
+        pods.create(&PostParams::default(), &created).await.unwrap();
+        let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(ready))
+            .await
+            .unwrap();
+        let admin = worker.admin.clone().unwrap();
+        self.server
+            .forward_pod_port(NS, &pod, 9091, admin.trim_start_matches("http://"));
+        (dir, worker)
     }
 
     pub async fn stop(self) {

@@ -10,6 +10,9 @@ pub mod signing;
 pub mod tls;
 
 use crate::api::HttpMethod;
+use crate::egress::Egress;
+use crate::egress::client::GuardedClient;
+use crate::egress::connector::GuardedConnector;
 use crate::root_cause;
 use bytes::Bytes;
 use request::OutgoingRequest;
@@ -67,7 +70,7 @@ impl Attempt {
 const EXCERPT: usize = 512;
 
 type HyperClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    hyper_rustls::HttpsConnector<GuardedConnector>,
     http_body_util::Full<Bytes>,
 >;
 
@@ -83,9 +86,9 @@ enum Transport {
     /// hyper's pooled client: half the instructions per request of reqwest's (callgrind), which
     /// wraps it in redirect handling and parses the URL again twice per request.
     Direct(std::sync::Arc<HyperClient>),
-    /// With `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` set: reqwest, which honours them (and
-    /// `NO_PROXY`) as curl does.
-    Proxied(reqwest::Client),
+    /// Through an egress proxy (`HTTPS_PROXY` or `ALL_PROXY`, with `NO_PROXY`): reqwest, which
+    /// speaks to proxies.
+    Proxied(GuardedClient),
 }
 
 /// Why a client cannot be built: its TLS settings.
@@ -106,19 +109,14 @@ struct Answer {
     body: Bytes,
 }
 
-fn proxy_configured() -> bool {
-    ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
-        .iter()
-        .flat_map(|name| [name.to_string(), name.to_lowercase()])
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-}
-
 impl HttpSender {
     /// `tls`: the destination's own TLS settings, when it has any (checked when it was loaded).
+    /// Every connection passes `egress`, the guard of this process (API §11).
     pub fn new(
         concurrency: usize,
         timeout: Duration,
         tls: Option<&tls::TlsSettings>,
+        egress: &Egress,
     ) -> Result<Self, ClientError> {
         let config = tls
             .cloned()
@@ -126,26 +124,27 @@ impl HttpSender {
             .client_config()
             .map_err(|e| ClientError(e.to_string()))?;
         let connect_timeout = timeout.min(Duration::from_secs(10));
-        let transport = if proxy_configured() {
+        let transport = if egress.proxy().is_some() {
             let mut config = config;
             // hyper's connector offers the protocols itself; reqwest takes them from here.
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            let client = reqwest::Client::builder()
-                .use_preconfigured_tls(config)
-                // A redirected webhook is a misconfigured one: following it would re-send a
-                // signed payload elsewhere (and turn a POST into a GET). The 3xx is reported.
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(connect_timeout)
-                .pool_max_idle_per_host(concurrency.max(1))
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|e| ClientError(root_cause(&e)))?;
+            // A redirected webhook is a misconfigured one: following it would re-send a signed
+            // payload elsewhere (and turn a POST into a GET). The guard never follows; the 3xx
+            // is reported.
+            let client = GuardedClient::new(egress, |b| {
+                b.use_preconfigured_tls(config)
+                    .connect_timeout(connect_timeout)
+                    .pool_max_idle_per_host(concurrency.max(1))
+                    .tcp_nodelay(true)
+            })
+            .map_err(|e| ClientError(root_cause(&e)))?;
             Transport::Proxied(client)
         } else {
-            let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-            http.enforce_http(false);
-            http.set_nodelay(true);
-            http.set_connect_timeout(Some(connect_timeout));
+            let http = GuardedConnector::new(egress, |http| {
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(connect_timeout));
+            });
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(config)
                 .https_or_http()
@@ -238,14 +237,20 @@ impl HttpSender {
                 for h in req.headers() {
                     request = request.header(h.name.as_str(), h.value.as_str());
                 }
-                let failed = |e: reqwest::Error| Failed {
-                    connect: e.is_connect(),
+                let built = request.build().map_err(|e| Failed {
+                    connect: false,
                     message: root_cause(&e),
-                };
-                let response = request.send().await.map_err(failed)?;
+                })?;
+                let response = client.execute(built).await.map_err(|e| Failed {
+                    connect: e.is_connect(),
+                    message: e.to_string(),
+                })?;
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
-                let body = response.bytes().await.map_err(failed)?;
+                let body = response.bytes().await.map_err(|e| Failed {
+                    connect: false,
+                    message: root_cause(&e),
+                })?;
                 Ok(Answer {
                     status,
                     retry_after,

@@ -1,8 +1,9 @@
 //! One HTTP request to a loopback port of a destination's worker pod, through the API server's
-//! port-forward (API §10): with the user's kubeconfig alone, governed by RBAC (`pods` get/list,
-//! `pods/portforward` create), and never through a port that a Service exposes.
+//! port-forward (API §10, §11): governed by RBAC (`pods` get/list, `pods/portforward` create),
+//! and never through a port that a Service exposes. The CLI reaches dead letters this way with
+//! a person's kubeconfig; the operator has a worker send a test event this way.
 
-use crate::controller::build::selector_labels;
+use super::build::selector_labels;
 use anyhow::{Context, anyhow, bail};
 use axum::http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
@@ -51,23 +52,21 @@ fn is_ready(pod: &Pod) -> bool {
 fn forbidden_or(e: kube::Error, context: &str) -> anyhow::Error {
     match &e {
         kube::Error::Api(status) if status.code == 403 => {
-            anyhow!(
-                "{context}: your kubeconfig is not allowed: {}",
-                status.message
-            )
+            anyhow!("{context}: not allowed by RBAC: {}", status.message)
         }
         _ => anyhow::Error::new(e).context(context.to_string()),
     }
 }
 
-/// Sends `method path` to `port` on the pod's loopback and returns the 2xx answer's body.
+/// Sends `method path` (with a JSON `body`, when given) to `port` on a ready worker pod's
+/// loopback and returns the 2xx answer's body.
 pub async fn request(
     client: &kube::Client,
     namespace: &str,
     destination: &str,
     port: u16,
-    method: Method,
-    path: &str,
+    (method, path): (Method, &str),
+    body: Option<Vec<u8>>,
 ) -> anyhow::Result<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod = ready_worker(&pods, namespace, destination).await?;
@@ -84,11 +83,15 @@ pub async fn request(
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method.clone())
             .uri(path)
-            .header(header::HOST, format!("127.0.0.1:{port}"))
-            .body(Full::new(bytes::Bytes::new()))
+            .header(header::HOST, format!("127.0.0.1:{port}"));
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
             .expect("a valid request");
         let response = sender.send_request(request).await?;
         let status = response.status();
