@@ -462,3 +462,69 @@ async fn the_operator_issues_each_destination_and_the_gateway_an_identity_and_re
         .await;
     op.stop().await;
 }
+
+/// An operator restart issues no identity that is still fresh: the renewal time on each
+/// Secret is read back from the restarted operator's cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_issues_no_identity_that_is_still_fresh() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Patch, PatchParams};
+    use support::operator::{NS, Operator, bearer_destination, eventually, options};
+
+    let (nats, accounts) = NatsServer::with_identities().await;
+    let dir = tempfile::tempdir().unwrap();
+    let admin = accounts.admin_creds(dir.path(), "operator");
+    let args = nats_args(&nats.url(), Some(&admin));
+    let ids = Arc::new(identities(&accounts, Duration::from_secs(3600)));
+    let operator_options = || async {
+        let mut opts = options(None, "op-1", free_port());
+        opts.build.jetstream = Some(hookline::controller::build::JetStreamOptions {
+            url: nats.url(),
+            credentials: [(
+                "creds".to_string(),
+                std::fs::read_to_string(&admin).unwrap(),
+            )]
+            .into(),
+            gateway_url: None,
+            identities: Some(ids.clone()),
+        });
+        let connected = args.connect("test operator").await.unwrap().unwrap();
+        opts.jetstream = Some((connected, args.retention()));
+        opts
+    };
+    let server = support::apiserver::ApiServer::new();
+    let op = Operator::launch(server.clone(), operator_options().await);
+    op.create_secret("crm", json!({"token": "t"})).await;
+    op.create_destination(&bearer_destination("orders", ""))
+        .await;
+    let secrets = op.api::<Secret>();
+    let issued = eventually("the workers' identity", || async {
+        creds_of(&secrets.get_opt("orders-hookline-nats").await.unwrap()?)
+    })
+    .await;
+    op.stop().await;
+
+    let writes = |calls: &std::collections::HashMap<String, u64>| {
+        ["patch v1/secrets", "create v1/secrets"]
+            .iter()
+            .map(|c| calls.get(*c).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let before = writes(&server.calls());
+    let op = Operator::launch(server.clone(), operator_options().await);
+    // A spec change makes the restarted operator reconcile the destination again.
+    let patch = json!({"spec": {"mapping": {"order": {"@path": "$.properties.order_id"}}}});
+    op.api::<hookline::api::WebhookDestination>()
+        .patch("orders", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    eventually("observedGeneration 2", || async {
+        let d = op.destination("orders").await;
+        (d.status?.observed_generation == Some(2)).then_some(())
+    })
+    .await;
+    let kept = creds_of(&secrets.get("orders-hookline-nats").await.unwrap()).unwrap();
+    assert_eq!(kept, issued, "the fresh identity was issued again");
+    assert_eq!(writes(&server.calls()), before, "a Secret was written");
+    op.stop().await;
+}

@@ -11,6 +11,7 @@
 
 use super::apply::FIELD_MANAGER;
 use super::conditions::WorkerState;
+use super::identities::RENEW_AT_ANNOTATION;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, ObjectMeta};
 use kube::core::PartialObjectMeta;
@@ -223,7 +224,9 @@ pub fn slim_meta(meta: &mut ObjectMeta) {
     meta.labels = None;
     meta.creation_timestamp = None;
     if let Some(a) = meta.annotations.as_mut() {
-        a.retain(|k, _| k == DESIRED_HASH_ANNOTATION);
+        // The renewal time of a NATS identity is kept too: without it, a restarted operator
+        // would take every identity for stale and issue them all again.
+        a.retain(|k, _| k == DESIRED_HASH_ANNOTATION || k == RENEW_AT_ANNOTATION);
     }
     if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
         meta.annotations = None;
