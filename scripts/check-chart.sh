@@ -103,5 +103,44 @@ recording = {"groups": [{"name": "dashboard", "rules": [
 yaml.safe_dump(recording, open(f"{work}/dashboard-rules.yaml", "w"))
 PY
 promtool check rules "$work/rules.yaml" "$work/dashboard-rules.yaml" >&2
+# The bundled NATS gets what Hookline uses: its configuration, as the chart renders it, run by
+# a real nats-server (on loopback ports, its routes unused), has memory storage for the
+# progress bucket.
+"$helm" template hookline "$chart" --namespace hookline-system --set nats.install=true \
+    --show-only charts/nats/templates/config-map.yaml > "$work/nats.yaml"
+read -r client_port monitor_port route_port < <("$tools/venv/bin/python" - "$work" <<'PY'
+import socket, sys, yaml
+work = sys.argv[1]
+conf = yaml.safe_load(open(f"{work}/nats.yaml"))["data"]["nats.conf"]
+ports = []
+for _ in range(3):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); ports.append(s.getsockname()[1]); s.close()
+for old, new in [('"/data"', f'"{work}/data"'), ('"/var/run/nats/nats.pid"', f'"{work}/nats.pid"'),
+                 ('"port": 4222', f'"port": {ports[0]}'), ('"http_port": 8222', f'"http_port": {ports[1]}'),
+                 ('"port": 6222', f'"port": {ports[2]}')]:
+    assert old in conf, old
+    conf = conf.replace(old, new)
+open(f"{work}/nats.conf", "w").write(conf)
+print(*ports)
+PY
+)
+SERVER_NAME=chart-check "$tools/venv/bin/nats-server" -a 127.0.0.1 -c "$work/nats.conf" \
+    > "$work/nats.log" 2>&1 &
+nats_pid=$!
+"$tools/venv/bin/python" - "$monitor_port" <<'PY'
+import json, sys, time, urllib.request
+deadline = time.time() + 30
+while True:
+    try:
+        varz = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/varz", timeout=2))
+        break
+    except OSError:
+        assert time.time() < deadline, "the bundled NATS configuration did not start"
+        time.sleep(0.1)
+memory = varz["jetstream"]["config"]["max_memory"]
+assert memory >= 256 * 1024 * 1024, f"the bundled NATS has {memory} bytes of memory storage"
+PY
+kill "$nats_pid"
+wait "$nats_pid" || true
 rm -rf "$work"
 echo "chart: ok" >&2

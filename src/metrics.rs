@@ -25,6 +25,7 @@ pub struct Metrics {
     pub token_expiry: IntGaugeVec,
     pub oldest_event_age: prometheus::GaugeVec,
     pub egress_refused: IntCounterVec,
+    pub progress_write_failures: IntCounterVec,
 }
 
 /// The data path's series: `hookline run` and `hookline worker`.
@@ -189,6 +190,12 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             egress_refused: egress_refused(&registry),
+            progress_write_failures: counter(
+                &registry,
+                "hookline_progress_write_failures_total",
+                "JetStream mode: records of a bundle's progress the progress bucket refused (a worker killed meanwhile delivers that bundle's done events again)",
+                &["destination"],
+            ),
             registry,
         }
     }

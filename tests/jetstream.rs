@@ -1123,3 +1123,48 @@ async fn a_worker_stopped_partway_through_a_stored_request_leaves_the_rest_in_or
     let order: Vec<i64> = got.iter().map(|r| r.body["n"].as_i64().unwrap()).collect();
     assert_eq!(order, (0..30).collect::<Vec<_>>(), "in order, none twice");
 }
+
+/// A NATS server without room for the progress bucket's records (the bundled chart once ran
+/// with no memory storage): the refusal is counted and logged, not lost in fire-and-forget.
+#[tokio::test]
+async fn a_progress_record_the_bucket_refuses_shows_in_a_metric() {
+    use hookline::jetstream::names::DestinationNames;
+    use hookline::jetstream::progress::{Progress, bits};
+    let nats = NatsServer::with_config("jetstream { max_memory_store: 1 }").await;
+    let args = hookline::jetstream::NatsArgs {
+        url: nats.url(),
+        creds: None,
+        inbox: None,
+        ca: None,
+        replicas: Some(1),
+        max_age: std::time::Duration::from_secs(3600),
+    };
+    let connected = args.connect("test").await.unwrap().unwrap();
+    connected
+        .connected(&mut tokio::sync::watch::channel(false).1)
+        .await;
+    hookline::jetstream::objects::ensure_streams(&connected, args.retention())
+        .await
+        .unwrap();
+    let progress = Progress::open(&connected, &DestinationNames::new("default", "refused"))
+        .await
+        .expect("the bucket exists");
+    // Records are checked once a second: keep recording until one is, within a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let failures = || {
+        hookline::metrics::METRICS
+            .progress_write_failures
+            .with_label_values(&["refused"])
+            .get()
+    };
+    let mut seq = 0;
+    while failures() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no refusal counted");
+        for _ in 0..3 {
+            seq += 1;
+            progress.record(seq, bits([true, false, true].into_iter()));
+        }
+        progress.flush(&connected.client).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

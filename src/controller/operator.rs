@@ -163,6 +163,10 @@ async fn run_controller(
     ready: Arc<AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Reconciles in JetStream mode need NATS: the first ones would only fail and wait 5 s.
+    if let Some((nats, _)) = &opts.jetstream {
+        nats.connected(&mut shutdown).await;
+    }
     if let Some(gateway) = &opts.gateway_identity {
         tokio::spawn(gateway.clone().keep(client.clone(), shutdown.clone()));
     }

@@ -231,6 +231,22 @@ impl std::ops::Deref for Nats {
 }
 
 impl Nats {
+    /// Returns once the client is connected (it connects in the background, retrying), or
+    /// when `shutdown` turns true.
+    pub async fn connected(&self, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+        let mut waited = false;
+        while self.client.connection_state() != async_nats::connection::State::Connected {
+            if !waited {
+                tracing::info!(url = %self.url, "waiting for NATS");
+                waited = true;
+            }
+            tokio::select! {
+                _ = crate::shutdown::stopped(shutdown) => return,
+                _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
     /// Whether JetStream answers right now (what `/readyz` reports).
     pub async fn reachable(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

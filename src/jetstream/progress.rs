@@ -12,6 +12,7 @@
 
 use super::names::{DestinationNames, PROGRESS_BUCKET};
 use super::{Nats, NatsError};
+use crate::metrics::METRICS;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -25,6 +26,8 @@ pub struct Progress {
     consumer: String,
     /// The latest record of each bundle not yet published, for the task that publishes them.
     unsent: Arc<Unsent>,
+    /// Counts records the bucket refused.
+    failures: prometheus::IntCounter,
 }
 
 #[derive(Default)]
@@ -32,7 +35,14 @@ struct Unsent {
     records: Mutex<HashMap<u64, Bytes, foldhash::fast::RandomState>>,
     /// Woken when the first record of a round arrives.
     wake: Notify,
+    /// When a record was last written and its acknowledgement waited for.
+    last_check: Mutex<Option<Instant>>,
 }
+
+/// How often one record of a round is written with its acknowledgement awaited: plain
+/// publishes say nothing when the bucket refuses them (a NATS server with no memory storage
+/// answers "insufficient resources"), and a refusal must show.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Keys a destination's records use at most.
 const SLOTS: u64 = 65_536;
@@ -62,18 +72,16 @@ impl Progress {
                 return None;
             }
         };
-        let unsent = Arc::new(Unsent::default());
-        let consumer = names.consumer().to_string();
-        tokio::spawn(publish(
-            nats.client.clone(),
-            consumer.clone(),
-            unsent.clone(),
-        ));
-        Some(Arc::new(Progress {
+        let progress = Arc::new(Progress {
             bucket,
-            consumer,
-            unsent,
-        }))
+            consumer: names.consumer().to_string(),
+            unsent: Arc::default(),
+            failures: METRICS
+                .progress_write_failures
+                .with_label_values(&[&names.name]),
+        });
+        tokio::spawn(publish(nats.client.clone(), progress.clone()));
+        Some(progress)
     }
 
     /// Records which events of a bundle are done. Made under the lock that decided them, so
@@ -91,8 +99,47 @@ impl Progress {
 
     /// Publishes what is not yet, now (the worker is stopping).
     pub async fn flush(&self, client: &async_nats::Client) {
-        publish_round(client, &self.consumer, &self.unsent).await;
+        self.publish_round(client).await;
         let _ = client.flush().await;
+    }
+
+    /// Publishes the latest record of every bundle that moved since the last round; once a
+    /// [`CHECK_EVERY`], a round's last record is written through the bucket, its
+    /// acknowledgement awaited.
+    async fn publish_round(&self, client: &async_nats::Client) {
+        let latest = std::mem::take(&mut *self.unsent.records.lock().expect("progress lock"));
+        let check = {
+            let mut last = self.unsent.last_check.lock().expect("progress lock");
+            let due = last.is_none_or(|t| t.elapsed() >= CHECK_EVERY);
+            if due && !latest.is_empty() {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        let count = latest.len();
+        for (i, (seq, done)) in latest.into_iter().enumerate() {
+            let mut record = seq.to_be_bytes().to_vec();
+            record.extend_from_slice(&done);
+            let key = key(&self.consumer, seq);
+            // The round's last record: the one a full bucket refuses first.
+            let written = if check && i + 1 == count {
+                self.bucket
+                    .put(&key, record.into())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else {
+                let subject = format!("$KV.{PROGRESS_BUCKET}.{key}");
+                client
+                    .publish(subject, record.into())
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(e) = written {
+                self.failures.inc();
+                tracing::warn!(bucket = PROGRESS_BUCKET, destination = %self.consumer, error = %e, "cannot record a bundle's progress: a worker killed now would deliver that bundle's done events again (hookline_progress_write_failures_total)");
+            }
+        }
     }
 
     /// Which events of a redelivered bundle were done.
@@ -125,28 +172,16 @@ const ROUND: Duration = Duration::from_millis(1);
 /// rate). A record waits at most one [`ROUND`] — none when deliveries are further apart — so a
 /// worker killed at full speed delivers again what it finished in its last millisecond, besides
 /// what it had in flight.
-async fn publish(client: async_nats::Client, consumer: String, unsent: Arc<Unsent>) {
+async fn publish(client: async_nats::Client, progress: Arc<Progress>) {
     let mut last_round = Instant::now() - ROUND;
     loop {
-        unsent.wake.notified().await;
+        progress.unsent.wake.notified().await;
         let gather = (last_round + ROUND).saturating_duration_since(Instant::now());
         if !gather.is_zero() {
             tokio::time::sleep(gather).await;
         }
         last_round = Instant::now();
-        publish_round(&client, &consumer, &unsent).await;
-    }
-}
-
-async fn publish_round(client: &async_nats::Client, consumer: &str, unsent: &Unsent) {
-    let latest = std::mem::take(&mut *unsent.records.lock().expect("progress lock"));
-    for (seq, done) in latest {
-        let mut record = seq.to_be_bytes().to_vec();
-        record.extend_from_slice(&done);
-        let subject = format!("$KV.{PROGRESS_BUCKET}.{}", key(consumer, seq));
-        if let Err(e) = client.publish(subject, record.into()).await {
-            tracing::warn!(bucket = PROGRESS_BUCKET, error = %e, "cannot record a bundle's progress");
-        }
+        progress.publish_round(&client).await;
     }
 }
 

@@ -70,6 +70,20 @@ impl NatsServer {
         servers
     }
 
+    /// One server with `config` (nats-server's configuration syntax) besides the usual flags.
+    pub async fn with_config(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config).unwrap();
+        let mut server = NatsServer::spawn(
+            super::free_port(),
+            vec!["-c".into(), path.display().to_string()],
+        );
+        server._config = Some(dir);
+        server.wait_ready().await;
+        server
+    }
+
     /// One server in operator mode, as the guide sets NATS up for identities per role: an
     /// operator, a system account, and Hookline's account with a signing key, its JWTs
     /// preloaded in a memory resolver.
