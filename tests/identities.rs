@@ -469,7 +469,7 @@ async fn the_operator_issues_each_destination_and_the_gateway_an_identity_and_re
 async fn a_restarted_operator_issues_no_identity_that_is_still_fresh() {
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::{Patch, PatchParams};
-    use support::operator::{NS, Operator, bearer_destination, eventually, options};
+    use support::operator::{Operator, bearer_destination, eventually, options};
 
     let (nats, accounts) = NatsServer::with_identities().await;
     let dir = tempfile::tempdir().unwrap();
