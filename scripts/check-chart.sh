@@ -103,14 +103,23 @@ recording = {"groups": [{"name": "dashboard", "rules": [
 yaml.safe_dump(recording, open(f"{work}/dashboard-rules.yaml", "w"))
 PY
 promtool check rules "$work/rules.yaml" "$work/dashboard-rules.yaml" >&2
-# The bundled NATS gets what Hookline uses: its configuration, as the chart renders it, run by
-# a real nats-server (on loopback ports, its routes unused), has memory storage for the
-# progress bucket.
+# The bundled NATS gets what Hookline uses: its configuration, as the chart renders it, with
+# the operator-mode configuration `hookline nats setup` makes (what the operator writes into
+# <release>-nats-server), run by a real nats-server (on loopback ports, its routes unused), is
+# in operator mode with Hookline's keys and has memory storage for the progress bucket.
 "$helm" template hookline "$chart" --namespace hookline-system --set nats.install=true \
     --show-only charts/nats/templates/config-map.yaml > "$work/nats.yaml"
-read -r client_port monitor_port route_port < <("$tools/venv/bin/python" - "$work" <<'PY'
-import socket, sys, yaml
+cargo build --quiet --locked
+"$(scripts/target-dir.sh)/debug/hookline" nats setup > "$work/setup.yaml"
+read -r client_port monitor_port route_port system_account < <("$tools/venv/bin/python" - "$work" <<'PY'
+import os, socket, sys, yaml
 work = sys.argv[1]
+setup = [d for d in yaml.safe_load_all(open(f"{work}/setup.yaml")) if d]
+auth = next(d for d in setup if "auth.conf" in d["stringData"])["stringData"]["auth.conf"]
+os.makedirs(f"{work}/nats-hookline")
+open(f"{work}/nats-hookline/auth.conf", "w").write(auth)
+system_account = next(l for l in auth.splitlines() if l.startswith("system_account:")).split()[1]
+os.makedirs(f"{work}/nats-config")
 conf = yaml.safe_load(open(f"{work}/nats.yaml"))["data"]["nats.conf"]
 ports = []
 for _ in range(3):
@@ -120,14 +129,15 @@ for old, new in [('"/data"', f'"{work}/data"'), ('"/var/run/nats/nats.pid"', f'"
                  ('"port": 6222', f'"port": {ports[2]}')]:
     assert old in conf, old
     conf = conf.replace(old, new)
-open(f"{work}/nats.conf", "w").write(conf)
-print(*ports)
+assert "include ../nats-hookline/auth.conf" in conf, "the chart does not include the operator-mode configuration"
+open(f"{work}/nats-config/nats.conf", "w").write(conf)
+print(*ports, system_account)
 PY
 )
-SERVER_NAME=chart-check "$tools/venv/bin/nats-server" -a 127.0.0.1 -c "$work/nats.conf" \
+SERVER_NAME=chart-check "$tools/venv/bin/nats-server" -a 127.0.0.1 -c "$work/nats-config/nats.conf" \
     > "$work/nats.log" 2>&1 &
 nats_pid=$!
-"$tools/venv/bin/python" - "$monitor_port" <<'PY'
+"$tools/venv/bin/python" - "$monitor_port" "$system_account" <<'PY'
 import json, sys, time, urllib.request
 deadline = time.time() + 30
 while True:
@@ -139,6 +149,8 @@ while True:
         time.sleep(0.1)
 memory = varz["jetstream"]["config"]["max_memory"]
 assert memory >= 256 * 1024 * 1024, f"the bundled NATS has {memory} bytes of memory storage"
+assert varz.get("system_account") == sys.argv[2], "the bundled NATS is not in operator mode with Hookline's keys"
+assert varz.get("trusted_operators_claim") or varz.get("trusted_operators_jwt"), "no trusted operator"
 PY
 kill "$nats_pid"
 wait "$nats_pid" || true

@@ -957,6 +957,7 @@ async fn in_jetstream_mode_consumer_and_route_exist_before_the_worker_and_go_wit
         ca: None,
         replicas: None,
         max_age: Duration::from_secs(3600),
+        own_creds: None,
     };
     let nats = args.connect("test").await.unwrap().unwrap();
     let mut opts = options(None, "op-1", free_port());

@@ -31,6 +31,7 @@ fn nats_args(url: &str, creds: Option<&Path>) -> hookline::jetstream::NatsArgs {
         ca: None,
         replicas: Some(1),
         max_age: Duration::from_secs(3600),
+        own_creds: None,
     }
 }
 
@@ -527,4 +528,183 @@ async fn a_restarted_operator_issues_no_identity_that_is_still_fresh() {
     assert_eq!(kept, issued, "the fresh identity was issued again");
     assert_eq!(writes(&server.calls()), before, "a Secret was written");
     op.stop().await;
+}
+
+/// `nats.install` as the chart wires it: the operator (a real `hookline controller` process)
+/// makes Hookline's NATS keys and the servers' configuration on first start; NATS, started
+/// from that configuration, accepts the identity it issues a destination's workers; restarted,
+/// the operator keeps the same keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_makes_the_nats_keys_once_and_the_server_takes_its_identities() {
+    use k8s_openapi::api::core::v1::Secret;
+    use support::operator::eventually;
+
+    let api = support::apiserver::ApiServer::new();
+    let addr = api.serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        support::apiserver::ApiServer::kubeconfig(addr, "analytics"),
+    )
+    .unwrap();
+    let nats_port = free_port();
+    let start_operator = || {
+        let port = free_port();
+        let args = [
+            "controller",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats",
+            &format!("nats://127.0.0.1:{nats_port}"),
+            "--nats-replicas",
+            "1",
+            "--nats-keys-secret",
+            "hookline-nats-keys",
+            "--nats-server-secret",
+            "hookline-nats-server",
+            "--lease-namespace",
+            "hookline-system",
+            "--gateway-nats-secret",
+            "hookline-gateway-nats",
+        ];
+        let child = std::process::Command::new(support::bin())
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOOKLINE_LOG", "warn")
+            .env_remove("HOOKLINE_NATS_URL")
+            .spawn()
+            .unwrap();
+        (KilledOnDrop(child), port)
+    };
+    // Its health endpoint answers once it has its keys (it exits when it cannot have them).
+    let healthy = |port: u16| async move {
+        eventually("the operator's health endpoint", || async {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+        })
+        .await;
+    };
+    let (operator, _) = start_operator();
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(api.client(), "hookline-system");
+    let text = |s: &Secret, key: &str| {
+        String::from_utf8(hookline::config::secrets::secret_data(s)[key].clone()).unwrap()
+    };
+    let server = eventually("the servers' configuration", || async {
+        secrets.get_opt("hookline-nats-server").await.unwrap()
+    })
+    .await;
+    let keys = secrets.get("hookline-nats-keys").await.unwrap();
+    let account = text(&keys, "account.pub");
+    // The NATS pods start once the Secret is there, with it included.
+    let _nats = NatsServer::with_config_on(nats_port, &text(&server, "auth.conf")).await;
+
+    let client = api.client();
+    let namespaced = |kind| kube::Api::<Secret>::namespaced(client.clone(), kind);
+    let crm: Secret = serde_json::from_value(json!({"metadata": {"name": "crm", "namespace": "analytics"}, "stringData": {"token": "t"}})).unwrap();
+    namespaced("analytics")
+        .create(&Default::default(), &crm)
+        .await
+        .unwrap();
+    let dest: hookline::api::WebhookDestination =
+        serde_saphyr::from_str(&support::operator::bearer_destination("orders", "")).unwrap();
+    kube::Api::<hookline::api::WebhookDestination>::namespaced(client.clone(), "analytics")
+        .create(&Default::default(), &dest)
+        .await
+        .unwrap();
+    let identity = eventually("the workers' identity", || async {
+        creds_of(
+            &namespaced("analytics")
+                .get_opt("orders-hookline-nats")
+                .await
+                .unwrap()?,
+        )
+    })
+    .await;
+    let worker = connect(
+        &format!("nats://127.0.0.1:{nats_port}"),
+        &identity,
+        "_INBOX_analytics_orders",
+    )
+    .await;
+    async_nats::jetstream::new(worker.client.clone())
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            "analytics_orders",
+            "HOOKLINE_EVENTS",
+        )
+        .await
+        .unwrap();
+    assert!(!identity.contains(&text(&keys, "signing-key.nk")));
+    eventually("the gateway's identity", || async {
+        secrets.get_opt("hookline-gateway-nats").await.unwrap()
+    })
+    .await;
+
+    // Restarted, the operator finds its keys: the same account, nothing made again.
+    drop(operator);
+    let (mut operator, port) = start_operator();
+    healthy(port).await;
+    assert!(
+        operator.0.try_wait().unwrap().is_none(),
+        "the restarted operator exited"
+    );
+    let again = secrets.get("hookline-nats-keys").await.unwrap();
+    assert_eq!(text(&again, "account.pub"), account);
+    assert_eq!(
+        again.metadata.resource_version,
+        keys.metadata.resource_version
+    );
+}
+
+/// A process the test started, stopped however the test ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn keys_are_made_only_where_asked_and_never_beside_an_orphaned_configuration() {
+    use hookline::controller::nats_keys::{KeysSecretError, KeysSecrets};
+    let api = support::apiserver::ApiServer::new();
+    let client = api.client();
+    let own_nats = KeysSecrets {
+        namespace: "hookline-system",
+        keys: "hookline-nats-keys",
+        make: false,
+        server: None,
+    };
+    let missing = own_nats.ensure(&client).await.unwrap_err();
+    assert!(matches!(missing, KeysSecretError::Missing { .. }));
+    assert!(
+        missing
+            .to_string()
+            .contains("hookline nats setup --apply -n hookline-system"),
+        "{missing}"
+    );
+
+    let installed = KeysSecrets {
+        make: true,
+        server: Some("hookline-nats-server"),
+        ..own_nats
+    };
+    let made = installed.ensure(&client).await.unwrap();
+    let again = installed.ensure(&client).await.unwrap();
+    assert_eq!(made.account(), again.account());
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client, "hookline-system");
+    secrets
+        .delete("hookline-nats-keys", &Default::default())
+        .await
+        .unwrap();
+    let orphaned = installed.ensure(&secrets.into_client()).await.unwrap_err();
+    assert!(
+        matches!(orphaned, KeysSecretError::Orphaned { .. }),
+        "{orphaned}"
+    );
 }

@@ -886,6 +886,7 @@ async fn operator_with_consumer(
         ca: None,
         replicas: None,
         max_age: std::time::Duration::from_secs(3600),
+        own_creds: None,
     };
     let nats = args.connect("test").await.unwrap().expect("a NATS URL");
     // The connection is made in the background.
@@ -1138,6 +1139,7 @@ async fn a_progress_record_the_bucket_refuses_shows_in_a_metric() {
         ca: None,
         replicas: Some(1),
         max_age: std::time::Duration::from_secs(3600),
+        own_creds: None,
     };
     let connected = args.connect("test").await.unwrap().unwrap();
     connected

@@ -32,6 +32,7 @@ impl Cluster {
             ca: None,
             replicas: None,
             max_age: std::time::Duration::from_secs(3600),
+            own_creds: None,
         };
         let connected = args.connect("test").await.unwrap().unwrap();
         let js = connected.context.clone();

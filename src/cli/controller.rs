@@ -2,6 +2,7 @@
 
 use crate::controller::build::{BuildOptions, JetStreamOptions};
 use crate::controller::identities::GatewayIdentity;
+use crate::controller::nats_keys::KeysSecrets;
 use crate::controller::operator::{self, OperatorOptions};
 use crate::controller::worker_status::{DEFAULT_URL, WorkerStatusOptions};
 use crate::jetstream::NatsArgs;
@@ -47,6 +48,25 @@ pub struct Args {
     /// The public key (A…) of the account that signing key belongs to
     #[arg(long, env = "HOOKLINE_NATS_ACCOUNT", value_name = "KEY")]
     nats_account: Option<String>,
+    /// JetStream mode, identities per role: the Secret (in the operator's namespace) with
+    /// Hookline's NATS keys, as `hookline nats setup --apply` makes it; the operator issues
+    /// identities with them, and its own
+    #[arg(
+        long,
+        env = "HOOKLINE_NATS_KEYS_SECRET",
+        value_name = "NAME",
+        conflicts_with = "nats_signing_key"
+    )]
+    nats_keys_secret: Option<String>,
+    /// With --nats-keys-secret: make the keys when that Secret does not exist yet, and keep
+    /// the NATS servers' configuration (`auth.conf`) in this Secret (the chart's nats.install)
+    #[arg(
+        long,
+        env = "HOOKLINE_NATS_SERVER_SECRET",
+        value_name = "NAME",
+        requires = "nats_keys_secret"
+    )]
+    nats_server_secret: Option<String>,
     /// How long an issued identity is valid; it is renewed halfway (s, m, h or d)
     #[arg(long, env = "HOOKLINE_NATS_IDENTITY_LIFETIME", default_value = "1h", value_parser = crate::jetstream::parse_age)]
     nats_identity_lifetime: Duration,
@@ -93,23 +113,47 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let nats = args.nats.connect("hookline controller").await?;
-    let identities = match (&args.nats_signing_key, &args.nats_account) {
-        (Some(file), Some(account)) => {
+    let own_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let mut nats_args = args.nats.clone();
+    let issuer = match (
+        &args.nats_signing_key,
+        &args.nats_account,
+        &args.nats_keys_secret,
+    ) {
+        (Some(file), Some(account), _) => {
             let seed = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read --nats-signing-key {}", file.display()))?;
             let what = format!("--nats-signing-key {}", file.display());
-            Some(Arc::new(Identities {
-                issuer: Issuer::new(&seed, account, &what)?,
-                lifetime: args.nats_identity_lifetime,
-            }))
+            Some(Issuer::new(&seed, account, &what)?)
+        }
+        (_, _, Some(keys)) => {
+            let keys = KeysSecrets {
+                namespace: &own_namespace,
+                keys,
+                make: args.nats_server_secret.is_some(),
+                server: args.nats_server_secret.as_deref(),
+            }
+            .ensure(&client)
+            .await?;
+            nats_args.own_creds = Some(keys.operator_creds()?);
+            Some(keys.issuer()?)
         }
         _ => None,
     };
+    let identities = issuer.map(|issuer| {
+        Arc::new(Identities {
+            issuer,
+            lifetime: args.nats_identity_lifetime,
+        })
+    });
+    let nats = nats_args.connect("hookline controller").await?;
     let jetstream = match &nats {
         Some(_) => Some(JetStreamOptions {
-            url: args.nats.url.clone(),
-            credentials: args.nats.credentials()?,
+            url: nats_args.url.clone(),
+            credentials: nats_args.credentials()?,
             gateway_url: args.gateway_url.clone(),
             identities: identities.clone(),
         }),
@@ -118,10 +162,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
     let gateway_identity = match (identities, args.gateway_nats_secret, &jetstream) {
         (Some(identities), Some(name), Some(js)) => Some(GatewayIdentity {
             identities,
-            namespace: args
-                .lease_namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string()),
+            namespace: own_namespace.clone(),
             name,
             ca: js.credentials.get("ca.crt").cloned(),
         }),
@@ -142,7 +183,7 @@ pub async fn controller(args: Args) -> anyhow::Result<i32> {
                 passed_env: passed_env(),
                 egress_args: args.egress.workers().args(),
             },
-            jetstream: nats.map(|n| (n, args.nats.retention())),
+            jetstream: nats.map(|n| (n, nats_args.retention())),
             gateway_identity,
             worker_status: (!args.worker_status_url.is_empty()).then(|| WorkerStatusOptions {
                 url: args.worker_status_url,

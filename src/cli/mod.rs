@@ -6,6 +6,7 @@ pub mod crd;
 mod dlq;
 mod egress;
 mod gateway;
+mod nats;
 pub mod reference;
 mod render;
 mod run;
@@ -44,6 +45,8 @@ enum Command {
     Worker(worker::Args),
     /// Run the shared ingestion service of JetStream mode: the Segment API for every destination with a write key
     Gateway(gateway::Args),
+    /// Set up a NATS of your own for identities per role: Hookline's NATS keys and the servers' configuration
+    Nats(nats::Args),
     /// Print the WebhookDestination and WebhookSource CustomResourceDefinitions (YAML)
     Crd,
 }
@@ -187,6 +190,7 @@ pub fn main(cli: Cli) -> anyhow::Result<i32> {
             Command::Dlq(args) => dlq::dlq(args).await,
             Command::Crd => crd::crd(),
             Command::Controller(args) => controller::controller(*args).await,
+            Command::Nats(args) => nats::nats(args).await,
             Command::Worker(args) => worker::worker(args).await,
             Command::Gateway(args) => gateway::gateway(args).await,
         }

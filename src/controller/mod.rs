@@ -16,6 +16,7 @@ pub mod events;
 pub mod identities;
 pub mod jetstream;
 pub mod keys;
+pub mod nats_keys;
 pub mod operator;
 pub mod port_forward;
 pub mod reconcile;

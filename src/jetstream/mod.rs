@@ -12,6 +12,7 @@ mod creds;
 pub mod dead_letters;
 pub mod identity;
 pub mod inbox;
+pub mod keys;
 pub mod names;
 pub mod objects;
 pub mod progress;
@@ -87,6 +88,10 @@ pub struct NatsArgs {
     /// How long undelivered events are kept in JetStream (a number with s, m, h or d)
     #[arg(long = "nats-max-age", env = "HOOKLINE_NATS_MAX_AGE", default_value = "7d", value_parser = parse_age)]
     pub max_age: Duration,
+    /// A `.creds` held in memory instead of a file: the operator's own, derived from the NATS
+    /// keys it keeps (`--nats-keys-secret`).
+    #[arg(skip)]
+    pub own_creds: Option<String>,
 }
 
 impl NatsArgs {
@@ -121,9 +126,17 @@ impl NatsArgs {
         let Some(servers) = self.servers()? else {
             return Ok(None);
         };
-        let mut options = match &self.creds {
-            Some(file) => creds::options(file).await?,
-            None => async_nats::ConnectOptions::new(),
+        let mut options = match (&self.creds, &self.own_creds) {
+            (Some(file), _) => creds::options(file).await?,
+            (None, Some(text)) => {
+                async_nats::ConnectOptions::with_credentials(text).map_err(|e| {
+                    NatsError::Connect {
+                        url: self.url.clone(),
+                        message: format!("the operator's own NATS identity: {e}"),
+                    }
+                })?
+            }
+            (None, None) => async_nats::ConnectOptions::new(),
         }
         .name(client_name)
         .retry_on_initial_connect()

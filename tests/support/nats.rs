@@ -72,13 +72,15 @@ impl NatsServer {
 
     /// One server with `config` (nats-server's configuration syntax) besides the usual flags.
     pub async fn with_config(config: &str) -> NatsServer {
+        NatsServer::with_config_on(super::free_port(), config).await
+    }
+
+    /// The same on `port`, which a process may already be trying to reach.
+    pub async fn with_config_on(port: u16, config: &str) -> NatsServer {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("server.conf");
         std::fs::write(&path, config).unwrap();
-        let mut server = NatsServer::spawn(
-            super::free_port(),
-            vec!["-c".into(), path.display().to_string()],
-        );
+        let mut server = NatsServer::spawn(port, vec!["-c".into(), path.display().to_string()]);
         server._config = Some(dir);
         server.wait_ready().await;
         server
@@ -192,75 +194,26 @@ pub fn urls(servers: &[NatsServer]) -> String {
         .join(",")
 }
 
-/// The keys and JWTs of a NATS server in operator mode (what `nsc` makes in production).
+/// The keys and JWTs of a NATS server in operator mode, as Hookline makes them
+/// (`hookline nats setup`, or the operator with `nats.install`).
 pub struct Accounts {
-    operator: nkeys::KeyPair,
-    system: nkeys::KeyPair,
-    pub account: nkeys::KeyPair,
-    pub signing_key: nkeys::KeyPair,
+    pub keys: hookline::jetstream::keys::NatsKeys,
 }
 
 impl Accounts {
     fn new() -> Accounts {
         Accounts {
-            operator: nkeys::KeyPair::new_operator(),
-            system: nkeys::KeyPair::new_account(),
-            account: nkeys::KeyPair::new_account(),
-            signing_key: nkeys::KeyPair::new_account(),
+            keys: hookline::jetstream::keys::NatsKeys::generate(),
         }
     }
 
-    fn jwt(&self, subject: &str, name: &str, nats: serde_json::Value) -> String {
-        let claims = serde_json::json!({
-            "jti": uuid::Uuid::new_v4().simple().to_string(),
-            "iat": chrono::Utc::now().timestamp(),
-            "iss": self.operator.public_key(),
-            "name": name,
-            "sub": subject,
-            "nats": nats,
-        });
-        hookline::jetstream::identity::sign_jwt(&claims, &self.operator).unwrap()
-    }
-
     fn server_config(&self) -> String {
-        let operator = self.jwt(
-            &self.operator.public_key(),
-            "test",
-            serde_json::json!({"type": "operator", "version": 2,
-                "system_account": self.system.public_key()}),
-        );
-        let system = self.jwt(
-            &self.system.public_key(),
-            "SYS",
-            serde_json::json!({"type": "account", "version": 2}),
-        );
-        let unlimited = serde_json::json!({
-            "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-            "wildcards": true, "conn": -1, "leaf": -1,
-            "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
-        });
-        let hookline = self.jwt(
-            &self.account.public_key(),
-            "hookline",
-            serde_json::json!({"type": "account", "version": 2, "limits": unlimited,
-                "signing_keys": [self.signing_key.public_key()]}),
-        );
-        format!(
-            "operator: {operator}\nsystem_account: {sys}\nresolver: MEMORY\n\
-             resolver_preload: {{\n  {sys}: {system}\n  {acc}: {hookline}\n}}\n",
-            sys = self.system.public_key(),
-            acc = self.account.public_key(),
-        )
+        self.keys.server_config().unwrap()
     }
 
     /// The issuer the operator is given: the signing key's seed and the account.
     pub fn issuer(&self) -> hookline::jetstream::identity::Issuer {
-        hookline::jetstream::identity::Issuer::new(
-            &self.signing_key.seed().unwrap(),
-            &self.account.public_key(),
-            "test",
-        )
-        .unwrap()
+        self.keys.issuer().unwrap()
     }
 
     /// A user with every permission of the account (the operator's, or an administrator's),

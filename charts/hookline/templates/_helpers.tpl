@@ -98,14 +98,35 @@ The gateway with identities per role: its own identity, which the operator keeps
 {{- end }}
 
 {{/*
-The operator with identities per role: the account signing key it issues them with.
+Whether workers and the gateway get identities per role: a signing key or keys Secret was
+given, or the operator makes the keys for the NATS this release installs. "true" or empty.
+*/}}
+{{- define "hookline.identitiesOn" -}}
+{{- $ids := .Values.nats.identities -}}
+{{- if and (include "hookline.natsUrl" .) (or $ids.signingKeySecretName $ids.keysSecretName (and .Values.nats.install $ids.managed)) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The operator with identities per role: the account signing key it issues them with, or the
+Secret of Hookline's NATS keys (made by the operator itself for nats.install).
 */}}
 {{- define "hookline.identityIssuerEnv" -}}
+{{- if .Values.nats.identities.signingKeySecretName }}
 - name: HOOKLINE_NATS_SIGNING_KEY
   value: /etc/hookline/nats-signing/seed
 - name: HOOKLINE_NATS_ACCOUNT
   valueFrom:
     secretKeyRef: { name: {{ .Values.nats.identities.signingKeySecretName | quote }}, key: account }
+{{- else }}
+- name: HOOKLINE_NATS_KEYS_SECRET
+  value: {{ .Values.nats.identities.keysSecretName | default (printf "%s-nats-keys" .Release.Name) | quote }}
+{{- if .Values.nats.install }}
+- name: HOOKLINE_NATS_SERVER_SECRET
+  value: "{{ .Release.Name }}-nats-server"
+{{- end }}
+{{- end }}
 - name: HOOKLINE_NATS_IDENTITY_LIFETIME
   value: {{ .Values.nats.identities.lifetime | quote }}
 - name: HOOKLINE_GATEWAY_NATS_SECRET
