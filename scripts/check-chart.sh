@@ -109,8 +109,10 @@ promtool check rules "$work/rules.yaml" "$work/dashboard-rules.yaml" >&2
 # in operator mode with Hookline's keys and has memory storage for the progress bucket.
 "$helm" template hookline "$chart" --namespace hookline-system --set nats.install=true \
     --show-only charts/nats/templates/config-map.yaml > "$work/nats.yaml"
-cargo build --quiet --locked
-"$(scripts/target-dir.sh)/debug/hookline" nats setup > "$work/setup.yaml"
+# The binary `cargo test` built (scripts/test.sh runs it first); built here when run alone.
+hookline="$(scripts/target-dir.sh)/debug/hookline"
+[ -x "$hookline" ] || cargo build --quiet --locked --bin hookline
+"$hookline" nats setup > "$work/setup.yaml"
 read -r client_port monitor_port route_port system_account < <("$tools/venv/bin/python" - "$work" <<'PY'
 import os, socket, sys, yaml
 work = sys.argv[1]

@@ -683,19 +683,6 @@ fn calls_since(
         .collect()
 }
 
-/// `hookline test NAME -n NS` as a user runs it: a real process, the API server over HTTP.
-async fn hookline_test(op: &Operator, name: &str, extra: &[&str]) -> std::process::Output {
-    let (_dir, kubeconfig) = op.kubeconfig().await;
-    let mut command = std::process::Command::new(support::bin());
-    command
-        .args(["test", name, "-n", NS, "--timeout", "20"])
-        .args(extra)
-        .env("KUBECONFIG", &kubeconfig);
-    tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
     let endpoint = support::Endpoint::start().await;
@@ -712,7 +699,7 @@ async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
         .worker_pod(&yaml, json!({"token": "cluster-token"}), &[])
         .await;
 
-    let out = hookline_test(&op, "orders", &[]).await;
+    let out = op.hookline_test("orders", &[]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -741,7 +728,9 @@ async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
         r#"{"type":"track","event":"Custom","messageId":"m-7"}"#,
     )
     .unwrap();
-    let out = hookline_test(&op, "orders", &["--event", event.path().to_str().unwrap()]).await;
+    let out = op
+        .hookline_test("orders", &["--event", event.path().to_str().unwrap()])
+        .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("response: 500"));
     assert_eq!(endpoint.received()[1].body["id"], "m-7");

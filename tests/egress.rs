@@ -390,24 +390,6 @@ spec:
     op.stop().await;
 }
 
-/// `hookline test NAME -n NS` as a user runs it.
-async fn hookline_test(op: &Operator, name: &str) -> (bool, String) {
-    let (_dir, kubeconfig) = op.kubeconfig().await;
-    let mut command = std::process::Command::new(support::bin());
-    command
-        .args(["test", name, "-n", NS, "--timeout", "20"])
-        .env("KUBECONFIG", &kubeconfig);
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_event_leaves_from_the_destinations_worker_never_the_operator() {
     let endpoint = support::Endpoint::start().await;
@@ -422,7 +404,7 @@ async fn a_test_event_leaves_from_the_destinations_worker_never_the_operator() {
     wait_condition(&op, "orders", "Accepted", "True").await;
 
     // No worker pod yet: a plain error, nothing sent.
-    let (ok, text) = hookline_test(&op, "orders").await;
+    let (ok, text) = support::outcome(&op.hookline_test("orders", &[]).await);
     assert!(!ok);
     assert!(
         text.contains("no worker pod of WebhookDestination analytics/orders is ready"),
@@ -438,7 +420,7 @@ async fn a_test_event_leaves_from_the_destinations_worker_never_the_operator() {
             &["--egress-deny-private"],
         )
         .await;
-    let (ok, text) = hookline_test(&op, "orders").await;
+    let (ok, text) = support::outcome(&op.hookline_test("orders", &[]).await);
     assert!(!ok);
     assert!(
         text.contains("127.0.0.1 is a loopback address, which the egress guard refuses; allow it with --egress-allow CIDR"),

@@ -364,31 +364,37 @@ fn creds_of(secret: &k8s_openapi::api::core::v1::Secret) -> Option<String> {
     Some(String::from_utf8(data.0.clone()).unwrap())
 }
 
+/// The operator's options in JetStream mode with identities per role: it connects as `admin`
+/// and issues identities with `ids`.
+async fn operator_with_identities(
+    nats: &NatsServer,
+    admin: &Path,
+    ids: &Arc<Identities>,
+) -> hookline::controller::operator::OperatorOptions {
+    let args = nats_args(&nats.url(), Some(admin));
+    let mut opts = support::operator::options(None, "op-1", free_port());
+    opts.build.jetstream = Some(hookline::controller::build::JetStreamOptions {
+        url: nats.url(),
+        credentials: [("creds".to_string(), std::fs::read_to_string(admin).unwrap())].into(),
+        gateway_url: None,
+        identities: Some(ids.clone()),
+    });
+    let connected = args.connect("test operator").await.unwrap().unwrap();
+    opts.jetstream = Some((connected, args.retention()));
+    opts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_issues_each_destination_and_the_gateway_an_identity_and_renews_it_halfway() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Secret;
-    use support::operator::{NS, Operator, bearer_destination, eventually, options};
+    use support::operator::{NS, Operator, bearer_destination, eventually};
 
     let (nats, accounts) = NatsServer::with_identities().await;
     let dir = tempfile::tempdir().unwrap();
     let admin = accounts.admin_creds(dir.path(), "operator");
-    let args = nats_args(&nats.url(), Some(&admin));
-    let connected = args.connect("test operator").await.unwrap().unwrap();
-    let lifetime = Duration::from_secs(4);
-    let ids = Arc::new(identities(&accounts, lifetime));
-    let mut opts = options(None, "op-1", free_port());
-    opts.build.jetstream = Some(hookline::controller::build::JetStreamOptions {
-        url: nats.url(),
-        credentials: [(
-            "creds".to_string(),
-            std::fs::read_to_string(&admin).unwrap(),
-        )]
-        .into(),
-        gateway_url: None,
-        identities: Some(ids.clone()),
-    });
-    opts.jetstream = Some((connected, args.retention()));
+    let ids = Arc::new(identities(&accounts, Duration::from_secs(4)));
+    let mut opts = operator_with_identities(&nats, &admin, &ids).await;
     opts.gateway_identity = Some(hookline::controller::identities::GatewayIdentity {
         identities: ids,
         namespace: NS.into(),
@@ -470,29 +476,13 @@ async fn the_operator_issues_each_destination_and_the_gateway_an_identity_and_re
 async fn a_restarted_operator_issues_no_identity_that_is_still_fresh() {
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::{Patch, PatchParams};
-    use support::operator::{Operator, bearer_destination, eventually, options};
+    use support::operator::{Operator, bearer_destination, eventually};
 
     let (nats, accounts) = NatsServer::with_identities().await;
     let dir = tempfile::tempdir().unwrap();
     let admin = accounts.admin_creds(dir.path(), "operator");
-    let args = nats_args(&nats.url(), Some(&admin));
     let ids = Arc::new(identities(&accounts, Duration::from_secs(3600)));
-    let operator_options = || async {
-        let mut opts = options(None, "op-1", free_port());
-        opts.build.jetstream = Some(hookline::controller::build::JetStreamOptions {
-            url: nats.url(),
-            credentials: [(
-                "creds".to_string(),
-                std::fs::read_to_string(&admin).unwrap(),
-            )]
-            .into(),
-            gateway_url: None,
-            identities: Some(ids.clone()),
-        });
-        let connected = args.connect("test operator").await.unwrap().unwrap();
-        opts.jetstream = Some((connected, args.retention()));
-        opts
-    };
+    let operator_options = || operator_with_identities(&nats, &admin, &ids);
     let server = support::apiserver::ApiServer::new();
     let op = Operator::launch(server.clone(), operator_options().await);
     op.create_secret("crm", json!({"token": "t"})).await;

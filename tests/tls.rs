@@ -44,13 +44,7 @@ fn test_once(files: &[std::path::PathBuf], dir: &Path) -> (bool, String) {
         args.push(f.display().to_string());
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run_cli(&args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    outcome(&run_cli(&args))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,16 @@ pub fn loopback_allowed() -> hookline::egress::Egress {
     hookline::egress::Egress::new(policy, None).expect("no proxy")
 }
 
+/// A command's exit status, and what it printed (stdout, then stderr).
+pub fn outcome(out: &std::process::Output) -> (bool, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// An endpoint's outage ([`Endpoint::down`]).
 #[derive(Clone)]
 pub struct Outage(Arc<std::sync::atomic::AtomicBool>);

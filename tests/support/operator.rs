@@ -202,6 +202,19 @@ impl Operator {
         (dir, worker)
     }
 
+    /// `hookline test NAME -n NS` as a user runs it: a real process, the API server over HTTP.
+    pub async fn hookline_test(&self, name: &str, extra: &[&str]) -> std::process::Output {
+        let (_dir, kubeconfig) = self.kubeconfig().await;
+        let mut command = std::process::Command::new(super::bin());
+        command
+            .args(["test", name, "-n", NS, "--timeout", "20"])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(self) {
         self.stop.send(true).unwrap();
         self.task.await.unwrap().unwrap();
