@@ -430,3 +430,65 @@ async fn a_test_event_leaves_from_the_destinations_worker_never_the_operator() {
     drop(worker);
     op.stop().await;
 }
+
+#[tokio::test]
+async fn an_egress_proxy_resolves_the_target_and_its_own_address_is_vetted() {
+    // A proxy on loopback that answers every request itself, keeping the request line.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let lines_tx = lines_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = lines_tx.send(head);
+                let _ = socket
+                    .write_all(http_answer("200 OK", TOKEN).as_bytes())
+                    .await;
+            });
+        }
+    });
+    let proxy_url = format!("http://{proxy}");
+
+    // Not allowed by the admin, a proxy on loopback is refused before anything is sent.
+    let refused = Egress::new(
+        EgressPolicy::operator(Vec::new(), Vec::new()),
+        Some(&proxy_url),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("127.0.0.1 is a loopback address"),
+        "{refused}"
+    );
+
+    // Allowed, it takes the request for a name nobody here can resolve: the proxy resolves it.
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let egress = Egress::new(
+        EgressPolicy::operator(vec!["127.0.0.1/32".parse().unwrap()], Vec::new()),
+        Some(&proxy_url),
+    )
+    .unwrap()
+    .with_lookup(stub(&[&["127.0.0.9"]], lookups.clone()));
+    let token = fetch("http://auth.example.test/token", &egress)
+        .await
+        .unwrap();
+    assert_eq!(token.access_token, "a-token");
+    assert_eq!(
+        lines.recv().await.unwrap(),
+        "POST http://auth.example.test/token HTTP/1.1"
+    );
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        0,
+        "the target was not resolved here"
+    );
+}
