@@ -492,3 +492,83 @@ async fn an_egress_proxy_resolves_the_target_and_its_own_address_is_vetted() {
         "the target was not resolved here"
     );
 }
+
+/// A keep-alive server that counts the connections it accepts and answers every request 200.
+async fn keep_alive_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    // One whole request (headers, then content-length bytes) per answer.
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&pending[..end]).to_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map(|v| v.trim().parse().unwrap())
+                            .unwrap_or(0);
+                        if pending.len() < end + 4 + length {
+                            break;
+                        }
+                        pending.drain(..end + 4 + length);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn guarded_deliveries_keep_their_connection() {
+    let (addr, connections) = keep_alive_server().await;
+    // The guard at its strictest, with the endpoint's address allowed: every connection is vetted.
+    let egress = Egress::new(
+        EgressPolicy::laptop(true, vec!["127.0.0.1/32".parse().unwrap()]),
+        None,
+    )
+    .unwrap();
+    let sender =
+        hookline::pipeline::deliver::HttpSender::new(1, Duration::from_secs(5), None, &egress)
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = support::manifest(
+        dir.path(),
+        "d.yaml",
+        &support::destination("crm", &format!("http://{addr}/in"), ""),
+    );
+    let dest = &hookline::cli::load_destinations(&[file]).unwrap()[0];
+    for i in 0..20 {
+        let request = hookline::pipeline::single::build_request(
+            dest,
+            &json!({"type": "track", "i": i}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sender.send(&request).await.status, Some(200));
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "one connection for every request"
+    );
+}
