@@ -48,6 +48,12 @@ installed="$("$helm" template hookline "$chart" --namespace hookline-system --se
 grep -q '^kind: StatefulSet$' <<<"$installed"
 grep -q 'value: "nats://hookline-nats.hookline-system.svc:4222"' <<<"$installed"
 grep -q 'args: \["gateway"' <<<"$installed"
+# ... with identities per role and nothing else set: the operator keeps the NATS keys, the
+# gateway mounts its own identity, and no shared credentials are given to anyone.
+grep -q 'name: HOOKLINE_NATS_KEYS_SECRET' <<<"$installed"
+grep -q 'value: "hookline-nats-server"' <<<"$installed"
+grep -q 'secretName: hookline-gateway-nats' <<<"$installed"
+! grep -q 'HOOKLINE_NATS_TOKEN\|HOOKLINE_NATS_PASSWORD' <<<"$installed"
 ! "$helm" template hookline "$chart" | grep -q '^kind: StatefulSet$'
 check "JetStream mode, gateway Ingress" --set nats.url=nats://nats.nats.svc:4222 \
     --set gateway.ingress.enabled=true --set gateway.ingress.className=nginx \
