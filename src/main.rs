@@ -40,7 +40,13 @@ fn init_logs(tracer: Option<&opentelemetry_sdk::trace::SdkTracerProvider>) -> Re
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKLINE_LOG")
         .unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal: not in a file, a pipe or a log shipper, and never
+    // with NO_COLOR set (no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let logs = match std::env::var("HOOKLINE_LOG_FORMAT").as_deref() {
         // One JSON object per line, for log shippers.
         Ok("json") => fmt.json().flatten_event(true).with_filter(filter).boxed(),

@@ -182,8 +182,8 @@ async fn test_command_reports_the_answer_and_exit_status() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("response: 422"));
 }
 
-#[test]
-fn hookline_log_format_json_writes_one_json_object_per_line() {
+/// The first line `hookline run` logs to stderr (a pipe, not a terminal), with `env` set.
+fn first_log_line(env: &[(&str, &str)]) -> String {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let file = manifest(
@@ -204,7 +204,7 @@ fn hookline_log_format_json_writes_one_json_object_per_line() {
         .arg("-f")
         .arg(&file)
         .env("HOOKLINE_LOG", "info")
-        .env("HOOKLINE_LOG_FORMAT", "json")
+        .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -214,6 +214,19 @@ fn hookline_log_format_json_writes_one_json_object_per_line() {
         .unwrap();
     let _ = child.kill();
     let _ = child.wait();
+    line
+}
+
+#[test]
+fn logs_written_to_a_file_or_pipe_carry_no_colour_codes() {
+    let line = first_log_line(&[]);
+    assert!(line.contains("hookline is running"), "{line}");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+}
+
+#[test]
+fn hookline_log_format_json_writes_one_json_object_per_line() {
+    let line = first_log_line(&[("HOOKLINE_LOG_FORMAT", "json")]);
     let record: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(record["level"], "INFO", "{record}");
