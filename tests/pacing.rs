@@ -241,3 +241,30 @@ async fn an_endpoint_failing_long_enough_is_unhealthy_with_few_requests_and_reco
         serde_json::json!([])
     );
 }
+
+/// An endpoint that is up but refuses every event (a 400 for each, so each is dead-lettered at
+/// once) delivers nothing: after `unhealthyAfterSeconds` of refusals it says so, and recovers
+/// with the first delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_refusing_every_event_is_reported_and_recovers() {
+    let endpoint = Endpoint::start().await;
+    endpoint.respond(|_| (400, vec![]));
+    let spec = format!("{MAP_N}  delivery:\n    circuitBreaker: {{ unhealthyAfterSeconds: 1 }}\n");
+    let (_dir, h) = Hookline::crm(&endpoint.url, &spec).await;
+    assert_eq!(h.post("/v1/batch", batch(3)).await.status(), 200);
+    let rejected = wait_delivering(&h, "EventsRejected").await;
+    assert_eq!(rejected["status"], "False");
+    let message = rejected["message"].as_str().unwrap();
+    assert!(
+        message.contains("HTTP 400") && message.contains("hookline dlq list"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&h.status().await, "Ready")["status"],
+        "True",
+        "a person fixes the mapping; nothing is held"
+    );
+    endpoint.respond(|_| (200, vec![]));
+    assert_eq!(h.post("/v1/batch", batch(1)).await.status(), 200);
+    assert_eq!(wait_delivering(&h, "Delivering").await["status"], "True");
+}

@@ -7,8 +7,11 @@
 //! Health is judged by time too: an endpoint that has answered nothing but failures for
 //! `unhealthyAfterSeconds` is reported unhealthy even when too few requests were made to open
 //! the breaker (one event retried with a growing backoff makes few); whether traffic is held
-//! still follows the count. The state machine is pure, tested without sleeping; waiting is
-//! layered on top.
+//! still follows the count. An endpoint that is up but refuses every request (a 4xx for each:
+//! a wrong mapping, a changed API) holds nothing — retrying cannot help — yet delivers nothing
+//! either: refusals with no delivery in between for `unhealthyAfterSeconds` are reported as
+//! `EventsRejected`. The state machine is pure, tested without sleeping; waiting is layered on
+//! top.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +20,9 @@ use tokio::sync::Notify;
 /// The `Delivering` reason of an endpoint no longer probed: a person has to resume it, so the
 /// destination is not `Ready` either.
 pub const PAUSED: &str = "DeliveryPaused";
+
+/// The `Delivering` reason of an endpoint that refuses every request.
+pub const REJECTED: &str = "EventsRejected";
 
 /// The longest pause between two probes.
 pub const MAX_PROBE_PAUSE: Duration = Duration::from_secs(300);
@@ -45,8 +51,11 @@ impl Default for BreakerPolicy {
 /// What the endpoint's answer says about its health.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Health {
-    /// It answered as a live server does (2xx, 4xx, even 429).
+    /// It took the request (2xx), or asked for patience (429).
     Up,
+    /// It answered as a live server does, and refused the request for good (any other 4xx, or
+    /// a 3xx): the events are dead-lettered, not retried.
+    Refused,
     /// Connection error, timeout, 408 or 5xx.
     Down,
 }
@@ -89,6 +98,9 @@ struct Machine {
     policy: BreakerPolicy,
     state: State,
     last_error: String,
+    /// Since when every answer was a refusal (no delivery in between), and the last one.
+    refusing_since: FailingSince,
+    last_refusal: String,
 }
 
 impl Machine {
@@ -119,14 +131,17 @@ impl Machine {
         now: Instant,
     ) -> bool {
         let before = std::mem::discriminant(&self.view(now));
-        match (health, &mut self.state) {
-            (Health::Up, State::Paused { .. }) => {}
-            (Health::Up, _) => {
-                self.state = State::Closed {
-                    failures: 0,
-                    failing_since: None,
-                }
+        match health {
+            Health::Up => self.refusing_since = None,
+            Health::Refused => {
+                self.refusing_since.get_or_insert((now, SystemTime::now()));
+                self.last_refusal = error();
+                return self.close(before, now);
             }
+            Health::Down => {}
+        }
+        match (health, &mut self.state) {
+            (Health::Up | Health::Refused, _) => return self.close(before, now),
             (
                 Health::Down,
                 State::Closed {
@@ -180,6 +195,18 @@ impl Machine {
         before != std::mem::discriminant(&self.view(now))
     }
 
+    /// A live answer: the breaker closes (a paused destination stays paused: a person resumes
+    /// it).
+    fn close(&mut self, before: std::mem::Discriminant<BreakerView>, now: Instant) -> bool {
+        if !matches!(self.state, State::Paused { .. }) {
+            self.state = State::Closed {
+                failures: 0,
+                failing_since: None,
+            };
+        }
+        before != std::mem::discriminant(&self.view(now))
+    }
+
     fn view(&self, now: Instant) -> BreakerView {
         match &self.state {
             State::Closed {
@@ -192,7 +219,17 @@ impl Machine {
                     held: false,
                 }
             }
-            State::Closed { .. } => BreakerView::Healthy,
+            State::Closed { .. } => match self.refusing_since {
+                Some((since, since_wall))
+                    if now.saturating_duration_since(since) >= self.policy.unhealthy_after =>
+                {
+                    BreakerView::Rejecting {
+                        since: since_wall,
+                        last_refusal: self.last_refusal.clone(),
+                    }
+                }
+                _ => BreakerView::Healthy,
+            },
             State::Open { since_wall, .. } => BreakerView::Unhealthy {
                 since: *since_wall,
                 last_error: self.last_error.clone(),
@@ -221,6 +258,11 @@ pub enum BreakerView {
         since: SystemTime,
         last_error: String,
     },
+    /// Up, but it has refused every request for `unhealthyAfterSeconds`, delivering none.
+    Rejecting {
+        since: SystemTime,
+        last_refusal: String,
+    },
 }
 
 impl BreakerView {
@@ -230,7 +272,10 @@ impl BreakerView {
         crate::metrics::METRICS
             .endpoint_healthy
             .with_label_values(&[name])
-            .set(i64::from(*self == BreakerView::Healthy));
+            .set(i64::from(matches!(
+                self,
+                BreakerView::Healthy | BreakerView::Rejecting { .. }
+            )));
         crate::metrics::METRICS
             .delivery_paused
             .with_label_values(&[name])
@@ -271,6 +316,17 @@ impl BreakerView {
                     since(t),
                 ),
             ),
+            BreakerView::Rejecting {
+                since: t,
+                last_refusal,
+            } => (
+                false,
+                REJECTED,
+                format!(
+                    "the endpoint has refused every request since {} (last: {last_refusal}); refused events are dead-lettered, not retried: fix the mapping or the endpoint, and see what was refused with `hookline dlq list` ({name} -n NAMESPACE in the cluster)",
+                    since(t),
+                ),
+            ),
             BreakerView::Paused {
                 since: t,
                 last_error,
@@ -303,6 +359,8 @@ impl Breaker {
                     failing_since: None,
                 },
                 last_error: String::new(),
+                refusing_since: None,
+                last_refusal: String::new(),
             }),
             changed: Notify::new(),
         }
@@ -373,7 +431,42 @@ mod tests {
                 failing_since: None,
             },
             last_error: String::new(),
+            refusing_since: None,
+            last_refusal: String::new(),
         }
+    }
+
+    #[test]
+    fn refusing_every_request_for_unhealthy_after_is_events_rejected_until_one_is_delivered() {
+        let t0 = Instant::now();
+        let mut m = machine(10, None);
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for s in [0, 5, 29] {
+            m.record(
+                Health::Refused,
+                false,
+                || "HTTP 400: bad total".into(),
+                at(s),
+            );
+            assert_eq!(m.view(at(s)), BreakerView::Healthy, "{s} s");
+            assert_eq!(m.admit(at(s)), Admission::Send, "refusals hold nothing");
+        }
+        let view = m.view(at(30));
+        let (ok, reason, message) = view.condition("crm");
+        assert!(!ok);
+        assert_eq!(reason, REJECTED);
+        assert!(
+            message.contains("HTTP 400: bad total") && message.contains("hookline dlq list"),
+            "{message}"
+        );
+        // A failure in between changes nothing; one delivery clears it.
+        m.record(Health::Down, false, || "HTTP 503".into(), at(30));
+        assert!(matches!(m.view(at(30)), BreakerView::Rejecting { .. }));
+        m.record(Health::Up, false, String::new, at(31));
+        assert_eq!(m.view(at(31)), BreakerView::Healthy);
+        m.record(Health::Refused, false, || "HTTP 422".into(), at(40));
+        assert_eq!(m.view(at(69)), BreakerView::Healthy);
+        assert!(matches!(m.view(at(70)), BreakerView::Rejecting { .. }));
     }
 
     #[test]

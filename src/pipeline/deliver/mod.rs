@@ -49,10 +49,11 @@ impl Attempt {
 
     /// What the answer says about the endpoint, for its circuit breaker.
     pub fn health(&self) -> breaker::Health {
-        match self.status {
-            None | Some(408) => breaker::Health::Down,
-            Some(s) if s >= 500 => breaker::Health::Down,
-            Some(_) => breaker::Health::Up,
+        match (self.status, self.verdict()) {
+            (None | Some(408), _) => breaker::Health::Down,
+            (Some(s), _) if s >= 500 => breaker::Health::Down,
+            (Some(_), Verdict::GiveUp) => breaker::Health::Refused,
+            (Some(_), _) => breaker::Health::Up,
         }
     }
 
