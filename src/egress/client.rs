@@ -1,7 +1,7 @@
 //! The guard as a reqwest client: what the operator's token requests (and a worker behind an
 //! egress proxy) go through. Built only here, so nothing sends around the guard.
 
-use super::policy::{EgressPolicy, Refused, literal};
+use super::policy::{EgressPolicy, Refused};
 use super::{Egress, refusal};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -60,20 +60,13 @@ impl GuardedClient {
         })
     }
 
-    /// A host written as an address never reaches the resolver: it is vetted here.
-    fn check(&self, url: &reqwest::Url) -> Result<(), Refused> {
-        match url.host_str().and_then(literal) {
-            Some(address) => self.policy.vet(address),
-            None => Ok(()),
-        }
-    }
-
     pub fn request(&self, method: http::Method, url: reqwest::Url) -> reqwest::RequestBuilder {
         self.http.request(method, url)
     }
 
     pub async fn execute(&self, request: reqwest::Request) -> Result<reqwest::Response, SendError> {
-        self.check(request.url()).map_err(SendError::Refused)?;
+        let host = request.url().host_str().unwrap_or_default();
+        self.policy.vet_host(host).map_err(SendError::Refused)?;
         self.http.execute(request).await.map_err(SendError::Http)
     }
 

@@ -2,7 +2,7 @@
 //! resolver; a host written as an address is vetted before dialling. Both happen once per
 //! connection, so keep-alive requests cost nothing more.
 
-use super::policy::{EgressPolicy, literal};
+use super::policy::EgressPolicy;
 use super::{BoxError, Egress, VettingResolver};
 use futures::future::BoxFuture;
 use http::Uri;
@@ -43,9 +43,7 @@ impl tower_service::Service<Uri> for GuardedConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        if let Some(address) = uri.host().and_then(literal)
-            && let Err(refused) = self.policy.vet(address)
-        {
+        if let Err(refused) = self.policy.vet_host(uri.host().unwrap_or_default()) {
             return Box::pin(std::future::ready(Err(refused.into())));
         }
         let connecting = self.http.call(uri);

@@ -80,11 +80,9 @@ impl Egress {
                     .ok()
                     .filter(|u| u.host_str().is_some())
                     .ok_or(ProxyError::Invalid { url: text.clone() })?;
-                if let Some(ip) = url.host_str().and_then(policy::literal) {
-                    policy
-                        .vet(ip)
-                        .map_err(|refused| ProxyError::Refused { url: text, refused })?;
-                }
+                policy
+                    .vet_host(url.host_str().unwrap_or_default())
+                    .map_err(|refused| ProxyError::Refused { url: text, refused })?;
                 Some(url)
             }
         };

@@ -168,6 +168,12 @@ impl EgressPolicy {
             remedy,
         })
     }
+
+    /// A host written as an address (which never reaches a resolver) vetted as that address;
+    /// a name passes here, to be vetted as what it resolves to.
+    pub fn vet_host(&self, host: &str) -> Result<(), Refused> {
+        literal(host).map_or(Ok(()), |address| self.vet(address))
+    }
 }
 
 /// An IPv4-mapped IPv6 address connects to its IPv4 address, so the admin's IPv4 exceptions
@@ -183,7 +189,7 @@ fn canonical(address: IpAddr) -> IpAddr {
 }
 
 /// `[::1]` as a URL or URI writes it, or a bare address; `None` for a name.
-pub fn literal(host: &str) -> Option<IpAddr> {
+fn literal(host: &str) -> Option<IpAddr> {
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))

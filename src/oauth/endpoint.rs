@@ -219,12 +219,8 @@ impl TokenEndpoint {
     {
         let attempt = |auth| {
             let sender = self.sender();
-            let status = sender.status.clone();
-            let sent = request(self.client(url, auth), sender);
-            async move {
-                sent.await
-                    .map_err(|e| classify(url, e, status.load(Ordering::Relaxed)))
-            }
+            let sent = request(self.client(url, auth), sender.clone());
+            async move { sent.await.map_err(|e| sender.classify(url, e)) }
         };
         match attempt(self.auth_method()).await {
             Err(e) if self.settings.auth_method.is_none() && e.code() == Some("invalid_client") => {
@@ -238,6 +234,7 @@ impl TokenEndpoint {
 type OAuthError = RequestTokenError<SendError, oauth2::basic::BasicErrorResponse>;
 
 /// The `oauth2` crate's HTTP client: the guard's, keeping the answer's status for the errors.
+#[derive(Clone)]
 pub struct Sender {
     http: GuardedClient,
     status: Arc<AtomicU16>,
