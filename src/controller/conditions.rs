@@ -37,7 +37,11 @@ impl WorkerState {
         let available = status.available_replicas.unwrap_or(0);
         let updated = status.updated_replicas.unwrap_or(0);
         let current = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-        if current && updated >= desired && available >= desired {
+        // Pods of the previous template still running: the rollout is not done, though they
+        // may make up the available count (a new pod Pending beside an old one still serving
+        // the old spec).
+        let old_pods_left = status.replicas.unwrap_or(0) > updated;
+        if current && !old_pods_left && updated >= desired && available >= desired {
             WorkerState::Available { desired }
         } else {
             WorkerState::Progressing { available, desired }
@@ -362,6 +366,21 @@ mod tests {
                 available: 1,
                 desired: 2
             }
+        );
+        // A rollout whose new pod is Pending while the old one still serves: not available.
+        let mut rolling = deployment(1, 1, 3, 3);
+        rolling.status.as_mut().unwrap().replicas = Some(2);
+        assert_eq!(
+            WorkerState::of(Some(&rolling)),
+            WorkerState::Progressing {
+                available: 1,
+                desired: 1
+            }
+        );
+        rolling.status.as_mut().unwrap().replicas = Some(1);
+        assert_eq!(
+            WorkerState::of(Some(&rolling)),
+            WorkerState::Available { desired: 1 }
         );
         // The Deployment controller has not seen the latest spec yet: its counts are stale.
         assert_eq!(
