@@ -1180,7 +1180,8 @@ async fn the_worst_of_the_worker_pods_is_reported_with_how_many_say_it() {
             }},
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true},
+                "targetRef": {"kind": "Pod", "name": format!("orders-hookline-7f9c-{i}")}}],
         }))
         .unwrap();
         slices.create(&PostParams::default(), &slice).await.unwrap();
@@ -1193,8 +1194,8 @@ async fn the_worst_of_the_worker_pods_is_reported_with_how_many_say_it() {
         "1 of 2 worker pods report: the endpoint keeps failing: HTTP 503"
     );
     // The unhealthy pod is no longer ready: the other one's word is the resource's.
-    let patch =
-        json!({"endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": false}}]});
+    let patch = json!({"endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": false},
+        "targetRef": {"kind": "Pod", "name": "orders-hookline-7f9c-1"}}]});
     slices
         .patch(
             "orders-hookline-1",

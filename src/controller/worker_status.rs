@@ -6,6 +6,7 @@
 
 use super::build::{INGEST_PORT, child_name};
 use crate::api::WebhookDestination;
+use crate::egress::ranges::{Special, classify};
 use crate::pipeline::deliver::breaker::PAUSED;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
@@ -13,6 +14,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Special addresses read all the same: what pod IPs are (private and shared ranges, besides
+/// global ones), and loopback, which reaches only the operator's own pod (and the tests'
+/// workers). Link-local (cloud metadata) and the rest are never read.
+const POD_RANGES: &[Special] = &[Special::Private, Special::Shared, Special::Loopback];
 
 /// The label the EndpointSlice controller puts on a Service's slices.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -49,8 +55,11 @@ pub struct WorkerStatus {
 type Reading = (Instant, Option<Delivering>);
 
 /// The `/status` URLs of a slice's ready endpoints (an endpoint whose readiness is unknown counts
-/// as ready, as the API documents).
-fn pod_urls(slice: &EndpointSlice) -> Vec<String> {
+/// as ready, as the API documents) that are pods of the worker Deployment `deployment`. A slice
+/// is only as trustworthy as whoever wrote it, and a tenant that may write EndpointSlices must
+/// not point the operator at an address of its choosing (API §11): an endpoint that is not
+/// such a pod, or whose address no pod has (link-local: cloud metadata, …), is not read.
+fn pod_urls(slice: &EndpointSlice, deployment: &str) -> Vec<String> {
     let port = slice
         .ports
         .iter()
@@ -58,11 +67,26 @@ fn pod_urls(slice: &EndpointSlice) -> Vec<String> {
         .find(|p| p.name.as_deref() == Some("http"))
         .and_then(|p| p.port)
         .unwrap_or(INGEST_PORT);
+    let pod_of_deployment = |e: &&k8s_openapi::api::discovery::v1::Endpoint| {
+        e.target_ref.as_ref().is_some_and(|r| {
+            r.kind.as_deref() == Some("Pod")
+                && r.name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(&format!("{deployment}-")))
+        })
+    };
+    let pod_address = |address: &&String| {
+        address
+            .parse()
+            .is_ok_and(|ip| !matches!(classify(ip), Some(s) if !POD_RANGES.contains(&s)))
+    };
     slice
         .endpoints
         .iter()
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+        .filter(pod_of_deployment)
         .flat_map(|e| e.addresses.iter())
+        .filter(pod_address)
         .map(|address| {
             let host = if address.contains(':') {
                 format!("[{address}]")
@@ -175,7 +199,7 @@ impl WorkerStatus {
             .iter()
             .filter(|s| s.namespace().as_deref() == Some(namespace.as_str()))
             .filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&service))
-            .flat_map(|s| pod_urls(s))
+            .flat_map(|s| pod_urls(s, &service))
             .collect();
         if pods.is_empty() {
             let url = self
@@ -250,6 +274,10 @@ mod tests {
         assert_eq!(both.message, "1 of 3 worker pods report: restart it");
     }
 
+    fn pod(name: &str) -> serde_json::Value {
+        serde_json::json!({"kind": "Pod", "name": format!("orders-hookline-7f9c-{name}")})
+    }
+
     #[test]
     fn ready_endpoints_of_a_slice_are_read_on_its_http_port() {
         let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
@@ -257,15 +285,20 @@ mod tests {
             "addressType": "IPv4",
             "ports": [{"name": "http", "port": 8080}],
             "endpoints": [
-                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
-                {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
-                {"addresses": ["10.0.0.3"]},
-                {"addresses": ["fd00::4"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "targetRef": pod("a")},
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false}, "targetRef": pod("b")},
+                {"addresses": ["10.0.0.3"], "targetRef": pod("c")},
+                {"addresses": ["fd00::4"], "conditions": {"ready": true}, "targetRef": pod("d")},
+                // What a tenant could write: no pod, another Deployment's pod, cloud metadata.
+                {"addresses": ["10.0.0.5"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.6"], "targetRef": {"kind": "Pod", "name": "other-7f9c-x"}},
+                {"addresses": ["169.254.169.254"], "targetRef": pod("e")},
+                {"addresses": ["fd00:ec2::254"], "targetRef": pod("f")},
             ],
         }))
         .unwrap();
         assert_eq!(
-            pod_urls(&slice),
+            pod_urls(&slice, "orders-hookline"),
             [
                 "http://10.0.0.1:8080/status",
                 "http://10.0.0.3:8080/status",
