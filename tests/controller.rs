@@ -687,14 +687,7 @@ fn calls_since(
 async fn hookline_test_in_the_cluster_sends_with_the_real_credentials() {
     let endpoint = support::Endpoint::start().await;
     let op = Operator::start_over_http().await;
-    op.create_secret("crm", json!({"token": "cluster-token"}))
-        .await;
-    let yaml = bearer_destination("orders", "").replace(
-        "https://crm.example.com/api/events",
-        &format!("{}/in", endpoint.url),
-    );
-    op.create_destination(&yaml).await;
-    wait_condition(&op, "orders", "Accepted", "True").await;
+    let yaml = op.bearer_destination_to(&endpoint, "cluster-token").await;
     let _worker = op
         .worker_pod(&yaml, json!({"token": "cluster-token"}), &[])
         .await;

@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use support::operator::{NS, Operator, bearer_destination, condition, eventually, wait_condition};
+use support::operator::{NS, Operator, condition, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A server on `addr` that counts connections and answers each with `answer`, then closes.
@@ -146,19 +146,26 @@ async fn token_requests_to_internal_addresses_are_refused_in_every_spelling() {
     assert_eq!(token.access_token, "a-token");
 }
 
-#[tokio::test]
-async fn a_name_with_one_internal_address_among_others_is_refused_whole() {
-    let (a, first) =
+/// Token servers on one port of 127.0.0.2 (allowed in these tests) and of 127.0.0.1 (refused):
+/// the port, and how many connections each took.
+async fn token_servers_on_two_loopback_addresses() -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (allowed, allowed_hits) =
         counting_server("127.0.0.2:0".parse().unwrap(), http_answer("200 OK", TOKEN)).await;
-    let (_, second) = counting_server(
-        SocketAddr::new("127.0.0.1".parse().unwrap(), a.port()),
+    let (_, refused_hits) = counting_server(
+        SocketAddr::new("127.0.0.1".parse().unwrap(), allowed.port()),
         http_answer("200 OK", TOKEN),
     )
     .await;
+    (allowed.port(), allowed_hits, refused_hits)
+}
+
+#[tokio::test]
+async fn a_name_with_one_internal_address_among_others_is_refused_whole() {
+    let (port, first, second) = token_servers_on_two_loopback_addresses().await;
     let lookups = Arc::new(AtomicUsize::new(0));
     let egress = operator_egress(&["127.0.0.2/32"])
         .with_lookup(stub(&[&["127.0.0.2", "127.0.0.1"]], lookups));
-    let url = format!("http://auth.example.test:{}/token", a.port());
+    let url = format!("http://auth.example.test:{port}/token");
     let refused = fetch(&url, &egress).await.unwrap_err();
     assert!(
         refused
@@ -176,18 +183,12 @@ async fn a_name_with_one_internal_address_among_others_is_refused_whole() {
 async fn dns_rebinding_cannot_swap_the_vetted_address() {
     // The name first resolves to an allowed address (127.0.0.2), then to a refused one
     // (127.0.0.1), where a second server waits on the same port.
-    let (a, allowed_hits) =
-        counting_server("127.0.0.2:0".parse().unwrap(), http_answer("200 OK", TOKEN)).await;
-    let (_, internal_hits) = counting_server(
-        SocketAddr::new("127.0.0.1".parse().unwrap(), a.port()),
-        http_answer("200 OK", TOKEN),
-    )
-    .await;
+    let (port, allowed_hits, internal_hits) = token_servers_on_two_loopback_addresses().await;
     let lookups = Arc::new(AtomicUsize::new(0));
     let egress = operator_egress(&["127.0.0.2/32"])
         .with_lookup(stub(&[&["127.0.0.2"], &["127.0.0.1"]], lookups.clone()));
     let endpoint = TokenEndpoint::new(
-        settings(&format!("http://rebind.example.test:{}/token", a.port())),
+        settings(&format!("http://rebind.example.test:{port}/token")),
         &egress,
     )
     .unwrap();
@@ -394,14 +395,7 @@ spec:
 async fn a_test_event_leaves_from_the_destinations_worker_never_the_operator() {
     let endpoint = support::Endpoint::start().await;
     let op = Operator::start_over_http().await;
-    op.create_secret("crm", json!({"token": "tenant-token"}))
-        .await;
-    let yaml = bearer_destination("orders", "").replace(
-        "https://crm.example.com/api/events",
-        &format!("{}/in", endpoint.url),
-    );
-    op.create_destination(&yaml).await;
-    wait_condition(&op, "orders", "Accepted", "True").await;
+    let yaml = op.bearer_destination_to(&endpoint, "tenant-token").await;
 
     // No worker pod yet: a plain error, nothing sent.
     let (ok, text) = support::outcome(&op.hookline_test("orders", &[]).await);

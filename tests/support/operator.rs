@@ -165,6 +165,19 @@ impl Operator {
         (dir, kubeconfig)
     }
 
+    /// `orders`, sending to `endpoint` with the bearer `token` (its Secret `crm`), accepted;
+    /// returns its manifest.
+    pub async fn bearer_destination_to(&self, endpoint: &super::Endpoint, token: &str) -> String {
+        self.create_secret("crm", json!({"token": token})).await;
+        let yaml = bearer_destination("orders", "").replace(
+            "https://crm.example.com/api/events",
+            &format!("{}/in", endpoint.url),
+        );
+        self.create_destination(&yaml).await;
+        wait_condition(self, "orders", "Accepted", "True").await;
+        yaml
+    }
+
     /// Plays the kubelet for one ready worker pod of the destination in `yaml`: a real
     /// `hookline run` of it (with `secrets`, a Secret `crm`, and `extra` flags), whose loopback
     /// admin port the API server forwards the pod's port 9091 to, as a real API server does.
