@@ -42,6 +42,8 @@ check "egress guard settings" --set 'egress.allowedCIDRs={10.96.0.0/12,fd00:10:9
 "$helm" template hookline "$chart" --set 'egress.allowedCIDRs={10.96.0.0/12}' |
     grep -q 'value: "10.96.0.0/12"'
 check "JetStream mode, NATS installed with the chart" --set nats.install=true
+check "JetStream mode, NATS installed with the chart, namespaced" --set nats.install=true \
+    --set watchNamespace=analytics
 # nats.install alone runs NATS (three servers, JetStream, PVCs) and points Hookline at it; without
 # it, nothing of NATS is rendered.
 installed="$("$helm" template hookline "$chart" --namespace hookline-system --set nats.install=true)"
