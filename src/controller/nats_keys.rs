@@ -60,21 +60,23 @@ impl KeysSecrets<'_> {
     /// written when it is missing.
     pub async fn ensure(&self, client: &Client) -> Result<NatsKeys, KeysSecretError> {
         let api: Api<Secret> = Api::namespaced(client.clone(), self.namespace);
+        let server_exists = match self.server {
+            Some(server) => api
+                .get_opt(server)
+                .await
+                .map_err(self.error(server))?
+                .is_some(),
+            None => false,
+        };
         let keys = match api
             .get_opt(self.keys)
             .await
             .map_err(self.error(self.keys))?
         {
             Some(secret) => self.read(&secret)?,
-            None => self.make(&api).await?,
+            None => self.make(&api, server_exists).await?,
         };
-        if let Some(server) = self.server
-            && api
-                .get_opt(server)
-                .await
-                .map_err(self.error(server))?
-                .is_none()
-        {
+        if let Some(server) = self.server.filter(|_| !server_exists) {
             let config = keys.server_config().map_err(KeysError::from)?;
             create(
                 &api,
@@ -96,7 +98,11 @@ impl KeysSecrets<'_> {
         Ok(NatsKeys::from_seeds(&seeds, &what)?)
     }
 
-    async fn make(&self, api: &Api<Secret>) -> Result<NatsKeys, KeysSecretError> {
+    async fn make(
+        &self,
+        api: &Api<Secret>,
+        server_exists: bool,
+    ) -> Result<NatsKeys, KeysSecretError> {
         if !self.make {
             return Err(KeysSecretError::Missing {
                 namespace: self.namespace.to_string(),
@@ -104,13 +110,7 @@ impl KeysSecrets<'_> {
             });
         }
         // New keys beside an old configuration would lock every identity out: say so instead.
-        if let Some(server) = self.server
-            && api
-                .get_opt(server)
-                .await
-                .map_err(self.error(server))?
-                .is_some()
-        {
+        if let Some(server) = self.server.filter(|_| server_exists) {
             return Err(KeysSecretError::Orphaned {
                 namespace: self.namespace.to_string(),
                 keys: self.keys.to_string(),
