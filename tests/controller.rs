@@ -463,13 +463,7 @@ async fn a_refused_client_is_reported_with_the_servers_error() {
     };
     assert_eq!(reason, "InvalidClient");
     assert!(message.contains("invalid_client"), "{message}");
-    eventually("a Warning event naming the reason", || async {
-        op.server
-            .objects("events.k8s.io/v1/events")
-            .into_iter()
-            .find(|e| e["reason"] == "InvalidClient" && e["type"] == "Warning")
-    })
-    .await;
+    op.warning_event("InvalidClient").await;
     assert!(token_secret(&op, "orders").await.is_none());
     op.stop().await;
 }

@@ -317,13 +317,7 @@ async fn the_operator_refuses_an_internal_token_endpoint_and_says_so_plainly() {
         ),
         "{message}"
     );
-    eventually("a Warning event naming the reason", || async {
-        op.server
-            .objects("events.k8s.io/v1/events")
-            .into_iter()
-            .find(|e| e["reason"] == "EgressRefused" && e["type"] == "Warning")
-    })
-    .await;
+    op.warning_event("EgressRefused").await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", op.port))
         .await
         .unwrap()

@@ -165,6 +165,17 @@ impl Operator {
         (dir, kubeconfig)
     }
 
+    /// Waits for a Warning Event with `reason`.
+    pub async fn warning_event(&self, reason: &str) -> serde_json::Value {
+        eventually(&format!("a Warning event {reason}"), || async {
+            self.server
+                .objects("events.k8s.io/v1/events")
+                .into_iter()
+                .find(|e| e["reason"] == reason && e["type"] == "Warning")
+        })
+        .await
+    }
+
     /// `orders`, sending to `endpoint` with the bearer `token` (its Secret `crm`), accepted;
     /// returns its manifest.
     pub async fn bearer_destination_to(&self, endpoint: &super::Endpoint, token: &str) -> String {
